@@ -1,0 +1,205 @@
+//! `SecretGuard` (secretguard.dev/v1alpha1): what a user declares critical, and what the
+//! operator reports back. Types only; validation lives in the schema (OpenAPI + CEL) so the
+//! apiserver refuses bad objects with a readable message.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Regex of a DNS-1123 subdomain: what Kubernetes accepts as a Secret or ServiceAccount name.
+pub const DNS1123_SUBDOMAIN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Entries allowed in each list of a guard.
+pub const MAX_LIST_ENTRIES: usize = 256;
+
+/// Guards critical Secrets and ServiceAccount tokens in the guard's own namespace.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "secretguard.dev",
+    version = "v1alpha1",
+    kind = "SecretGuard",
+    namespaced,
+    shortname = "sguard",
+    category = "secretguard",
+    status = "SecretGuardStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Guarded","type":"integer","jsonPath":".status.guarded"}"#,
+    printcolumn = r#"{"name":"Missing","type":"integer","jsonPath":".status.missing"}"#,
+    printcolumn = r#"{"name":"Restores","type":"integer","jsonPath":".status.restores"}"#,
+    printcolumn = r#"{"name":"Last Incident","type":"string","jsonPath":".status.lastIncident.reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretGuardSpec {
+    /// ServiceAccounts whose long-lived token Secret is critical.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))")
+        .message("serviceAccounts must not name the same ServiceAccount twice"))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, (has(b.tokenSecretName) ? b.tokenSecretName : b.name + '-token') == (has(a.tokenSecretName) ? a.tokenSecretName : a.name + '-token')))")
+        .message("serviceAccounts must not share a tokenSecretName"))]
+    pub service_accounts: Vec<ServiceAccountTarget>,
+
+    /// Other Secrets, of any type, that must not go missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))")
+        .message("secrets must not name the same Secret twice"))]
+    pub secrets: Vec<SecretTarget>,
+
+    /// Every Secret in the namespace with these labels is guarded too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_selector: Option<LabelSelector>,
+
+    /// How a deleted object comes back: Identical (same bytes), Fresh (a new token), Off (alert only).
+    #[serde(default)]
+    pub restore: RestoreMode,
+
+    /// Remove kubernetes.io/legacy-token-invalid-since from guarded tokens.
+    #[serde(default = "default_true")]
+    #[schemars(default = "default_true")]
+    pub revalidate: bool,
+
+    /// Copied into alerts and Events.
+    #[serde(default)]
+    pub severity: Severity,
+
+    /// Maintenance: keep alerting, write nothing.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A ServiceAccount whose legacy token Secret is guarded.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.tokenSecretName) || size(self.name) <= 247")
+    .message("name is too long for the default tokenSecretName '<name>-token': set tokenSecretName"))]
+pub struct ServiceAccountTarget {
+    /// Name of the ServiceAccount in the guard's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("must be a valid Kubernetes name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    pub name: String,
+
+    /// Name of the token Secret; default "<name>-token".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("must be a valid Kubernetes name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    pub token_secret_name: Option<String>,
+
+    /// Re-create the ServiceAccount itself, from its last snapshot, when it is deleted.
+    #[serde(default)]
+    pub recreate_service_account: bool,
+}
+
+impl ServiceAccountTarget {
+    /// The token Secret's name, defaulted.
+    pub fn token_secret_name(&self) -> String {
+        self.token_secret_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-token", self.name))
+    }
+}
+
+/// A Secret guarded by name.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretTarget {
+    /// Name of the Secret in the guard's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("must be a valid Kubernetes name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    pub name: String,
+}
+
+/// How a deleted object is brought back.
+///
+/// - Identical: re-create with the same bytes, so every holder of the old token keeps working.
+/// - Fresh: re-create token Secrets empty; the tokens controller mints a new token.
+/// - Off: alert only; write nothing.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestoreMode {
+    #[default]
+    Identical,
+    Fresh,
+    Off,
+}
+
+/// Severity copied into alerts and Events.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Critical,
+    Warning,
+}
+
+/// What the operator observed, for `kubectl get` / `describe`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretGuardStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready and Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Objects guarded by this guard.
+    #[serde(default)]
+    pub guarded: i32,
+
+    /// Guarded objects currently missing.
+    #[serde(default)]
+    pub missing: i32,
+
+    /// Restores made since the guard was created.
+    #[serde(default)]
+    pub restores: i64,
+
+    /// The most recent incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_incident: Option<Incident>,
+
+    /// Per-object state; only unhealthy objects when the guard is large.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One incident: something happened to a guarded object, and what the operator did.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Incident {
+    pub time: Time,
+    /// Kind of the affected object: ServiceAccountToken, Secret or ServiceAccount.
+    pub kind: String,
+    pub name: String,
+    /// Stable reason, also the Event reason: TokenDeleted, TokenInvalidated, ...
+    pub reason: String,
+    /// What the operator did: Restored, RestoredFresh, Revalidated, AlertOnly, Failed, ...
+    pub outcome: String,
+    /// From seeing the object missing to it existing again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_seconds: Option<f64>,
+}
+
+/// State of one guarded object.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    /// ServiceAccountToken or Secret.
+    pub kind: String,
+    pub name: String,
+    /// Healthy, Missing, Invalidated, NotPopulated, ServiceAccountMissing, ...
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,9 @@
+//! secretguard: a Kubernetes operator that guards critical Secrets and ServiceAccount tokens.
+//!
+//! The binary (`src/main.rs`) is thin; everything it wires together lives here so tests reach it.
+
+pub mod api;
+pub mod error;
+pub mod telemetry;
+
+pub use error::{Error, Result};
