@@ -4,6 +4,9 @@
 
 pub mod api;
 pub mod error;
+pub mod guard;
+pub mod labels;
+pub mod restore_point;
 pub mod telemetry;
 
 pub use error::{Error, Result};

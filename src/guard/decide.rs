@@ -1,0 +1,318 @@
+//! What to do about one guarded object, given what is observed. Pure: no I/O, no clock
+//! (the caller passes `now`), so every row of DESIGN.md §4 is a table test here.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::v1alpha1::RestoreMode;
+
+/// The guard's settings that decisions depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub restore: RestoreMode,
+    pub revalidate: bool,
+    pub paused: bool,
+    pub recreate_service_account: bool,
+    /// A token Secret still empty this long after creation is reported TokenNotPopulated.
+    pub populate_deadline: Duration,
+}
+
+impl Policy {
+    /// May the operator change the cluster for this guard at all?
+    fn writes(&self) -> bool {
+        !self.paused
+    }
+
+    /// May it bring back what went missing?
+    fn restores(&self) -> bool {
+        self.writes() && self.restore != RestoreMode::Off
+    }
+}
+
+/// The ServiceAccount, as far as decisions care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountView {
+    pub uid: String,
+    pub terminating: bool,
+}
+
+/// A live Secret, as far as decisions care. Built from the object; never holds its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretView {
+    pub uid: String,
+    pub created: Timestamp,
+    pub terminating: bool,
+    pub is_token_type: bool,
+    /// Carries secretguard.dev/guarded=true.
+    pub labelled: bool,
+    /// kubernetes.io/service-account.uid, for token Secrets.
+    pub sa_uid: Option<String>,
+    /// `data.token` present and non-empty.
+    pub token_populated: bool,
+    pub content_hash: String,
+    /// kubernetes.io/legacy-token-invalid-since is present.
+    pub invalidated: bool,
+    /// secretguard.dev/rotate=true.
+    pub rotate_requested: bool,
+}
+
+/// The saved copy, as far as decisions care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestorePointView {
+    pub origin_uid: String,
+    pub content_hash: String,
+    /// The ServiceAccount UID a saved token was issued for.
+    pub sa_uid: Option<String>,
+}
+
+/// Everything observed about one guarded token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenObservation {
+    pub namespace_terminating: bool,
+    pub service_account: Option<ServiceAccountView>,
+    pub secret: Option<SecretView>,
+    pub restore_point: Option<RestorePointView>,
+    /// A snapshot to re-create the ServiceAccount from exists.
+    pub has_sa_snapshot: bool,
+    pub now: Timestamp,
+}
+
+/// The state a guarded object is in; kept per object to report each incident once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TargetState {
+    Healthy,
+    /// Being created or waiting for the tokens controller.
+    Pending,
+    Missing,
+    ServiceAccountMissing,
+    Invalidated,
+    NotPopulated,
+    /// Its namespace is being deleted: the operator stands aside.
+    Terminating,
+}
+
+impl TargetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Healthy => "Healthy",
+            TargetState::Pending => "Pending",
+            TargetState::Missing => "Missing",
+            TargetState::ServiceAccountMissing => "ServiceAccountMissing",
+            TargetState::Invalidated => "Invalidated",
+            TargetState::NotPopulated => "NotPopulated",
+            TargetState::Terminating => "Terminating",
+        }
+    }
+
+    /// Counts as missing in status and metrics.
+    pub fn is_missing(self) -> bool {
+        matches!(self, TargetState::Missing | TargetState::ServiceAccountMissing)
+    }
+
+    pub fn is_healthy(self) -> bool {
+        matches!(self, TargetState::Healthy | TargetState::Pending | TargetState::Terminating)
+    }
+}
+
+/// A write to make. The reconciler carries them out in order and stops at the first failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the token Secret empty (type and SA annotation) for the tokens controller.
+    CreateTokenSecret,
+    /// Re-create the Secret from its restore point, same bytes; verify the token after.
+    RestoreIdentical,
+    /// Delete a token Secret issued for a previous ServiceAccount (UID precondition), so an
+    /// empty one can be created for the new ServiceAccount at once.
+    DeleteStaleToken { uid: String },
+    /// Add secretguard.dev/guarded=true (server-side apply).
+    Label,
+    /// Save the live content as the restore point.
+    SaveRestorePoint,
+    /// Forget the restore point (the token it holds was revoked on purpose).
+    DeleteRestorePoint,
+    /// Remove kubernetes.io/legacy-token-invalid-since.
+    RemoveInvalidLabel,
+    /// Empty data.token so the tokens controller mints a new token, and drop the rotate
+    /// annotation, in one update.
+    EmptyToken,
+    /// Re-create the ServiceAccount from its snapshot.
+    RecreateServiceAccount,
+}
+
+/// Why an incident is reported; also the Event reason and the metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    TokenDeleted,
+    TokenRotated,
+    ServiceAccountDeleted,
+    ServiceAccountRecreated,
+    TokenInvalidated,
+    TokenNotPopulated,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TokenDeleted => "TokenDeleted",
+            Reason::TokenRotated => "TokenRotated",
+            Reason::ServiceAccountDeleted => "ServiceAccountDeleted",
+            Reason::ServiceAccountRecreated => "ServiceAccountRecreated",
+            Reason::TokenInvalidated => "TokenInvalidated",
+            Reason::TokenNotPopulated => "TokenNotPopulated",
+        }
+    }
+}
+
+/// The outcome of a decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub state: Option<TargetState>,
+    pub actions: Vec<Action>,
+    /// Incidents this observation starts (reported once per state change by the caller).
+    pub incidents: Vec<Reason>,
+    /// Look again after this long even if nothing changes (deadlines).
+    pub requeue_after: Option<Duration>,
+}
+
+impl Decision {
+    fn new(state: TargetState) -> Self {
+        Decision {
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+
+    fn act(mut self, action: Action) -> Self {
+        self.actions.push(action);
+        self
+    }
+
+    fn incident(mut self, reason: Reason) -> Self {
+        self.incidents.push(reason);
+        self
+    }
+}
+
+/// Decide what to do about a guarded ServiceAccount token (DESIGN.md §4, token rows).
+pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
+    if obs.namespace_terminating {
+        return Decision::new(TargetState::Terminating);
+    }
+    let sa = match &obs.service_account {
+        Some(sa) if !sa.terminating => sa,
+        _ => {
+            let mut d = Decision::new(TargetState::ServiceAccountMissing)
+                .incident(Reason::ServiceAccountDeleted);
+            if policy.recreate_service_account && policy.restores() && obs.has_sa_snapshot {
+                d = d.act(Action::RecreateServiceAccount);
+            }
+            return d;
+        }
+    };
+    // A restore point for another ServiceAccount UID holds a token that can never work again.
+    let rp_for_this_sa = obs
+        .restore_point
+        .as_ref()
+        .filter(|rp| rp.sa_uid.as_deref() == Some(sa.uid.as_str()));
+
+    let Some(secret) = &obs.secret else {
+        return decide_missing_token(policy, obs, rp_for_this_sa.is_some());
+    };
+    if secret.terminating {
+        // Already rejected by the apiserver; it can be re-created once it is gone.
+        return Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
+    }
+    if secret.sa_uid.as_deref().is_some_and(|uid| uid != sa.uid) {
+        // The ServiceAccount was re-created: this token can never work again, and the
+        // tokens controller would delete it. Replace it with a fresh one at once.
+        let mut d = Decision::new(TargetState::Pending).incident(Reason::ServiceAccountRecreated);
+        if policy.restores() {
+            d = d.act(Action::DeleteStaleToken {
+                uid: secret.uid.clone(),
+            });
+            if obs.restore_point.is_some() {
+                d = d.act(Action::DeleteRestorePoint);
+            }
+            d = d.act(Action::CreateTokenSecret);
+        }
+        return d;
+    }
+
+    let mut d = Decision::new(TargetState::Healthy);
+    if !secret.labelled && policy.writes() {
+        d = d.act(Action::Label);
+    }
+    if secret.rotate_requested && policy.writes() {
+        d.state = Some(TargetState::Pending);
+        if obs.restore_point.is_some() {
+            d = d.act(Action::DeleteRestorePoint);
+        }
+        return d.act(Action::EmptyToken).incident(Reason::TokenRotated);
+    }
+    if !secret.token_populated {
+        let age = obs.now.duration_since(secret.created);
+        let deadline = k8s_openapi::jiff::SignedDuration::try_from(policy.populate_deadline)
+            .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+        if age >= deadline {
+            d.state = Some(TargetState::NotPopulated);
+            return d.incident(Reason::TokenNotPopulated);
+        }
+        d.state = Some(TargetState::Pending);
+        d.requeue_after = Some(
+            Duration::try_from(deadline - age).unwrap_or(Duration::ZERO) + Duration::from_millis(100),
+        );
+        return d;
+    }
+    let saved = obs.restore_point.as_ref().is_some_and(|rp| {
+        rp.content_hash == secret.content_hash
+            && rp.origin_uid == secret.uid
+            && rp.sa_uid.as_deref() == Some(sa.uid.as_str())
+    });
+    if !saved && policy.writes() && secret.sa_uid.is_some() {
+        d = d.act(Action::SaveRestorePoint);
+    }
+    if secret.invalidated {
+        d.state = Some(TargetState::Invalidated);
+        d = d.incident(Reason::TokenInvalidated);
+        if policy.revalidate && policy.restores() {
+            d = d.act(Action::RemoveInvalidLabel);
+        }
+    }
+    d
+}
+
+fn decide_missing_token(policy: &Policy, obs: &TokenObservation, can_revive: bool) -> Decision {
+    match &obs.restore_point {
+        // Never existed as far as we know: provision it for the tokens controller.
+        None => {
+            let mut d = Decision::new(TargetState::Pending);
+            if policy.writes() {
+                d = d.act(Action::CreateTokenSecret);
+            }
+            d
+        }
+        Some(_) => {
+            let mut d = Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
+            if !policy.restores() {
+                return d;
+            }
+            if can_revive && policy.restore == RestoreMode::Identical {
+                d = d.act(Action::RestoreIdentical);
+            } else {
+                if !can_revive {
+                    d = d.incident(Reason::ServiceAccountRecreated);
+                }
+                d = d
+                    .incident(Reason::TokenRotated)
+                    .act(Action::DeleteRestorePoint)
+                    .act(Action::CreateTokenSecret);
+            }
+            d
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,374 @@
+//! Table tests of token decisions: one row per situation of DESIGN.md §4.
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(secs).expect("timestamp")
+}
+
+fn policy(restore: RestoreMode) -> Policy {
+    Policy {
+        restore,
+        revalidate: true,
+        paused: false,
+        recreate_service_account: false,
+        populate_deadline: Duration::from_secs(30),
+    }
+}
+
+fn sa(uid: &str) -> Option<ServiceAccountView> {
+    Some(ServiceAccountView {
+        uid: uid.into(),
+        terminating: false,
+    })
+}
+
+fn token(hash: &str) -> SecretView {
+    SecretView {
+        uid: "secret-uid".into(),
+        created: at(NOW - 3600),
+        terminating: false,
+        is_token_type: true,
+        labelled: true,
+        sa_uid: Some("sa-1".into()),
+        token_populated: true,
+        content_hash: hash.into(),
+        invalidated: false,
+        rotate_requested: false,
+    }
+}
+
+fn rp(hash: &str, sa_uid: &str) -> Option<RestorePointView> {
+    Some(RestorePointView {
+        origin_uid: "secret-uid".into(),
+        content_hash: hash.into(),
+        sa_uid: Some(sa_uid.into()),
+    })
+}
+
+fn obs(
+    service_account: Option<ServiceAccountView>,
+    secret: Option<SecretView>,
+    restore_point: Option<RestorePointView>,
+) -> TokenObservation {
+    TokenObservation {
+        namespace_terminating: false,
+        service_account,
+        secret,
+        restore_point,
+        has_sa_snapshot: true,
+        now: at(NOW),
+    }
+}
+
+use Action::*;
+use RestoreMode::*;
+
+#[test]
+fn token_decisions_follow_the_behaviour_table() {
+    struct Row {
+        name: &'static str,
+        policy: Policy,
+        obs: TokenObservation,
+        state: TargetState,
+        actions: Vec<Action>,
+        incidents: Vec<Reason>,
+    }
+    let healthy = || obs(sa("sa-1"), Some(token("h1")), rp("h1", "sa-1"));
+    let paused = Policy {
+        paused: true,
+        ..policy(Identical)
+    };
+    let recreate = Policy {
+        recreate_service_account: true,
+        ..policy(Identical)
+    };
+    let rows = vec![
+        Row {
+            name: "healthy and saved: nothing to do",
+            policy: policy(Identical),
+            obs: healthy(),
+            state: TargetState::Healthy,
+            actions: vec![],
+            incidents: vec![],
+        },
+        Row {
+            name: "absent and never seen: create it empty for the tokens controller",
+            policy: policy(Identical),
+            obs: obs(sa("sa-1"), None, None),
+            state: TargetState::Pending,
+            actions: vec![CreateTokenSecret],
+            incidents: vec![],
+        },
+        Row {
+            name: "deleted, SA unchanged, Identical: restore the same bytes",
+            policy: policy(Identical),
+            obs: obs(sa("sa-1"), None, rp("h1", "sa-1")),
+            state: TargetState::Missing,
+            actions: vec![RestoreIdentical],
+            incidents: vec![Reason::TokenDeleted],
+        },
+        Row {
+            name: "deleted, Fresh: a new token is minted and consumers must update",
+            policy: policy(Fresh),
+            obs: obs(sa("sa-1"), None, rp("h1", "sa-1")),
+            state: TargetState::Missing,
+            actions: vec![DeleteRestorePoint, CreateTokenSecret],
+            incidents: vec![Reason::TokenDeleted, Reason::TokenRotated],
+        },
+        Row {
+            name: "deleted, Off: alert only",
+            policy: policy(Off),
+            obs: obs(sa("sa-1"), None, rp("h1", "sa-1")),
+            state: TargetState::Missing,
+            actions: vec![],
+            incidents: vec![Reason::TokenDeleted],
+        },
+        Row {
+            name: "deleted while paused: alert, write nothing",
+            policy: paused,
+            obs: obs(sa("sa-1"), None, rp("h1", "sa-1")),
+            state: TargetState::Missing,
+            actions: vec![],
+            incidents: vec![Reason::TokenDeleted],
+        },
+        Row {
+            name: "deleted after the SA was re-created: old bytes are useless, mint fresh",
+            policy: policy(Identical),
+            obs: obs(sa("sa-2"), None, rp("h1", "sa-1")),
+            state: TargetState::Missing,
+            actions: vec![DeleteRestorePoint, CreateTokenSecret],
+            incidents: vec![
+                Reason::TokenDeleted,
+                Reason::ServiceAccountRecreated,
+                Reason::TokenRotated,
+            ],
+        },
+        Row {
+            name: "SA re-created, stale token still there: replace it at once",
+            policy: policy(Identical),
+            obs: obs(sa("sa-2"), Some(token("h1")), rp("h1", "sa-1")),
+            state: TargetState::Pending,
+            actions: vec![
+                DeleteStaleToken {
+                    uid: "secret-uid".into(),
+                },
+                DeleteRestorePoint,
+                CreateTokenSecret,
+            ],
+            incidents: vec![Reason::ServiceAccountRecreated],
+        },
+        Row {
+            name: "SA deleted: critical incident, nothing re-created by default",
+            policy: policy(Identical),
+            obs: obs(None, Some(token("h1")), rp("h1", "sa-1")),
+            state: TargetState::ServiceAccountMissing,
+            actions: vec![],
+            incidents: vec![Reason::ServiceAccountDeleted],
+        },
+        Row {
+            name: "SA deleted with recreateServiceAccount: re-create it from its snapshot",
+            policy: recreate,
+            obs: obs(None, None, rp("h1", "sa-1")),
+            state: TargetState::ServiceAccountMissing,
+            actions: vec![RecreateServiceAccount],
+            incidents: vec![Reason::ServiceAccountDeleted],
+        },
+        Row {
+            name: "SA deleted with recreateServiceAccount but paused: alert only",
+            policy: Policy {
+                paused: true,
+                ..recreate
+            },
+            obs: obs(None, None, rp("h1", "sa-1")),
+            state: TargetState::ServiceAccountMissing,
+            actions: vec![],
+            incidents: vec![Reason::ServiceAccountDeleted],
+        },
+        Row {
+            name: "content changed: the restore point follows",
+            policy: policy(Identical),
+            obs: obs(sa("sa-1"), Some(token("h2")), rp("h1", "sa-1")),
+            state: TargetState::Healthy,
+            actions: vec![SaveRestorePoint],
+            incidents: vec![],
+        },
+        Row {
+            name: "restore point deleted by someone: rewritten from the live object",
+            policy: policy(Identical),
+            obs: obs(sa("sa-1"), Some(token("h1")), None),
+            state: TargetState::Healthy,
+            actions: vec![SaveRestorePoint],
+            incidents: vec![],
+        },
+        Row {
+            name: "unlabelled: label it",
+            policy: policy(Identical),
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    labelled: false,
+                    ..token("h1")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Healthy,
+            actions: vec![Label],
+            incidents: vec![],
+        },
+        Row {
+            name: "invalidated by the legacy token cleaner, revalidate: remove the label",
+            policy: policy(Identical),
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    invalidated: true,
+                    ..token("h1")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Invalidated,
+            actions: vec![RemoveInvalidLabel],
+            incidents: vec![Reason::TokenInvalidated],
+        },
+        Row {
+            name: "invalidated, revalidate false: alert only",
+            policy: Policy {
+                revalidate: false,
+                ..policy(Identical)
+            },
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    invalidated: true,
+                    ..token("h1")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Invalidated,
+            actions: vec![],
+            incidents: vec![Reason::TokenInvalidated],
+        },
+        Row {
+            name: "invalidated, Off: alert only",
+            policy: policy(Off),
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    invalidated: true,
+                    ..token("h1")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Invalidated,
+            actions: vec![],
+            incidents: vec![Reason::TokenInvalidated],
+        },
+        Row {
+            name: "rotate requested: forget the old token, then empty it",
+            policy: policy(Identical),
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    rotate_requested: true,
+                    ..token("h1")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Pending,
+            actions: vec![DeleteRestorePoint, EmptyToken],
+            incidents: vec![Reason::TokenRotated],
+        },
+        Row {
+            name: "rotate requested while paused: nothing yet",
+            policy: paused,
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    rotate_requested: true,
+                    ..token("h1")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Healthy,
+            actions: vec![],
+            incidents: vec![],
+        },
+        Row {
+            name: "terminating Secret: already rejected, wait until it is gone",
+            policy: policy(Identical),
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    terminating: true,
+                    ..token("h1")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Missing,
+            actions: vec![],
+            incidents: vec![Reason::TokenDeleted],
+        },
+        Row {
+            name: "namespace terminating: stand aside",
+            policy: policy(Identical),
+            obs: TokenObservation {
+                namespace_terminating: true,
+                ..obs(sa("sa-1"), None, rp("h1", "sa-1"))
+            },
+            state: TargetState::Terminating,
+            actions: vec![],
+            incidents: vec![],
+        },
+    ];
+    for row in rows {
+        let d = decide_token(&row.policy, &row.obs);
+        assert_eq!(d.state, Some(row.state), "{}: state", row.name);
+        assert_eq!(d.actions, row.actions, "{}: actions", row.name);
+        assert_eq!(d.incidents, row.incidents, "{}: incidents", row.name);
+    }
+}
+
+#[test]
+fn an_empty_token_is_pending_until_the_deadline_then_not_populated() {
+    let p = policy(Identical);
+    let mut empty = SecretView {
+        token_populated: false,
+        sa_uid: None,
+        created: at(NOW - 10),
+        ..token("h0")
+    };
+    let d = decide_token(&p, &obs(sa("sa-1"), Some(empty.clone()), None));
+    assert_eq!(d.state, Some(TargetState::Pending));
+    assert!(d.incidents.is_empty());
+    assert!(d.actions.is_empty(), "nothing is saved from an empty token");
+    let wait = d.requeue_after.expect("look again at the deadline");
+    assert!(wait > Duration::from_secs(19) && wait < Duration::from_secs(21), "{wait:?}");
+
+    empty.created = at(NOW - 31);
+    let d = decide_token(&p, &obs(sa("sa-1"), Some(empty), None));
+    assert_eq!(d.state, Some(TargetState::NotPopulated));
+    assert_eq!(d.incidents, vec![Reason::TokenNotPopulated]);
+    assert_eq!(d.requeue_after, None);
+}
+
+#[test]
+fn a_healthy_token_decides_nothing_twice() {
+    let p = policy(Identical);
+    let o = obs(sa("sa-1"), Some(token("h1")), rp("h1", "sa-1"));
+    assert_eq!(decide_token(&p, &o), decide_token(&p, &o));
+    assert!(decide_token(&p, &o).actions.is_empty());
+}
+
+#[test]
+fn a_restore_point_of_a_previous_secret_is_refreshed() {
+    // Same bytes, but the live Secret is a different object (re-created by someone):
+    // the restore point should name the live object.
+    let p = policy(Identical);
+    let mut live = token("h1");
+    live.uid = "other-uid".into();
+    let d = decide_token(&p, &obs(sa("sa-1"), Some(live), rp("h1", "sa-1")));
+    assert_eq!(d.actions, vec![SaveRestorePoint]);
+}

@@ -1,0 +1,23 @@
+//! Well-known label and annotation keys, ours and Kubernetes'.
+
+/// On every guarded Secret, so the operator's watch is label-filtered on the server.
+pub const GUARDED: &str = "secretguard.dev/guarded";
+/// Set by a user on a guarded token Secret to ask for a fresh token.
+pub const ROTATE: &str = "secretguard.dev/rotate";
+/// On every restore point.
+pub const RESTORE_POINT: &str = "secretguard.dev/restore-point";
+/// On every restore point: the namespace of the Secret it saves.
+pub const ORIGIN_NAMESPACE: &str = "secretguard.dev/origin-namespace";
+/// Field manager for server-side apply, and the Event reporter.
+pub const MANAGER: &str = "secretguard";
+
+/// Type of a legacy ServiceAccount token Secret.
+pub const TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+/// Names the ServiceAccount of a token Secret.
+pub const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
+/// UID of that ServiceAccount, written by the tokens controller.
+pub const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
+/// Written by the legacy token cleaner; the token is rejected while it is present.
+pub const LEGACY_TOKEN_INVALID_SINCE: &str = "kubernetes.io/legacy-token-invalid-since";
+/// Written by the apiserver on successful use (a date, at most once a day).
+pub const LEGACY_TOKEN_LAST_USED: &str = "kubernetes.io/legacy-token-last-used";
