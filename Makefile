@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-K8S_VERSION          ?= v1.37.1
+export K8S_VERSION   ?= v1.37.1
 ETCD_VERSION         ?= v3.6.14
 HELM_VERSION         ?= v3.21.4
 PROMETHEUS_VERSION   ?= v0.314.0

@@ -12,6 +12,7 @@
 #   SECRETGUARD_CLUSTER_DIR   state directory (default <repo>/.cluster)
 #   TOOLS_BIN                 where the binaries are (default <repo>/.tools/bin)
 #   LEGACY_TOKEN_CLEANUP_PERIOD  KCM --legacy-service-account-token-clean-up-period (default 8760h)
+#   KUBE_APISERVER_EXTRA_ARGS, KUBE_CONTROLLER_MANAGER_EXTRA_ARGS  more flags (word-split)
 #
 # Ports are chosen free at start, never fixed. Certificates are generated per cluster.
 set -euo pipefail
@@ -19,7 +20,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dir=${SECRETGUARD_CLUSTER_DIR:-$repo/.cluster}
 bin=${TOOLS_BIN:-$repo/.tools/bin}
-cleanup_period=${LEGACY_TOKEN_CLEANUP_PERIOD:-8760h}
+# A restart of KCM keeps the cluster's period unless a new one is given.
+cleanup_period=${LEGACY_TOKEN_CLEANUP_PERIOD:-$(cat "$dir/cleanup-period" 2>/dev/null || echo 8760h)}
 components=(etcd kube-apiserver kube-controller-manager)
 
 log() { echo "cluster: $*" >&2; }
@@ -181,8 +183,9 @@ start_apiserver() {
     --service-account-signing-key-file "$dir/pki/sa.key" \
     --service-account-lookup=true \
     --service-cluster-ip-range 10.0.0.0/24 \
+    --endpoint-reconciler-type none \
     --allow-privileged=true \
-    --profiling=false
+    --profiling=false ${KUBE_APISERVER_EXTRA_ARGS:-}
   kubeconfig admin "$dir/admin.kubeconfig"
   wait_for kube-apiserver 90 kubectl_admin get --raw /readyz
 }
@@ -192,11 +195,12 @@ start_kcm() {
   launch kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig "$dir/kcm.kubeconfig" \
     --leader-elect=false --secure-port=0 \
+    --use-service-account-credentials=true \
     --service-account-private-key-file "$dir/pki/sa.key" \
     --root-ca-file "$dir/pki/ca.crt" \
     --controllers serviceaccount-token-controller,serviceaccount-controller,legacy-serviceaccount-token-cleaner-controller,garbage-collector-controller,namespace-controller,root-ca-certificate-publisher-controller \
     --legacy-service-account-token-clean-up-period "$cleanup_period" \
-    --concurrent-gc-syncs=5 --concurrent-namespace-syncs=5
+    --concurrent-gc-syncs=5 --concurrent-namespace-syncs=5 ${KUBE_CONTROLLER_MANAGER_EXTRA_ARGS:-}
   # Ready when the serviceaccount controller has made the default ServiceAccount.
   wait_for kube-controller-manager 60 kubectl_admin -n default get serviceaccount default
 }
@@ -250,6 +254,7 @@ status)
   ;;
 restart-kcm)
   stop_one kube-controller-manager
+  echo "$cleanup_period" >"$dir/cleanup-period"
   start_kcm
   ;;
 restart-apiserver)

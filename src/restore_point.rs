@@ -132,7 +132,10 @@ pub fn build(origin: &Secret, origin_kind: &str, operator_namespace: &str) -> Se
             annotation::ORIGIN_IMMUTABLE.to_owned(),
             origin.immutable.unwrap_or(false).to_string(),
         ),
-        (annotation::CONTENT_HASH.to_owned(), content_hash(&type_, &data)),
+        (
+            annotation::CONTENT_HASH.to_owned(),
+            content_hash(&type_, &data),
+        ),
     ]);
     Secret {
         metadata: ObjectMeta {
@@ -240,7 +243,10 @@ mod tests {
     fn a_restore_point_round_trips_what_a_restore_needs() {
         let live = token_secret();
         let saved = build(&live, "ServiceAccountToken", "secretguard-system");
-        assert_eq!(saved.metadata.namespace.as_deref(), Some("secretguard-system"));
+        assert_eq!(
+            saved.metadata.namespace.as_deref(),
+            Some("secretguard-system")
+        );
         assert_eq!(saved.type_.as_deref(), Some("Opaque"));
         let rp = parse(&saved).expect("parse");
         assert_eq!(rp.origin_uid, "uid-1");
@@ -254,7 +260,10 @@ mod tests {
         assert_eq!(restored.data, live.data);
         assert_eq!(restored.metadata.labels, live.metadata.labels);
         let ann = restored.metadata.annotations.expect("annotations");
-        assert_eq!(ann.get(labels::SA_UID_ANNOTATION).map(String::as_str), Some("sa-uid"));
+        assert_eq!(
+            ann.get(labels::SA_UID_ANNOTATION).map(String::as_str),
+            Some("sa-uid")
+        );
         assert!(!ann.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
         assert_eq!(restored.metadata.uid, None, "a create carries no uid");
         assert_eq!(restored.metadata.resource_version, None);
@@ -269,7 +278,10 @@ mod tests {
         let mut b = a.clone();
         b.insert("b".into(), ByteString(b"3".to_vec()));
         assert_ne!(content_hash("Opaque", &a), content_hash("Opaque", &b));
-        assert_ne!(content_hash("Opaque", &a), content_hash("kubernetes.io/tls", &a));
+        assert_ne!(
+            content_hash("Opaque", &a),
+            content_hash("kubernetes.io/tls", &a)
+        );
         // Length prefixes: moving a byte between key and value changes the hash.
         let c = BTreeMap::from([("ab".to_owned(), ByteString(b"".to_vec()))]);
         let d = BTreeMap::from([("a".to_owned(), ByteString(b"b".to_vec()))]);
@@ -282,7 +294,10 @@ mod tests {
         assert_eq!(n, name_for("ingest", "writer-token"));
         assert_ne!(n, name_for("ingest2", "writer-token"));
         assert_eq!(n.len(), 45);
-        assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(
+            n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
     }
 
     #[test]
@@ -310,7 +325,10 @@ mod tests {
             .remove(annotation::ORIGIN_NAME);
         assert!(matches!(
             parse(&saved),
-            Err(RestorePointError::MissingAnnotation(_, annotation::ORIGIN_NAME))
+            Err(RestorePointError::MissingAnnotation(
+                _,
+                annotation::ORIGIN_NAME
+            ))
         ));
     }
 }

@@ -330,3 +330,60 @@ async fn deleting_a_namespace_completes() {
     )
     .await;
 }
+
+/// The premise of identical restores, checked on the real apiserver: a legacy token dies
+/// with its Secret (once the apiserver's short success cache expires) and comes back to
+/// life when the Secret is re-created with the same name and bytes.
+#[tokio::test]
+async fn recreating_a_deleted_token_secret_with_the_same_bytes_revives_the_token() {
+    let client = support::admin_client().await;
+    let ns = TestNamespace::new(&client, "revive").await;
+    create_service_account(&client, &ns.name, "svc").await;
+    create_token_secret(&client, &ns.name, "svc-token", "svc").await;
+    let token = wait_for_token(&client, &ns.name, "svc-token").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let saved = secrets.get("svc-token").await.expect("get token Secret");
+
+    let whoami = |token: String| async move {
+        Api::<SelfSubjectReview>::all(support::token_client(&token).await)
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await
+            .map(|r| r.status.and_then(|s| s.user_info).and_then(|u| u.username))
+    };
+    let expected = format!("system:serviceaccount:{}:svc", ns.name);
+    assert_eq!(
+        whoami(token.clone()).await.expect("token works"),
+        Some(expected.clone())
+    );
+
+    secrets
+        .delete("svc-token", &DeleteParams::default())
+        .await
+        .expect("delete token Secret");
+    wait_for("the deleted token to be rejected", || {
+        let token = token.clone();
+        async move {
+            match whoami(token).await {
+                Err(e) if api_status(&e).map(|s| s.0) == Some(401) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+
+    let mut copy = saved.clone();
+    copy.metadata = ObjectMeta {
+        name: saved.metadata.name.clone(),
+        annotations: saved.metadata.annotations.clone(),
+        labels: saved.metadata.labels.clone(),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &copy)
+        .await
+        .expect("re-create token Secret");
+    let back = whoami(token.clone())
+        .await
+        .expect("the old token works again");
+    assert_eq!(back, Some(expected));
+}

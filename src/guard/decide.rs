@@ -107,11 +107,17 @@ impl TargetState {
 
     /// Counts as missing in status and metrics.
     pub fn is_missing(self) -> bool {
-        matches!(self, TargetState::Missing | TargetState::ServiceAccountMissing)
+        matches!(
+            self,
+            TargetState::Missing | TargetState::ServiceAccountMissing
+        )
     }
 
     pub fn is_healthy(self) -> bool {
-        matches!(self, TargetState::Healthy | TargetState::Pending | TargetState::Terminating)
+        matches!(
+            self,
+            TargetState::Healthy | TargetState::Pending | TargetState::Terminating
+        )
     }
 }
 
@@ -260,7 +266,8 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
         }
         d.state = Some(TargetState::Pending);
         d.requeue_after = Some(
-            Duration::try_from(deadline - age).unwrap_or(Duration::ZERO) + Duration::from_millis(100),
+            Duration::try_from(deadline - age).unwrap_or(Duration::ZERO)
+                + Duration::from_millis(100),
         );
         return d;
     }

@@ -345,7 +345,10 @@ fn an_empty_token_is_pending_until_the_deadline_then_not_populated() {
     assert!(d.incidents.is_empty());
     assert!(d.actions.is_empty(), "nothing is saved from an empty token");
     let wait = d.requeue_after.expect("look again at the deadline");
-    assert!(wait > Duration::from_secs(19) && wait < Duration::from_secs(21), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(19) && wait < Duration::from_secs(21),
+        "{wait:?}"
+    );
 
     empty.created = at(NOW - 31);
     let d = decide_token(&p, &obs(sa("sa-1"), Some(empty), None));
