@@ -4,10 +4,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 export K8S_VERSION   ?= v1.37.1
-ETCD_VERSION         ?= v3.6.14
-HELM_VERSION         ?= v3.21.4
-PROMETHEUS_VERSION   ?= v0.314.0
-ALERTMANAGER_VERSION ?= v0.31.1
+export ETCD_VERSION   ?= v3.6.14
+export HELM_VERSION   ?= v3.21.4
+export PROMETHEUS_VERSION ?= v0.314.0
+export ALERTMANAGER_VERSION ?= v0.31.1
 
 export SECRETGUARD_CACHE ?= $(HOME)/.cache/secretguard
 export TOOLS_BIN := $(CURDIR)/.tools/bin

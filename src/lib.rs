@@ -6,6 +6,7 @@ pub mod api;
 pub mod error;
 pub mod guard;
 pub mod labels;
+pub mod queue;
 pub mod restore_point;
 pub mod telemetry;
 

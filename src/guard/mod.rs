@@ -2,3 +2,4 @@
 //! them out against the cluster.
 
 pub mod decide;
+pub mod index;

@@ -1,0 +1,301 @@
+//! Which guard guards which object. Updated from the guard watch; no I/O. Lookups by
+//! Secret or ServiceAccount are O(1), so an event about one object costs work proportional
+//! to that object, never to the size of its guard.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use kube::ResourceExt;
+
+use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
+
+/// Namespace and name of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What a guard asks for one Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// The legacy token Secret of a ServiceAccount.
+    Token {
+        service_account: String,
+        recreate_service_account: bool,
+    },
+    /// Any other Secret, named in spec.secrets.
+    Secret,
+}
+
+impl TargetSpec {
+    /// Kind as shown in status, Events and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetSpec::Token { .. } => "ServiceAccountToken",
+            TargetSpec::Secret => "Secret",
+        }
+    }
+}
+
+/// A guard as the index holds it.
+#[derive(Clone, Debug)]
+pub struct GuardEntry {
+    pub key: ObjectKey,
+    pub uid: String,
+    pub generation: i64,
+    pub spec: SecretGuardSpec,
+    /// The Secrets it guards, in spec order.
+    pub targets: Vec<(ObjectKey, TargetSpec)>,
+}
+
+/// The guard that owns a target, and what it asks.
+#[derive(Clone, Debug)]
+pub struct Resolved<'a> {
+    pub guard: &'a GuardEntry,
+    pub spec: TargetSpec,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    guards: HashMap<ObjectKey, GuardEntry>,
+    /// Secret → the guards that name it. The first (ordered by key) owns it.
+    secrets: HashMap<ObjectKey, BTreeMap<ObjectKey, TargetSpec>>,
+    /// ServiceAccount → token Secrets guarded for it.
+    service_accounts: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+}
+
+/// The Secrets a guard spec names, with what it asks of each.
+pub fn targets_of(namespace: &str, spec: &SecretGuardSpec) -> Vec<(ObjectKey, TargetSpec)> {
+    let tokens = spec.service_accounts.iter().map(|sa| {
+        (
+            ObjectKey::new(namespace, sa.token_secret_name()),
+            TargetSpec::Token {
+                service_account: sa.name.clone(),
+                recreate_service_account: sa.recreate_service_account,
+            },
+        )
+    });
+    let secrets = spec
+        .secrets
+        .iter()
+        .map(|s| (ObjectKey::new(namespace, &s.name), TargetSpec::Secret));
+    tokens.chain(secrets).collect()
+}
+
+impl Index {
+    /// Add or update a guard. Returns every Secret whose guarding may have changed: the
+    /// guard's old targets and its new ones.
+    pub fn upsert(&mut self, guard: &SecretGuard) -> Vec<ObjectKey> {
+        let key = ObjectKey::new(guard.namespace().unwrap_or_default(), guard.name_any());
+        let mut touched = self.remove(&key);
+        let entry = GuardEntry {
+            key: key.clone(),
+            uid: guard.uid().unwrap_or_default(),
+            generation: guard.metadata.generation.unwrap_or_default(),
+            spec: guard.spec.clone(),
+            targets: targets_of(&key.namespace, &guard.spec),
+        };
+        for (secret, spec) in &entry.targets {
+            self.secrets
+                .entry(secret.clone())
+                .or_default()
+                .insert(key.clone(), spec.clone());
+            if let TargetSpec::Token {
+                service_account, ..
+            } = spec
+            {
+                self.service_accounts
+                    .entry(ObjectKey::new(&key.namespace, service_account))
+                    .or_default()
+                    .insert(secret.clone());
+            }
+            touched.push(secret.clone());
+        }
+        self.guards.insert(key, entry);
+        touched.sort();
+        touched.dedup();
+        touched
+    }
+
+    /// Forget a guard. Returns the Secrets it guarded.
+    pub fn remove(&mut self, key: &ObjectKey) -> Vec<ObjectKey> {
+        let Some(old) = self.guards.remove(key) else {
+            return Vec::new();
+        };
+        let mut touched = Vec::with_capacity(old.targets.len());
+        for (secret, spec) in old.targets {
+            if let Some(owners) = self.secrets.get_mut(&secret) {
+                owners.remove(key);
+                if owners.is_empty() {
+                    self.secrets.remove(&secret);
+                }
+            }
+            if let TargetSpec::Token {
+                service_account, ..
+            } = spec
+            {
+                let sa = ObjectKey::new(&key.namespace, service_account);
+                let still_guarded = self.secrets.get(&secret).is_some_and(|owners| {
+                    owners.values().any(|s| matches!(s, TargetSpec::Token { service_account: n, .. } if *n == sa.name))
+                });
+                if !still_guarded && let Some(set) = self.service_accounts.get_mut(&sa) {
+                    set.remove(&secret);
+                    if set.is_empty() {
+                        self.service_accounts.remove(&sa);
+                    }
+                }
+            }
+            touched.push(secret);
+        }
+        touched
+    }
+
+    /// The guard that owns a Secret (the first by key when several name it).
+    pub fn resolve(&self, secret: &ObjectKey) -> Option<Resolved<'_>> {
+        let (guard, spec) = self.secrets.get(secret)?.iter().next()?;
+        Some(Resolved {
+            guard: self.guards.get(guard)?,
+            spec: spec.clone(),
+        })
+    }
+
+    /// Token Secrets guarded for a ServiceAccount.
+    pub fn tokens_of(&self, service_account: &ObjectKey) -> Vec<ObjectKey> {
+        self.service_accounts
+            .get(service_account)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn guard(&self, key: &ObjectKey) -> Option<&GuardEntry> {
+        self.guards.get(key)
+    }
+
+    pub fn guards(&self) -> impl Iterator<Item = &GuardEntry> {
+        self.guards.values()
+    }
+
+    /// Every guarded Secret, for the audit.
+    pub fn all_targets(&self) -> Vec<ObjectKey> {
+        self.secrets.keys().cloned().collect()
+    }
+
+    /// Guarded Secrets in one namespace (namespace events are rare; this scans).
+    pub fn targets_in(&self, namespace: &str) -> Vec<ObjectKey> {
+        self.secrets
+            .keys()
+            .filter(|k| k.namespace == namespace)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1alpha1::{SecretTarget, ServiceAccountTarget};
+
+    fn guard(ns: &str, name: &str, sas: &[&str], secrets: &[&str]) -> SecretGuard {
+        let spec = SecretGuardSpec {
+            service_accounts: sas
+                .iter()
+                .map(|n| ServiceAccountTarget {
+                    name: (*n).into(),
+                    token_secret_name: None,
+                    recreate_service_account: false,
+                })
+                .collect(),
+            secrets: secrets
+                .iter()
+                .map(|n| SecretTarget { name: (*n).into() })
+                .collect(),
+            secret_selector: None,
+            restore: Default::default(),
+            revalidate: true,
+            severity: Default::default(),
+            paused: false,
+        };
+        let mut g = SecretGuard::new(name, spec);
+        g.metadata.namespace = Some(ns.into());
+        g
+    }
+
+    #[test]
+    fn a_guard_resolves_its_tokens_and_secrets() {
+        let mut idx = Index::default();
+        let touched = idx.upsert(&guard("ns", "g", &["writer"], &["db"]));
+        assert_eq!(
+            touched,
+            vec![
+                ObjectKey::new("ns", "db"),
+                ObjectKey::new("ns", "writer-token")
+            ]
+        );
+        let r = idx
+            .resolve(&ObjectKey::new("ns", "writer-token"))
+            .expect("token");
+        assert_eq!(r.guard.key, ObjectKey::new("ns", "g"));
+        assert!(
+            matches!(r.spec, TargetSpec::Token { ref service_account, .. } if service_account == "writer")
+        );
+        assert_eq!(
+            idx.tokens_of(&ObjectKey::new("ns", "writer")),
+            vec![ObjectKey::new("ns", "writer-token")]
+        );
+        assert!(
+            idx.resolve(&ObjectKey::new("other", "db")).is_none(),
+            "namespaced"
+        );
+    }
+
+    #[test]
+    fn updating_a_guard_touches_old_and_new_targets_and_forgets_dropped_ones() {
+        let mut idx = Index::default();
+        idx.upsert(&guard("ns", "g", &["a"], &[]));
+        let touched = idx.upsert(&guard("ns", "g", &["b"], &[]));
+        assert_eq!(
+            touched,
+            vec![
+                ObjectKey::new("ns", "a-token"),
+                ObjectKey::new("ns", "b-token")
+            ]
+        );
+        assert!(idx.resolve(&ObjectKey::new("ns", "a-token")).is_none());
+        assert!(idx.tokens_of(&ObjectKey::new("ns", "a")).is_empty());
+        assert!(idx.resolve(&ObjectKey::new("ns", "b-token")).is_some());
+    }
+
+    #[test]
+    fn removing_one_of_two_guards_keeps_the_shared_target_guarded() {
+        let mut idx = Index::default();
+        idx.upsert(&guard("ns", "a", &["sa"], &[]));
+        idx.upsert(&guard("ns", "b", &["sa"], &[]));
+        let key = ObjectKey::new("ns", "sa-token");
+        assert_eq!(idx.resolve(&key).expect("owned").guard.key.name, "a");
+        assert_eq!(idx.remove(&ObjectKey::new("ns", "a")), vec![key.clone()]);
+        assert_eq!(idx.resolve(&key).expect("still owned").guard.key.name, "b");
+        assert_eq!(
+            idx.tokens_of(&ObjectKey::new("ns", "sa")),
+            vec![key.clone()]
+        );
+        idx.remove(&ObjectKey::new("ns", "b"));
+        assert!(idx.resolve(&key).is_none());
+        assert!(idx.all_targets().is_empty());
+    }
+}
