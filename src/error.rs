@@ -15,6 +15,9 @@ pub enum Error {
 
     #[error("could not set up logging: {0}")]
     Telemetry(String),
+
+    #[error("{0}")]
+    Action(String),
 }
 
 impl Error {
@@ -25,6 +28,7 @@ impl Error {
             Error::Config(_) => "ConfigError",
             Error::Yaml(_) => "YamlError",
             Error::Telemetry(_) => "TelemetryError",
+            Error::Action(_) => "ActionFailed",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is thin; everything it wires together lives here so tests reach it.
 
 pub mod api;
+pub mod controller;
 pub mod error;
 pub mod guard;
 pub mod labels;

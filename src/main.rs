@@ -1,7 +1,9 @@
 //! `secretguard`: CLI and wiring only.
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
-use secretguard::{Error, Result, api, telemetry};
+use secretguard::{Error, Result, api, controller, telemetry};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,6 +37,18 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "SECRETGUARD_LOG_FORMAT", value_enum, default_value_t)]
     log_format: telemetry::LogFormat,
+
+    /// How often every guard is re-checked from the caches, to catch what watches missed.
+    #[arg(long, env = "SECRETGUARD_AUDIT_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    audit_interval: Duration,
+
+    /// A token Secret still empty this long after creation is reported TokenNotPopulated.
+    #[arg(long, env = "SECRETGUARD_TOKEN_POPULATE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    token_populate_timeout: Duration,
+
+    /// Guarded objects reconciled concurrently.
+    #[arg(long, env = "SECRETGUARD_WORKERS", default_value_t = 8)]
+    workers: usize,
 }
 
 #[tokio::main]
@@ -66,7 +80,30 @@ async fn run(args: RunArgs) -> Result<()> {
     })?;
     let version = client.apiserver_version().await?;
     tracing::info!(apiserver = %version.git_version, namespace = %args.namespace, "connected");
-    tokio::signal::ctrl_c().await.ok();
-    tracing::info!("shutting down");
-    Ok(())
+    let config = controller::Config {
+        operator_namespace: args.namespace,
+        audit_interval: args.audit_interval,
+        populate_deadline: args.token_populate_timeout,
+        workers: args.workers,
+        instance: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "secretguard".into()),
+    };
+    controller::run(client, config, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
 }

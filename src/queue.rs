@@ -108,6 +108,12 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Nothing waiting and nothing being processed (delayed adds not counted).
+    pub fn is_idle(&self) -> bool {
+        let s = self.lock();
+        s.order.is_empty() && s.active.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
@@ -205,6 +205,102 @@ pub fn restored_secret(rp: &RestorePoint, drop_labels: &[&str]) -> Secret {
     }
 }
 
+/// Kind recorded on a ServiceAccount snapshot.
+pub const SERVICE_ACCOUNT_KIND: &str = "ServiceAccount";
+const SNAPSHOT_KEY: &str = "serviceaccount.json";
+/// resourceVersion of the ServiceAccount a snapshot was taken from.
+pub const SNAPSHOT_RESOURCE_VERSION: &str = "secretguard.dev/origin-resource-version";
+
+/// Name of the snapshot of the ServiceAccount behind a guarded token Secret.
+pub fn snapshot_name_for(namespace: &str, token_secret: &str) -> String {
+    name_for(namespace, &format!("{token_secret}#serviceaccount"))
+}
+
+/// Snapshot of a ServiceAccount, kept to re-create it: labels, annotations,
+/// imagePullSecrets and automountServiceAccountToken. Never its `secrets` list (a token
+/// listed there becomes a target of the legacy token cleaner).
+pub fn build_sa_snapshot(
+    sa: &ServiceAccount,
+    token_secret: &str,
+    operator_namespace: &str,
+) -> Secret {
+    let meta = &sa.metadata;
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let snapshot = ServiceAccount {
+        metadata: ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            labels: meta.labels.clone(),
+            annotations: meta.annotations.clone().map(|mut a| {
+                a.retain(|k, _| !NOT_RESTORED_ANNOTATIONS.contains(&k.as_str()));
+                a
+            }),
+            ..Default::default()
+        },
+        image_pull_secrets: sa.image_pull_secrets.clone(),
+        automount_service_account_token: sa.automount_service_account_token,
+        secrets: None,
+    };
+    let json = serde_json::to_vec(&snapshot).unwrap_or_default();
+    let data = BTreeMap::from([(SNAPSHOT_KEY.to_owned(), ByteString(json))]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(snapshot_name_for(&namespace, token_secret)),
+            namespace: Some(operator_namespace.to_owned()),
+            labels: Some(BTreeMap::from([
+                (labels::RESTORE_POINT.to_owned(), "true".to_owned()),
+                (labels::ORIGIN_NAMESPACE.to_owned(), namespace.clone()),
+            ])),
+            annotations: Some(BTreeMap::from([
+                (annotation::ORIGIN_NAMESPACE.to_owned(), namespace),
+                (annotation::ORIGIN_NAME.to_owned(), token_secret.to_owned()),
+                (
+                    annotation::ORIGIN_UID.to_owned(),
+                    meta.uid.clone().unwrap_or_default(),
+                ),
+                (
+                    annotation::ORIGIN_KIND.to_owned(),
+                    SERVICE_ACCOUNT_KIND.to_owned(),
+                ),
+                (
+                    SNAPSHOT_RESOURCE_VERSION.to_owned(),
+                    meta.resource_version.clone().unwrap_or_default(),
+                ),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// The ServiceAccount to create from a snapshot.
+pub fn parse_sa_snapshot(secret: &Secret) -> Option<ServiceAccount> {
+    let bytes = secret.data.as_ref()?.get(SNAPSHOT_KEY)?;
+    serde_json::from_slice(&bytes.0).ok()
+}
+
+/// resourceVersion of the ServiceAccount the snapshot was taken from.
+pub fn snapshot_resource_version(secret: &Secret) -> Option<&str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(SNAPSHOT_RESOURCE_VERSION)
+        .map(String::as_str)
+}
+
+/// Origin namespace, name and kind of any restore point, without parsing the rest.
+pub fn origin(secret: &Secret) -> Option<(String, String, String)> {
+    let a = secret.metadata.annotations.as_ref()?;
+    Some((
+        a.get(annotation::ORIGIN_NAMESPACE)?.clone(),
+        a.get(annotation::ORIGIN_NAME)?.clone(),
+        a.get(annotation::ORIGIN_KIND)?.clone(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +426,43 @@ mod tests {
                 annotation::ORIGIN_NAME
             ))
         ));
+    }
+
+    #[test]
+    fn a_service_account_snapshot_keeps_what_recreation_needs_and_never_its_secrets_list() {
+        use k8s_openapi::api::core::v1::{LocalObjectReference, ObjectReference};
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("writer".into()),
+                namespace: Some("ingest".into()),
+                uid: Some("sa-uid".into()),
+                resource_version: Some("7".into()),
+                labels: Some(BTreeMap::from([("team".to_owned(), "a".to_owned())])),
+                ..Default::default()
+            },
+            image_pull_secrets: Some(vec![LocalObjectReference { name: "reg".into() }]),
+            automount_service_account_token: Some(false),
+            secrets: Some(vec![ObjectReference {
+                name: Some("old-token".into()),
+                ..Default::default()
+            }]),
+        };
+        let snap = build_sa_snapshot(&sa, "writer-token", "op");
+        assert_eq!(snapshot_resource_version(&snap), Some("7"));
+        assert_eq!(
+            origin(&snap),
+            Some((
+                "ingest".into(),
+                "writer-token".into(),
+                SERVICE_ACCOUNT_KIND.into()
+            ))
+        );
+        let back = parse_sa_snapshot(&snap).expect("parse");
+        assert_eq!(back.metadata.name.as_deref(), Some("writer"));
+        assert_eq!(back.metadata.uid, None);
+        assert_eq!(back.metadata.labels, sa.metadata.labels);
+        assert_eq!(back.image_pull_secrets, sa.image_pull_secrets);
+        assert_eq!(back.automount_service_account_token, Some(false));
+        assert_eq!(back.secrets, None);
     }
 }

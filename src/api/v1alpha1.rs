@@ -33,13 +33,13 @@ pub const MAX_LIST_ENTRIES: usize = 256;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecretGuardSpec {
-    /// ServiceAccounts whose long-lived token Secret is critical.
+    /// ServiceAccounts whose long-lived token Secret is critical. (Two entries sharing a
+    /// tokenSecretName are refused by the operator, InvalidSpec: that CEL rule exceeds the
+    /// apiserver's cost budget at 256 entries.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))")
         .message("serviceAccounts must not name the same ServiceAccount twice"))]
-    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, (has(b.tokenSecretName) ? b.tokenSecretName : b.name + '-token') == (has(a.tokenSecretName) ? a.tokenSecretName : a.name + '-token')))")
-        .message("serviceAccounts must not share a tokenSecretName"))]
     pub service_accounts: Vec<ServiceAccountTarget>,
 
     /// Other Secrets, of any type, that must not go missing.
@@ -53,7 +53,8 @@ pub struct SecretGuardSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_selector: Option<LabelSelector>,
 
-    /// How a deleted object comes back: Identical (same bytes), Fresh (a new token), Off (alert only).
+    /// How a deleted object comes back: Identical (from the restore point, same bytes), Fresh
+    /// (token Secrets re-created empty for the tokens controller to fill), Off (alert only).
     #[serde(default)]
     pub restore: RestoreMode,
 
@@ -121,7 +122,8 @@ pub struct SecretTarget {
 /// How a deleted object is brought back.
 ///
 /// - Identical: re-create with the same bytes, so every holder of the old token keeps working.
-/// - Fresh: re-create token Secrets empty; the tokens controller mints a new token.
+/// - Fresh: re-create token Secrets empty; the tokens controller fills them (for an
+///   unchanged ServiceAccount that is the same token: legacy tokens are deterministic).
 /// - Off: alert only; write nothing.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RestoreMode {

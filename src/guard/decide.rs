@@ -75,6 +75,8 @@ pub struct TokenObservation {
     pub restore_point: Option<RestorePointView>,
     /// A snapshot to re-create the ServiceAccount from exists.
     pub has_sa_snapshot: bool,
+    /// That snapshot is of the ServiceAccount as it is now.
+    pub sa_snapshot_current: bool,
     pub now: Timestamp,
 }
 
@@ -139,11 +141,15 @@ pub enum Action {
     DeleteRestorePoint,
     /// Remove kubernetes.io/legacy-token-invalid-since.
     RemoveInvalidLabel,
-    /// Empty data.token so the tokens controller mints a new token, and drop the rotate
-    /// annotation, in one update.
-    EmptyToken,
+    /// Revoke the token: snapshot the ServiceAccount, delete it (UID precondition) and
+    /// create it again from the snapshot. Legacy tokens are deterministic (emptying
+    /// data.token gets the same bytes back), so a new ServiceAccount UID is the only way a
+    /// new token comes about. Revokes every token of that ServiceAccount.
+    RotateServiceAccount { uid: String },
     /// Re-create the ServiceAccount from its snapshot.
     RecreateServiceAccount,
+    /// Save the ServiceAccount (labels, annotations, imagePullSecrets, automount) to re-create it from.
+    SaveServiceAccountSnapshot,
 }
 
 /// Why an incident is reported; also the Event reason and the metric label.
@@ -155,6 +161,7 @@ pub enum Reason {
     ServiceAccountRecreated,
     TokenInvalidated,
     TokenNotPopulated,
+    SecretDeleted,
 }
 
 impl Reason {
@@ -166,6 +173,7 @@ impl Reason {
             Reason::ServiceAccountRecreated => "ServiceAccountRecreated",
             Reason::TokenInvalidated => "TokenInvalidated",
             Reason::TokenNotPopulated => "TokenNotPopulated",
+            Reason::SecretDeleted => "SecretDeleted",
         }
     }
 }
@@ -222,9 +230,28 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
         .as_ref()
         .filter(|rp| rp.sa_uid.as_deref() == Some(sa.uid.as_str()));
 
-    let Some(secret) = &obs.secret else {
-        return decide_missing_token(policy, obs, rp_for_this_sa.is_some());
+    let snapshot = if policy.recreate_service_account && policy.writes() && !obs.sa_snapshot_current
+    {
+        vec![Action::SaveServiceAccountSnapshot]
+    } else {
+        vec![]
     };
+    let Some(secret) = &obs.secret else {
+        let mut d = decide_missing_token(policy, obs, rp_for_this_sa.is_some());
+        d.actions.splice(0..0, snapshot);
+        return d;
+    };
+    let mut d = decide_present_token(policy, obs, sa, secret);
+    d.actions.splice(0..0, snapshot);
+    d
+}
+
+fn decide_present_token(
+    policy: &Policy,
+    obs: &TokenObservation,
+    sa: &ServiceAccountView,
+    secret: &SecretView,
+) -> Decision {
     if secret.terminating {
         // Already rejected by the apiserver; it can be re-created once it is gone.
         return Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
@@ -250,11 +277,14 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
         d = d.act(Action::Label);
     }
     if secret.rotate_requested && policy.writes() {
+        // The stale token Secret (annotation included) is replaced once the new
+        // ServiceAccount is seen, like after any ServiceAccount re-creation.
         d.state = Some(TargetState::Pending);
-        if obs.restore_point.is_some() {
-            d = d.act(Action::DeleteRestorePoint);
-        }
-        return d.act(Action::EmptyToken).incident(Reason::TokenRotated);
+        return d
+            .act(Action::RotateServiceAccount {
+                uid: sa.uid.clone(),
+            })
+            .incident(Reason::TokenRotated);
     }
     if !secret.token_populated {
         let age = obs.now.duration_since(secret.created);
@@ -306,11 +336,15 @@ fn decide_missing_token(policy: &Policy, obs: &TokenObservation, can_revive: boo
             }
             if can_revive && policy.restore == RestoreMode::Identical {
                 d = d.act(Action::RestoreIdentical);
+            } else if can_revive {
+                // Fresh: let the tokens controller fill it. Legacy tokens are a pure function
+                // of namespace, Secret name, ServiceAccount name and UID and the signing key,
+                // so for an unchanged ServiceAccount it mints the same bytes: nobody has to
+                // update. The restore point stays valid.
+                d = d.act(Action::CreateTokenSecret);
             } else {
-                if !can_revive {
-                    d = d.incident(Reason::ServiceAccountRecreated);
-                }
                 d = d
+                    .incident(Reason::ServiceAccountRecreated)
                     .incident(Reason::TokenRotated)
                     .act(Action::DeleteRestorePoint)
                     .act(Action::CreateTokenSecret);
@@ -318,6 +352,44 @@ fn decide_missing_token(policy: &Policy, obs: &TokenObservation, can_revive: boo
             d
         }
     }
+}
+
+/// Everything observed about one guarded generic Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretObservation {
+    pub namespace_terminating: bool,
+    pub secret: Option<SecretView>,
+    pub restore_point: Option<RestorePointView>,
+}
+
+/// Decide what to do about a guarded generic Secret (DESIGN.md §4, generic row). `Fresh`
+/// means nothing for a Secret that no controller would refill: it restores like `Identical`.
+pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
+    if obs.namespace_terminating {
+        return Decision::new(TargetState::Terminating);
+    }
+    let Some(secret) = &obs.secret else {
+        let mut d = Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
+        if obs.restore_point.is_some() && policy.restores() {
+            d = d.act(Action::RestoreIdentical);
+        }
+        return d;
+    };
+    if secret.terminating {
+        return Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
+    }
+    let mut d = Decision::new(TargetState::Healthy);
+    if !secret.labelled && policy.writes() {
+        d = d.act(Action::Label);
+    }
+    let saved = obs
+        .restore_point
+        .as_ref()
+        .is_some_and(|rp| rp.content_hash == secret.content_hash && rp.origin_uid == secret.uid);
+    if !saved && policy.writes() {
+        d = d.act(Action::SaveRestorePoint);
+    }
+    d
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ fn obs(
         secret,
         restore_point,
         has_sa_snapshot: true,
+        sa_snapshot_current: true,
         now: at(NOW),
     }
 }
@@ -111,12 +112,12 @@ fn token_decisions_follow_the_behaviour_table() {
             incidents: vec![Reason::TokenDeleted],
         },
         Row {
-            name: "deleted, Fresh: a new token is minted and consumers must update",
+            name: "deleted, Fresh: re-created empty for the tokens controller (same SA: same bytes)",
             policy: policy(Fresh),
             obs: obs(sa("sa-1"), None, rp("h1", "sa-1")),
             state: TargetState::Missing,
-            actions: vec![DeleteRestorePoint, CreateTokenSecret],
-            incidents: vec![Reason::TokenDeleted, Reason::TokenRotated],
+            actions: vec![CreateTokenSecret],
+            incidents: vec![Reason::TokenDeleted],
         },
         Row {
             name: "deleted, Off: alert only",
@@ -267,7 +268,7 @@ fn token_decisions_follow_the_behaviour_table() {
             incidents: vec![Reason::TokenInvalidated],
         },
         Row {
-            name: "rotate requested: forget the old token, then empty it",
+            name: "rotate requested: re-create the ServiceAccount (the only way to a new token)",
             policy: policy(Identical),
             obs: obs(
                 sa("sa-1"),
@@ -278,7 +279,7 @@ fn token_decisions_follow_the_behaviour_table() {
                 rp("h1", "sa-1"),
             ),
             state: TargetState::Pending,
-            actions: vec![DeleteRestorePoint, EmptyToken],
+            actions: vec![RotateServiceAccount { uid: "sa-1".into() }],
             incidents: vec![Reason::TokenRotated],
         },
         Row {
@@ -374,4 +375,132 @@ fn a_restore_point_of_a_previous_secret_is_refreshed() {
     live.uid = "other-uid".into();
     let d = decide_token(&p, &obs(sa("sa-1"), Some(live), rp("h1", "sa-1")));
     assert_eq!(d.actions, vec![SaveRestorePoint]);
+}
+
+#[test]
+fn generic_secret_decisions_follow_the_behaviour_table() {
+    let secret = || SecretView {
+        is_token_type: false,
+        sa_uid: None,
+        token_populated: false,
+        ..token("h1")
+    };
+    let saved = rp("h1", "none").map(|r| RestorePointView { sa_uid: None, ..r });
+    let o = |secret: Option<SecretView>, rp: Option<RestorePointView>| SecretObservation {
+        namespace_terminating: false,
+        secret,
+        restore_point: rp,
+    };
+    type Case = (
+        &'static str,
+        Policy,
+        SecretObservation,
+        TargetState,
+        Vec<Action>,
+        Vec<Reason>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "healthy",
+            policy(Identical),
+            o(Some(secret()), saved.clone()),
+            TargetState::Healthy,
+            vec![],
+            vec![],
+        ),
+        (
+            "never saved: save",
+            policy(Identical),
+            o(Some(secret()), None),
+            TargetState::Healthy,
+            vec![SaveRestorePoint],
+            vec![],
+        ),
+        (
+            "deleted: restore",
+            policy(Identical),
+            o(None, saved.clone()),
+            TargetState::Missing,
+            vec![RestoreIdentical],
+            vec![Reason::SecretDeleted],
+        ),
+        (
+            "deleted, Fresh: restores like Identical",
+            policy(Fresh),
+            o(None, saved.clone()),
+            TargetState::Missing,
+            vec![RestoreIdentical],
+            vec![Reason::SecretDeleted],
+        ),
+        (
+            "deleted, Off: alert only",
+            policy(Off),
+            o(None, saved.clone()),
+            TargetState::Missing,
+            vec![],
+            vec![Reason::SecretDeleted],
+        ),
+        (
+            "missing, nothing saved: alert, nothing to restore",
+            policy(Identical),
+            o(None, None),
+            TargetState::Missing,
+            vec![],
+            vec![Reason::SecretDeleted],
+        ),
+        (
+            "unlabelled: label",
+            policy(Identical),
+            o(
+                Some(SecretView {
+                    labelled: false,
+                    ..secret()
+                }),
+                saved.clone(),
+            ),
+            TargetState::Healthy,
+            vec![Label],
+            vec![],
+        ),
+        (
+            "changed: save",
+            policy(Identical),
+            o(
+                Some(SecretView {
+                    content_hash: "h2".into(),
+                    ..secret()
+                }),
+                saved.clone(),
+            ),
+            TargetState::Healthy,
+            vec![SaveRestorePoint],
+            vec![],
+        ),
+    ];
+    for (name, p, obs, state, actions, incidents) in cases {
+        let d = decide_secret(&p, &obs);
+        assert_eq!(d.state, Some(state), "{name}: state");
+        assert_eq!(d.actions, actions, "{name}: actions");
+        assert_eq!(d.incidents, incidents, "{name}: incidents");
+    }
+}
+
+#[test]
+fn a_service_account_to_recreate_is_snapshotted_when_its_snapshot_is_stale() {
+    let p = Policy {
+        recreate_service_account: true,
+        ..policy(Identical)
+    };
+    let mut o = obs(sa("sa-1"), Some(token("h1")), rp("h1", "sa-1"));
+    o.sa_snapshot_current = false;
+    assert_eq!(
+        decide_token(&p, &o).actions,
+        vec![SaveServiceAccountSnapshot]
+    );
+    assert!(
+        decide_token(&policy(Identical), &o).actions.is_empty(),
+        "only when asked to recreate"
+    );
+    o.sa_snapshot_current = true;
+    assert!(decide_token(&p, &o).actions.is_empty());
 }

@@ -161,3 +161,223 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The operator, running in this test process against the local control plane.
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::ListParams;
+use secretguard::api::v1alpha1::{SecretGuard, SecretGuardStatus};
+use secretguard::controller::{Context, Controller};
+use std::sync::Arc;
+
+/// Where the operator under test keeps restore points.
+pub const OPERATOR_NAMESPACE: &str = "secretguard-system";
+
+/// Install the CRDs (server-side apply of crds/) and wait until they are served.
+pub fn install_crds() {
+    let crds = repo_root().join("crds");
+    let out = kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crds.to_str().unwrap_or_default(),
+    ]);
+    assert!(
+        out.status.success(),
+        "apply CRDs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/secretguards.secretguard.dev",
+    ]);
+    assert!(
+        out.status.success(),
+        "CRD established: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The operator under test: started once per test binary, on a runtime of its own, with
+/// its log in target/test-logs/<test binary>.log. Returns its context once its caches
+/// have synced.
+pub fn operator() -> Arc<Context> {
+    static CTX: OnceLock<Arc<Context>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        install_crds();
+        let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+        let log_dir = repo_root().join("target/test-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let exe = std::env::current_exe().expect("exe");
+        let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("test");
+        let file = std::fs::File::create(log_dir.join(format!("{stem}.log"))).expect("log file");
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .with_env_filter("info,secretguard=debug")
+            .try_init();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("operator runtime");
+            rt.block_on(async move {
+                let client = admin_client().await;
+                let controller = Controller::new(client, operator_config());
+                tx.send(controller.context()).expect("send context");
+                controller
+                    .run(std::future::pending())
+                    .await
+                    .expect("operator runs");
+            });
+        });
+        let ctx = rx.recv().expect("operator context");
+        let start = Instant::now();
+        while !*ctx.synced.borrow() {
+            assert!(start.elapsed() < DEADLINE, "operator caches did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ctx
+    })
+    .clone()
+}
+
+pub fn operator_config() -> secretguard::controller::Config {
+    secretguard::controller::Config {
+        operator_namespace: OPERATOR_NAMESPACE.into(),
+        audit_interval: Duration::from_secs(300),
+        populate_deadline: Duration::from_secs(5),
+        workers: 4,
+        instance: "test".into(),
+    }
+}
+
+/// Wait until the operator has nothing queued or in progress, after at least one more unit
+/// of work than `after`.
+pub async fn wait_operator_idle(ctx: &Context, after: u64) {
+    wait_for("the operator to finish its work", || async {
+        (ctx.processed.load(std::sync::atomic::Ordering::Relaxed) > after && ctx.idle())
+            .then_some(())
+    })
+    .await
+}
+
+pub async fn create_guard(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> SecretGuard {
+    let guard: SecretGuard = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secretguard.dev/v1alpha1",
+        "kind": "SecretGuard",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .expect("guard JSON");
+    Api::<SecretGuard>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &guard)
+        .await
+        .expect("create SecretGuard")
+}
+
+/// Wait until the guard's status satisfies `check`; returns it.
+pub async fn wait_guard_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&SecretGuardStatus) -> bool,
+) -> SecretGuardStatus {
+    let api: Api<SecretGuard> = Api::namespaced(client.clone(), ns);
+    wait_for(what, || {
+        let api = api.clone();
+        let check = &check;
+        async move {
+            let g = api.get_opt(name).await.ok()??;
+            g.status.filter(|s| check(s))
+        }
+    })
+    .await
+}
+
+pub fn condition<'a>(s: &'a SecretGuardStatus, type_: &str) -> Option<(&'a str, &'a str)> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+pub async fn create_service_account(client: &Client, ns: &str, name: &str) -> ServiceAccount {
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("create ServiceAccount")
+}
+
+/// The token in a Secret once the tokens controller has filled it. Never print it.
+pub async fn wait_for_token(client: &Client, ns: &str, name: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    wait_for("a populated token Secret", || {
+        let secrets = secrets.clone();
+        async move {
+            let s = secrets.get_opt(name).await.ok()??;
+            let token = s.data?.get("token")?.0.clone();
+            (!token.is_empty()).then(|| String::from_utf8_lossy(&token).into_owned())
+        }
+    })
+    .await
+}
+
+/// Who the apiserver says the bearer of `token` is.
+pub async fn whoami(token: &str) -> Result<Option<String>, kube::Error> {
+    Api::<SelfSubjectReview>::all(token_client(token).await)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map(|r| r.status.and_then(|s| s.user_info).and_then(|u| u.username))
+}
+
+/// Events in a namespace with this reason, as (regarding kind, note).
+pub async fn events(client: &Client, ns: &str, reason: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().fields(&format!("reason={reason}")))
+        .await
+        .expect("list events");
+    list.items
+        .into_iter()
+        .map(|e| {
+            (
+                e.regarding.and_then(|r| r.kind).unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Wait until an Event with this reason exists on the given kind of object.
+pub async fn wait_event(client: &Client, ns: &str, reason: &str, kind: &str) -> String {
+    wait_for(&format!("a {reason} Event on a {kind}"), || async {
+        events(client, ns, reason)
+            .await
+            .into_iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, note)| note)
+    })
+    .await
+}

@@ -1,0 +1,520 @@
+//! Wiring: watches fill in-memory stores and the work queue; workers reconcile one
+//! guarded Secret (or one guard's status) at a time; a periodic audit re-checks everything.
+//!
+//! Watches: SecretGuards (all), Secrets labelled secretguard.dev/guarded (only those),
+//! restore points (operator namespace, by label), ServiceAccounts and Namespaces (metadata
+//! only). Nothing is reconciled until every store has synced, so an object that is merely
+//! not loaded yet is never mistaken for a deleted one.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::v1alpha1::SecretGuard;
+use crate::guard::decide::{Reason, TargetState};
+use crate::guard::index::{Index, ObjectKey};
+use crate::guard::{reconcile, status};
+use crate::labels;
+use crate::queue::WorkQueue;
+use crate::restore_point;
+
+/// Settings of a controller run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Restore points live here.
+    pub operator_namespace: String,
+    pub audit_interval: Duration,
+    /// A token Secret still empty this long after creation is reported TokenNotPopulated.
+    pub populate_deadline: Duration,
+    pub workers: usize,
+    /// This process, as named in Events.
+    pub instance: String,
+}
+
+/// A unit of work.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Work {
+    /// Reconcile one guarded (or formerly guarded) Secret.
+    Target(ObjectKey),
+    /// Write one guard's status.
+    Status(ObjectKey),
+}
+
+pub struct Stores {
+    pub guards: Store<SecretGuard>,
+    pub secrets: Store<Secret>,
+    pub restore_points: Store<Secret>,
+    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+impl Stores {
+    pub fn secret(&self, key: &ObjectKey) -> Option<Arc<Secret>> {
+        self.secrets
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    pub fn restore_point(&self, operator_namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.restore_points
+            .get(&ObjectRef::new(name).within(operator_namespace))
+    }
+
+    pub fn service_account(
+        &self,
+        key: &ObjectKey,
+    ) -> Option<Arc<PartialObjectMeta<ServiceAccount>>> {
+        self.service_accounts
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    /// Terminating, or already gone.
+    pub fn namespace_terminating(&self, namespace: &str) -> bool {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some())
+    }
+}
+
+/// What the operator remembers about a guarded Secret between reconciles. Only used to
+/// report each incident once and to time restores; everything that must survive a
+/// restart lives in the cluster (restore points, status).
+#[derive(Clone, Debug)]
+pub struct TargetRecord {
+    pub guard: ObjectKey,
+    pub kind: &'static str,
+    pub state: TargetState,
+    pub reported: BTreeSet<Reason>,
+    pub missing_since: Option<Instant>,
+}
+
+/// What the operator remembers about a guard.
+#[derive(Clone, Debug, Default)]
+pub struct GuardRecord {
+    /// Restores made by this process, added to the count found in status at start.
+    pub restores_added: i64,
+    pub restores_base: Option<i64>,
+    pub last_incident: Option<crate::api::v1alpha1::Incident>,
+    /// Why the current spec cannot be used (Ready=False, InvalidSpec).
+    pub invalid: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Memory {
+    pub targets: HashMap<ObjectKey, TargetRecord>,
+    pub guards: HashMap<ObjectKey, GuardRecord>,
+    failures: HashMap<Work, u32>,
+    /// Targets queued by the audit and not by an event since: a write for one is drift.
+    pub audit_pending: HashSet<ObjectKey>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub stores: Stores,
+    pub index: RwLock<Index>,
+    pub memory: Mutex<Memory>,
+    pub queue: Arc<WorkQueue<Work>>,
+    pub recorder: Recorder,
+    pub audit_drift: AtomicU64,
+    /// Units of work finished since start (tests and benchmarks wait on it).
+    pub processed: AtomicU64,
+    /// Stores synced and the first audit queued.
+    pub synced: tokio::sync::watch::Sender<bool>,
+}
+
+impl Context {
+    pub fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Work items failing right now (retrying with backoff).
+    pub fn failing(&self) -> usize {
+        self.memory().failures.len()
+    }
+
+    /// Nothing queued, nothing being processed.
+    pub fn idle(&self) -> bool {
+        self.queue.is_idle()
+    }
+
+    /// Queue a target because something happened to it (not the audit).
+    fn touch(&self, key: ObjectKey) {
+        self.memory().audit_pending.remove(&key);
+        self.queue.add(Work::Target(key));
+    }
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> crate::Result<()> {
+    Controller::new(client, config).run(shutdown).await
+}
+
+/// A controller whose context can be inspected while it runs (tests, benchmarks).
+pub struct Controller {
+    ctx: Arc<Context>,
+    writers: Writers,
+}
+
+struct Writers {
+    guards: reflector::store::Writer<SecretGuard>,
+    secrets: reflector::store::Writer<Secret>,
+    restore_points: reflector::store::Writer<Secret>,
+    service_accounts: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
+    namespaces: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+}
+
+impl Controller {
+    pub fn new(client: Client, config: Config) -> Self {
+        let (guards, guards_w) = reflector::store();
+        let (secrets, secrets_w) = reflector::store();
+        let (restore_points, restore_points_w) = reflector::store();
+        let (service_accounts, service_accounts_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store();
+        let reporter = Reporter {
+            controller: labels::MANAGER.into(),
+            instance: Some(config.instance.clone()),
+        };
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client: client.clone(),
+            stores: Stores {
+                guards: guards.clone(),
+                secrets: secrets.clone(),
+                restore_points: restore_points.clone(),
+                service_accounts: service_accounts.clone(),
+                namespaces: namespaces.clone(),
+            },
+            index: RwLock::new(Index::default()),
+            memory: Mutex::new(Memory::default()),
+            queue: WorkQueue::new(),
+            audit_drift: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            synced: tokio::sync::watch::Sender::new(false),
+            config,
+        });
+        Controller {
+            ctx,
+            writers: Writers {
+                guards: guards_w,
+                secrets: secrets_w,
+                restore_points: restore_points_w,
+                service_accounts: service_accounts_w,
+                namespaces: namespaces_w,
+            },
+        }
+    }
+
+    pub fn context(&self) -> Arc<Context> {
+        Arc::clone(&self.ctx)
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> crate::Result<()> {
+        let Controller { ctx, writers } = self;
+        let Writers {
+            guards: guards_w,
+            secrets: secrets_w,
+            restore_points: restore_points_w,
+            service_accounts: service_accounts_w,
+            namespaces: namespaces_w,
+        } = writers;
+        let client = ctx.client.clone();
+        let config = ctx.config.clone();
+
+        let guarded = watcher::Config::default().labels(&format!("{}=true", labels::GUARDED));
+        let rp_selector =
+            watcher::Config::default().labels(&format!("{}=true", labels::RESTORE_POINT));
+        let c = &client;
+        let streams = futures::future::join5(
+            drive(
+                "guards",
+                reflector::reflector(
+                    guards_w,
+                    watch(Api::<SecretGuard>::all(c.clone()), Default::default()).default_backoff(),
+                ),
+                &ctx,
+                on_guard,
+            ),
+            drive(
+                "secrets",
+                reflector::reflector(
+                    secrets_w,
+                    watch(Api::<Secret>::all(c.clone()), guarded).default_backoff(),
+                ),
+                &ctx,
+                on_secret,
+            ),
+            drive(
+                "restore_points",
+                reflector::reflector(
+                    restore_points_w,
+                    watch(
+                        Api::<Secret>::namespaced(c.clone(), &config.operator_namespace),
+                        rp_selector,
+                    )
+                    .default_backoff(),
+                ),
+                &ctx,
+                on_restore_point,
+            ),
+            drive(
+                "service_accounts",
+                reflector::reflector(
+                    service_accounts_w,
+                    watch(
+                        Api::<PartialObjectMeta<ServiceAccount>>::all(c.clone()),
+                        Default::default(),
+                    )
+                    .default_backoff(),
+                ),
+                &ctx,
+                on_service_account,
+            ),
+            drive(
+                "namespaces",
+                reflector::reflector(
+                    namespaces_w,
+                    watch(
+                        Api::<PartialObjectMeta<Namespace>>::all(c.clone()),
+                        Default::default(),
+                    )
+                    .default_backoff(),
+                ),
+                &ctx,
+                on_namespace,
+            ),
+        );
+
+        let start = Instant::now();
+        let workers = async {
+            wait_synced(&ctx.stores).await;
+            audit(&ctx);
+            ctx.synced.send_replace(true);
+            tracing::info!(
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                guards = ctx.stores.guards.state().len(),
+                guarded_secrets = ctx.stores.secrets.state().len(),
+                restore_points = ctx.stores.restore_points.state().len(),
+                "caches synced; reconciling"
+            );
+            let workers = (0..config.workers.max(1)).map(|_| worker(&ctx));
+            let audits = async {
+                let mut tick = tokio::time::interval(config.audit_interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    audit(&ctx);
+                }
+            };
+            futures::future::join(futures::future::join_all(workers), audits).await;
+        };
+        tokio::select! {
+            _ = streams => {},
+            _ = workers => {},
+            _ = shutdown => tracing::info!("shutting down"),
+        }
+        Ok(())
+    }
+}
+
+async fn wait_synced(stores: &Stores) {
+    // Store::wait_until_ready only fails if the writer is dropped, i.e. on shutdown.
+    let _ = futures::future::join5(
+        stores.guards.wait_until_ready(),
+        stores.secrets.wait_until_ready(),
+        stores.restore_points.wait_until_ready(),
+        stores.service_accounts.wait_until_ready(),
+        stores.namespaces.wait_until_ready(),
+    )
+    .await;
+}
+
+/// Consume a reflected watch stream, calling `handle` for every object event.
+async fn drive<K, S>(
+    what: &'static str,
+    stream: S,
+    ctx: &Arc<Context>,
+    handle: fn(&Context, &K, bool),
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    S: Stream<Item = Result<Event<K>, watcher::Error>>,
+{
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Apply(obj)) | Ok(Event::InitApply(obj)) => handle(ctx, &obj, false),
+            Ok(Event::Delete(obj)) => handle(ctx, &obj, true),
+            Ok(Event::Init) | Ok(Event::InitDone) => {}
+            Err(e) => tracing::warn!(error = %e, watch = what, "watch error; retrying"),
+        }
+    }
+}
+
+fn key_of<K: Resource>(obj: &K) -> ObjectKey {
+    ObjectKey::new(
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+fn on_guard(ctx: &Context, guard: &SecretGuard, deleted: bool) {
+    let key = key_of(guard);
+    let touched = if deleted {
+        ctx.memory().guards.remove(&key);
+        ctx.index_mut().remove(&key)
+    } else {
+        match status::validate(&guard.spec) {
+            Ok(()) => {
+                ctx.memory().guards.entry(key.clone()).or_default().invalid = None;
+                ctx.index_mut().upsert(guard)
+            }
+            Err(why) => {
+                // Keep guarding with the last usable spec: a bad edit must not drop protection.
+                ctx.memory().guards.entry(key.clone()).or_default().invalid = Some(why);
+                Vec::new()
+            }
+        }
+    };
+    for t in touched {
+        ctx.touch(t);
+    }
+    if !deleted {
+        ctx.queue.add(Work::Status(key));
+    }
+}
+
+fn on_secret(ctx: &Context, secret: &Secret, deleted: bool) {
+    let key = key_of(secret);
+    if deleted && let Some(r) = ctx.memory().targets.get_mut(&key) {
+        r.missing_since.get_or_insert_with(Instant::now);
+    }
+    ctx.touch(key);
+}
+
+fn on_restore_point(ctx: &Context, rp: &Secret, deleted: bool) {
+    // Only a deleted restore point needs work: it is rewritten from the live object.
+    if deleted && let Some((namespace, name, _kind)) = restore_point::origin(rp) {
+        ctx.touch(ObjectKey::new(namespace, name));
+    }
+}
+
+fn on_service_account(ctx: &Context, sa: &PartialObjectMeta<ServiceAccount>, _deleted: bool) {
+    let tokens = ctx.index().tokens_of(&key_of(sa));
+    for t in tokens {
+        ctx.touch(t);
+    }
+}
+
+fn on_namespace(ctx: &Context, ns: &PartialObjectMeta<Namespace>, deleted: bool) {
+    if deleted || ns.metadata.deletion_timestamp.is_some() {
+        let targets = ctx.index().targets_in(&ns.name_any());
+        for t in targets {
+            ctx.touch(t);
+        }
+    }
+}
+
+/// Queue every guarded Secret, every restore point's origin and every labelled Secret, so
+/// whatever the watches missed (or happened while the operator was down) is found.
+pub fn audit(ctx: &Context) {
+    let mut keys: BTreeSet<ObjectKey> = ctx.index().all_targets().into_iter().collect();
+    for rp in ctx.stores.restore_points.state() {
+        if let Some((ns, name, _)) = restore_point::origin(&rp) {
+            keys.insert(ObjectKey::new(ns, name));
+        }
+    }
+    for s in ctx.stores.secrets.state() {
+        keys.insert(key_of(s.as_ref()));
+    }
+    let guards: Vec<ObjectKey> = ctx.index().guards().map(|g| g.key.clone()).collect();
+    {
+        let mut m = ctx.memory();
+        m.audit_pending.extend(keys.iter().cloned());
+    }
+    tracing::debug!(targets = keys.len(), "audit");
+    ctx.queue.add_all(keys.into_iter().map(Work::Target));
+    ctx.queue.add_all(guards.into_iter().map(Work::Status));
+}
+
+async fn worker(ctx: &Arc<Context>) {
+    loop {
+        let work = ctx.queue.next().await;
+        let result = match &work {
+            Work::Target(key) => reconcile::reconcile_target(ctx, key).await,
+            Work::Status(key) => status::write(ctx, key).await.map(|()| None),
+        };
+        match result {
+            Ok(requeue) => {
+                ctx.memory().failures.remove(&work);
+                if let Some(after) = requeue {
+                    ctx.queue.add_after(work.clone(), after);
+                }
+            }
+            Err(e) => {
+                let attempt = {
+                    let mut m = ctx.memory();
+                    let n = m.failures.entry(work.clone()).or_insert(0);
+                    *n = n.saturating_add(1);
+                    *n
+                };
+                let delay = backoff(attempt);
+                tracing::warn!(work = ?work, error = %e, reason = e.reason(), attempt, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+                ctx.queue.add_after(work.clone(), delay);
+            }
+        }
+        ctx.queue.done(&work);
+        ctx.processed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Exponential backoff per object: 100 ms doubling to at most 60 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(10));
+    Duration::from_millis(ms.min(60_000))
+}
+
+/// Drift found by audits since start.
+pub fn audit_drift(ctx: &Context) -> u64 {
+    ctx.audit_drift.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100ms_and_is_capped_at_a_minute() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(5), Duration::from_millis(1600));
+        assert_eq!(backoff(11), Duration::from_secs(60));
+        assert_eq!(backoff(1000), Duration::from_secs(60));
+    }
+}

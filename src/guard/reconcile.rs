@@ -1,0 +1,551 @@
+//! One guarded Secret: observe it (stores first, one GET only when the label-filtered store
+//! cannot know), decide (pure), carry out the actions, and report incidents. The cost is
+//! proportional to this one object, never to the size of its guard.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::json;
+
+use super::decide::{
+    self, Action, Decision, Reason, SecretObservation, TargetState, TokenObservation,
+};
+use super::incident::{self, Outcome};
+use super::index::{ObjectKey, TargetSpec};
+use super::observe;
+use crate::api::v1alpha1::SecretGuardSpec;
+use crate::controller::{Context, TargetRecord, Work};
+use crate::labels;
+use crate::restore_point::{self, RestorePoint};
+use crate::{Error, Result};
+
+/// Everything a reconcile of one target needs, gathered once.
+struct Target {
+    key: ObjectKey,
+    guard: ObjectKey,
+    guard_uid: String,
+    guard_spec: SecretGuardSpec,
+    spec: TargetSpec,
+    policy: decide::Policy,
+    live: Option<Secret>,
+    restore_point: Option<RestorePoint>,
+    sa_snapshot: Option<Secret>,
+}
+
+/// What carrying out the actions achieved.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub done: Vec<Action>,
+    pub failed: Option<(Action, String)>,
+    /// For an identical token restore: did a TokenReview accept the restored token?
+    pub verified: Option<bool>,
+}
+
+impl Results {
+    pub fn did(&self, action: &Action) -> bool {
+        self.done.contains(action)
+    }
+
+    fn wrote(&self) -> bool {
+        !self.done.is_empty()
+    }
+}
+
+pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
+    let from_audit = ctx.memory().audit_pending.remove(key);
+    let resolved = ctx.index().resolve(key).map(|r| {
+        (
+            r.guard.key.clone(),
+            r.guard.uid.clone(),
+            r.guard.spec.clone(),
+            r.spec,
+        )
+    });
+    let Some((guard, guard_uid, guard_spec, spec)) = resolved else {
+        return unguard(ctx, key).await.map(|()| None);
+    };
+    let opns = &ctx.config.operator_namespace;
+    let policy = observe::policy(&guard_spec, &spec, ctx.config.populate_deadline);
+    let restore_point = ctx
+        .stores
+        .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name))
+        .and_then(|s| match restore_point::parse(&s) {
+            Ok(rp) => Some(rp),
+            Err(e) => {
+                tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
+                None
+            }
+        });
+    let sa_snapshot = ctx
+        .stores
+        .restore_point(
+            opns,
+            &restore_point::snapshot_name_for(&key.namespace, &key.name),
+        )
+        .map(|s| (*s).clone());
+    let mut t = Target {
+        key: key.clone(),
+        guard,
+        guard_uid,
+        guard_spec,
+        spec,
+        policy,
+        live: ctx.stores.secret(key).map(|s| (*s).clone()),
+        restore_point,
+        sa_snapshot,
+    };
+
+    let mut decision = decide_now(ctx, &t);
+    let mut looked = false;
+    if t.live.is_none() && !decision.actions.contains(&Action::RestoreIdentical) {
+        // Not in the label-filtered store: it may exist without our label. Look once.
+        t.live = get_secret(ctx, key).await?;
+        looked = true;
+        if t.live.is_some() {
+            decision = decide_now(ctx, &t);
+        }
+    }
+    let started = Instant::now();
+    let mut results = execute(ctx, &t, &decision).await;
+    if matches!(&results.failed, Some((_, why)) if why == ALREADY_EXISTS) && !looked {
+        // Someone (or our own earlier attempt) re-created it meanwhile: look and decide again.
+        t.live = get_secret(ctx, key).await?;
+        decision = decide_now(ctx, &t);
+        results = execute(ctx, &t, &decision).await;
+    }
+    record(ctx, &t, &decision, &results, started).await;
+    if from_audit && results.wrote() {
+        ctx.audit_drift.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target = %key, guard = %t.guard, actions = ?results.done, "audit found drift the watches missed");
+    }
+    match results.failed {
+        Some((action, why)) if why != ALREADY_EXISTS => {
+            Err(Error::Action(format!("{action:?}: {why}")))
+        }
+        _ => Ok(decision.requeue_after),
+    }
+}
+
+fn decide_now(ctx: &Context, t: &Target) -> Decision {
+    let namespace_terminating = ctx.stores.namespace_terminating(&t.key.namespace);
+    let secret = t.live.as_ref().map(observe::secret_view);
+    let restore_point = t.restore_point.as_ref().map(observe::restore_point_view);
+    match &t.spec {
+        TargetSpec::Token {
+            service_account, ..
+        } => {
+            let sa = ctx
+                .stores
+                .service_account(&ObjectKey::new(&t.key.namespace, service_account));
+            let snapshot_rv = t
+                .sa_snapshot
+                .as_ref()
+                .and_then(|s| restore_point::snapshot_resource_version(s).map(str::to_owned));
+            decide::decide_token(
+                &t.policy,
+                &TokenObservation {
+                    namespace_terminating,
+                    sa_snapshot_current: snapshot_rv.is_some()
+                        && snapshot_rv
+                            == sa
+                                .as_ref()
+                                .and_then(|s| s.metadata.resource_version.clone()),
+                    service_account: sa.as_deref().map(observe::service_account_view),
+                    secret,
+                    restore_point,
+                    has_sa_snapshot: t.sa_snapshot.is_some(),
+                    now: k8s_openapi::jiff::Timestamp::now(),
+                },
+            )
+        }
+        TargetSpec::Secret => decide::decide_secret(
+            &t.policy,
+            &SecretObservation {
+                namespace_terminating,
+                secret,
+                restore_point,
+            },
+        ),
+    }
+}
+
+const ALREADY_EXISTS: &str = "AlreadyExists";
+
+/// Carry out the actions in order; stop at the first failure.
+async fn execute(ctx: &Context, t: &Target, decision: &Decision) -> Results {
+    let mut results = Results::default();
+    for action in &decision.actions {
+        match execute_one(ctx, t, action).await {
+            Ok(verified) => {
+                if verified.is_some() {
+                    results.verified = verified;
+                }
+                results.done.push(action.clone());
+            }
+            Err(Error::Kube(kube::Error::Api(s)))
+                if s.code == 409 && s.reason == ALREADY_EXISTS =>
+            {
+                results.failed = Some((action.clone(), ALREADY_EXISTS.into()));
+                break;
+            }
+            Err(e) => {
+                results.failed = Some((action.clone(), e.to_string()));
+                break;
+            }
+        }
+    }
+    results
+}
+
+fn manager() -> PostParams {
+    PostParams {
+        field_manager: Some(labels::MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(labels::MANAGER).force()
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Carry out one action. Returns Some(verified) for an identical token restore.
+async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Option<bool>> {
+    let client = &ctx.client;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &t.key.namespace);
+    let rps: Api<Secret> = Api::namespaced(client.clone(), &ctx.config.operator_namespace);
+    let name = &t.key.name;
+    match action {
+        Action::CreateTokenSecret => {
+            let TargetSpec::Token {
+                service_account, ..
+            } = &t.spec
+            else {
+                return Ok(None);
+            };
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(t.key.namespace.clone()),
+                    labels: Some(BTreeMap::from([(
+                        labels::GUARDED.to_owned(),
+                        "true".to_owned(),
+                    )])),
+                    annotations: Some(BTreeMap::from([(
+                        labels::SA_NAME_ANNOTATION.to_owned(),
+                        service_account.clone(),
+                    )])),
+                    ..Default::default()
+                },
+                type_: Some(labels::TOKEN_TYPE.into()),
+                ..Default::default()
+            };
+            secrets.create(&manager(), &secret).await?;
+        }
+        Action::RestoreIdentical => {
+            let Some(rp) = &t.restore_point else {
+                return Err(Error::Action("no restore point to restore from".into()));
+            };
+            let drop: &[&str] = if t.guard_spec.revalidate {
+                &[labels::LEGACY_TOKEN_INVALID_SINCE]
+            } else {
+                &[]
+            };
+            secrets
+                .create(&manager(), &restore_point::restored_secret(rp, drop))
+                .await?;
+            if let TargetSpec::Token {
+                service_account, ..
+            } = &t.spec
+            {
+                let token = rp
+                    .data
+                    .get("token")
+                    .map(|b| b.0.as_slice())
+                    .unwrap_or_default();
+                return Ok(Some(
+                    verify_token(ctx, &t.key.namespace, service_account, token).await,
+                ));
+            }
+        }
+        Action::DeleteStaleToken { uid } => {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match secrets.delete(name, &dp).await {
+                Err(e) if not_found(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => {}
+                r => {
+                    r?;
+                }
+            }
+        }
+        Action::Label => {
+            let patch = json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": t.key.namespace,
+                             "labels": {labels::GUARDED: "true"}},
+            });
+            secrets.patch(name, &apply(), &Patch::Apply(&patch)).await?;
+        }
+        Action::SaveRestorePoint => {
+            let Some(live) = &t.live else {
+                return Ok(None);
+            };
+            let rp = restore_point::build(live, t.spec.kind(), &ctx.config.operator_namespace);
+            let rp_name = rp.metadata.name.clone().unwrap_or_default();
+            rps.patch(&rp_name, &apply(), &Patch::Apply(&rp)).await?;
+        }
+        Action::DeleteRestorePoint => {
+            let rp_name = restore_point::name_for(&t.key.namespace, name);
+            match rps.delete(&rp_name, &DeleteParams::default()).await {
+                Err(e) if not_found(&e) => {}
+                r => {
+                    r?;
+                }
+            }
+        }
+        Action::RemoveInvalidLabel => {
+            let patch = json!({"metadata": {"labels": {labels::LEGACY_TOKEN_INVALID_SINCE: null}}});
+            secrets
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Action::RotateServiceAccount { uid } => {
+            let TargetSpec::Token {
+                service_account, ..
+            } = &t.spec
+            else {
+                return Ok(None);
+            };
+            let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &t.key.namespace);
+            let Some(sa) = sas.get_opt(service_account).await? else {
+                return Ok(None);
+            };
+            if sa.metadata.uid.as_deref() != Some(uid.as_str()) {
+                return Ok(None); // already re-created
+            }
+            let snap = restore_point::build_sa_snapshot(&sa, name, &ctx.config.operator_namespace);
+            let snap_name = snap.metadata.name.clone().unwrap_or_default();
+            rps.patch(&snap_name, &apply(), &Patch::Apply(&snap))
+                .await?;
+            let fresh = restore_point::parse_sa_snapshot(&snap)
+                .ok_or_else(|| Error::Action("unreadable ServiceAccount snapshot".into()))?;
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            sas.delete(service_account, &dp).await?;
+            sas.create(&manager(), &fresh).await?;
+        }
+        Action::RecreateServiceAccount => {
+            let Some(sa) = t
+                .sa_snapshot
+                .as_ref()
+                .and_then(restore_point::parse_sa_snapshot)
+            else {
+                return Err(Error::Action("no ServiceAccount snapshot".into()));
+            };
+            let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &t.key.namespace);
+            match sas.create(&manager(), &sa).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                r => {
+                    r?;
+                }
+            }
+        }
+        Action::SaveServiceAccountSnapshot => {
+            let TargetSpec::Token {
+                service_account, ..
+            } = &t.spec
+            else {
+                return Ok(None);
+            };
+            let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &t.key.namespace);
+            let Some(sa) = sas.get_opt(service_account).await? else {
+                return Ok(None);
+            };
+            let snap = restore_point::build_sa_snapshot(&sa, name, &ctx.config.operator_namespace);
+            let snap_name = snap.metadata.name.clone().unwrap_or_default();
+            rps.patch(&snap_name, &apply(), &Patch::Apply(&snap))
+                .await?;
+        }
+    }
+    Ok(None)
+}
+
+async fn get_secret(ctx: &Context, key: &ObjectKey) -> Result<Option<Secret>> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    Ok(api.get_opt(&key.name).await?)
+}
+
+/// Ask the apiserver whether a restored token authenticates as its ServiceAccount.
+async fn verify_token(ctx: &Context, namespace: &str, service_account: &str, token: &[u8]) -> bool {
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(String::from_utf8_lossy(token).into_owned()),
+            audiences: None,
+        },
+        ..Default::default()
+    };
+    let api: Api<TokenReview> = Api::all(ctx.client.clone());
+    match api.create(&PostParams::default(), &review).await {
+        Ok(r) => r.status.is_some_and(|s| {
+            s.authenticated == Some(true)
+                && s.user.and_then(|u| u.username)
+                    == Some(format!(
+                        "system:serviceaccount:{namespace}:{service_account}"
+                    ))
+        }),
+        Err(e) => {
+            tracing::warn!(namespace, service_account, error = %e, "TokenReview failed");
+            false
+        }
+    }
+}
+
+/// Update what is remembered about the target, and report what is new.
+async fn record(
+    ctx: &Context,
+    t: &Target,
+    decision: &Decision,
+    results: &Results,
+    started: Instant,
+) {
+    let Some(mut state) = decision.state else {
+        return;
+    };
+    let restored = results.did(&Action::RestoreIdentical)
+        || (results.did(&Action::CreateTokenSecret)
+            && decision.incidents.contains(&Reason::TokenDeleted));
+    if restored {
+        state = TargetState::Pending;
+    }
+    let (new, restore_seconds, changed) = {
+        let mut m = ctx.memory();
+        let rec = m
+            .targets
+            .entry(t.key.clone())
+            .or_insert_with(|| TargetRecord {
+                guard: t.guard.clone(),
+                kind: t.spec.kind(),
+                state,
+                reported: Default::default(),
+                missing_since: None,
+            });
+        rec.guard = t.guard.clone();
+        rec.kind = t.spec.kind();
+        if decision.state.is_some_and(TargetState::is_missing) {
+            rec.missing_since.get_or_insert(started);
+        }
+        let new: Vec<Reason> = decision
+            .incidents
+            .iter()
+            .copied()
+            .filter(|r| !rec.reported.contains(r))
+            .collect();
+        rec.reported.extend(new.iter().copied());
+        let restore_seconds = restored
+            .then(|| rec.missing_since.take().map(|s| s.elapsed().as_secs_f64()))
+            .flatten();
+        if state == TargetState::Healthy {
+            rec.reported.clear();
+            rec.missing_since = None;
+        }
+        let changed = rec.state != state;
+        rec.state = state;
+        if restored {
+            m.guards.entry(t.guard.clone()).or_default().restores_added += 1;
+        }
+        (new, restore_seconds, changed)
+    };
+    for reason in &new {
+        let outcome = Outcome::of(*reason, results, t.policy.paused);
+        incident::report(
+            ctx,
+            &t.guard,
+            &t.guard_uid,
+            &t.guard_spec,
+            &t.key,
+            t.spec.kind(),
+            t.live.as_ref(),
+            *reason,
+            outcome,
+            restore_seconds,
+        )
+        .await;
+    }
+    incident::report_follow_ups(
+        ctx,
+        &t.guard,
+        &t.guard_uid,
+        &t.guard_spec,
+        &t.key,
+        &t.spec,
+        decision,
+        results,
+        restore_seconds,
+    )
+    .await;
+    if changed || !new.is_empty() || results.wrote() {
+        ctx.queue.add(Work::Status(t.guard.clone()));
+    }
+}
+
+/// A Secret no guard names any more: take our label off and forget its restore point.
+/// Restore points of a namespace being deleted are kept (the namespace may be re-created
+/// from a backup; issue 4 adds a retention).
+async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<()> {
+    let removed = ctx.memory().targets.remove(key);
+    if let Some(rec) = &removed {
+        ctx.queue.add(Work::Status(rec.guard.clone()));
+    }
+    if ctx.stores.namespace_terminating(&key.namespace) {
+        return Ok(());
+    }
+    if ctx.stores.secret(key).is_some() {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.namespace);
+        let patch = json!({"metadata": {"labels": {labels::GUARDED: null}}});
+        match secrets
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(e) if not_found(&e) => {}
+            r => {
+                r?;
+            }
+        }
+    }
+    let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
+    let opns = &ctx.config.operator_namespace;
+    for name in [
+        restore_point::name_for(&key.namespace, &key.name),
+        restore_point::snapshot_name_for(&key.namespace, &key.name),
+    ] {
+        if ctx.stores.restore_point(opns, &name).is_some() {
+            match rps.delete(&name, &DeleteParams::default()).await {
+                Err(e) if not_found(&e) => {}
+                r => {
+                    r?;
+                }
+            }
+        }
+    }
+    if removed.is_some() {
+        tracing::info!(target = %key, "no longer guarded: label and restore point removed");
+    }
+    Ok(())
+}

@@ -1,0 +1,591 @@
+//! Guarding ServiceAccount tokens on the real control plane: every token row of
+//! DESIGN.md §4. Token bytes are compared, never printed.
+//!
+//! Note on the apiserver's token cache: kube-apiserver remembers successful token
+//! authentications for about 10 s. A test that wants to prove a restored token works
+//! therefore uses a token for the first time only after the restore; one that wants to
+//! prove a token is dead never used it before.
+
+mod support;
+
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use secretguard::labels;
+use secretguard::restore_point;
+use serde_json::json;
+use support::*;
+
+fn secrets(client: &Client, ns: &str) -> Api<Secret> {
+    Api::namespaced(client.clone(), ns)
+}
+
+fn sa_user(ns: &str, sa: &str) -> Option<String> {
+    Some(format!("system:serviceaccount:{ns}:{sa}"))
+}
+
+async fn rejected(token: &str) -> bool {
+    matches!(whoami(token).await, Err(kube::Error::Api(s)) if s.code == 401)
+}
+
+/// A namespace with a ServiceAccount `writer` guarded by guard `g` with this spec, and the
+/// token Secret populated and saved.
+async fn guarded_writer(
+    client: &Client,
+    prefix: &str,
+    extra: serde_json::Value,
+) -> (TestNamespace, String) {
+    operator();
+    let ns = TestNamespace::new(client, prefix).await;
+    create_service_account(client, &ns.name, "writer").await;
+    let mut spec = json!({"serviceAccounts": [{"name": "writer"}]});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    create_guard(client, &ns.name, "g", spec).await;
+    let token = wait_for_token(client, &ns.name, "writer-token").await;
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let rp_name = restore_point::name_for(&ns.name, "writer-token");
+    wait_for("the restore point to hold the token", || {
+        let rps = rps.clone();
+        let (rp_name, token) = (rp_name.clone(), token.clone());
+        async move {
+            let rp = rps.get_opt(&rp_name).await.ok()??;
+            (rp.data?.get("token")?.0 == token.as_bytes()).then_some(())
+        }
+    })
+    .await;
+    (ns, token)
+}
+
+#[tokio::test]
+async fn creates_a_missing_token_secret_labels_it_and_never_lists_it_in_the_service_account() {
+    let client = admin_client().await;
+    let (ns, token) = guarded_writer(&client, "create", json!({})).await;
+
+    let s = secrets(&client, &ns.name)
+        .get("writer-token")
+        .await
+        .expect("token Secret");
+    assert_eq!(s.type_.as_deref(), Some(labels::TOKEN_TYPE));
+    let l = s.metadata.labels.unwrap_or_default();
+    assert_eq!(l.get(labels::GUARDED).map(String::as_str), Some("true"));
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)
+        .get("writer")
+        .await
+        .expect("SA");
+    assert!(
+        sa.secrets.unwrap_or_default().is_empty(),
+        "the token must not be listed in the SA's .secrets (the legacy cleaner targets those)"
+    );
+    assert_eq!(
+        whoami(&token).await.expect("token works"),
+        sa_user(&ns.name, "writer")
+    );
+
+    let st = wait_guard_status(&client, &ns.name, "g", "guard Ready and healthy", |s| {
+        s.guarded == 1 && condition(s, "Degraded") == Some(("False", "AllHealthy"))
+    })
+    .await;
+    assert_eq!(condition(&st, "Ready"), Some(("True", "Guarding")));
+    assert_eq!(st.missing, 0);
+    assert_eq!(st.targets.len(), 1);
+    assert_eq!(st.targets[0].state, "Healthy");
+    wait_event(&client, &ns.name, "TokenCreated", "SecretGuard").await;
+}
+
+#[tokio::test]
+async fn restores_a_deleted_token_with_identical_bytes_that_the_old_holder_can_use() {
+    let client = admin_client().await;
+    let (ns, token) = guarded_writer(&client, "identical", json!({})).await;
+    let api = secrets(&client, &ns.name);
+    let before = api.get("writer-token").await.expect("token Secret");
+
+    api.delete("writer-token", &DeleteParams::default())
+        .await
+        .expect("delete");
+
+    let restored = wait_for("the token Secret to be re-created", || {
+        let api = api.clone();
+        let old_uid = before.metadata.uid.clone();
+        async move {
+            let s = api.get_opt("writer-token").await.ok()??;
+            (s.metadata.uid != old_uid).then_some(s)
+        }
+    })
+    .await;
+    let bytes = restored
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .map(|b| b.0.clone());
+    assert!(
+        bytes.as_deref() == Some(token.as_bytes()),
+        "restored token bytes differ from the original"
+    );
+    assert_eq!(restored.type_, before.type_);
+    let ann = restored.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        ann.get(labels::SA_NAME_ANNOTATION).map(String::as_str),
+        Some("writer")
+    );
+    // First use of the token: it works because the restored Secret holds the same bytes.
+    assert_eq!(
+        whoami(&token).await.expect("old token works"),
+        sa_user(&ns.name, "writer")
+    );
+
+    let st = wait_guard_status(&client, &ns.name, "g", "a restore in status", |s| {
+        s.restores == 1
+    })
+    .await;
+    let inc = st.last_incident.expect("lastIncident");
+    assert_eq!(
+        (inc.reason.as_str(), inc.outcome.as_str(), inc.kind.as_str()),
+        ("TokenDeleted", "Restored", "ServiceAccountToken")
+    );
+    assert!(inc.restore_seconds.is_some_and(|s| s >= 0.0));
+    wait_event(&client, &ns.name, "TokenDeleted", "SecretGuard").await;
+    let note = wait_event(&client, &ns.name, "TokenRestored", "SecretGuard").await;
+    assert!(note.contains("TokenReview: authenticates as"), "{note}");
+    wait_guard_status(&client, &ns.name, "g", "healthy again", |s| {
+        s.missing == 0 && condition(s, "Degraded") == Some(("False", "AllHealthy"))
+    })
+    .await;
+}
+
+/// Fresh re-creates the token Secret empty and lets the tokens controller fill it. Legacy
+/// tokens are deterministic (no iat, jti or exp; RS256 signatures are deterministic), so for
+/// an unchanged ServiceAccount the controller mints the very same bytes: this is checked
+/// here, because the product's advice to users rests on it.
+#[tokio::test]
+async fn restore_fresh_recreates_the_secret_empty_and_the_tokens_controller_refills_it() {
+    let client = admin_client().await;
+    let (ns, token) = guarded_writer(&client, "fresh", json!({"restore": "Fresh"})).await;
+    let api = secrets(&client, &ns.name);
+    let before = api.get("writer-token").await.expect("get");
+    api.delete("writer-token", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let st = wait_guard_status(&client, &ns.name, "g", "fresh restore counted", |s| {
+        s.restores == 1
+    })
+    .await;
+    assert_eq!(
+        st.last_incident.map(|i| i.outcome).as_deref(),
+        Some("RestoredFresh")
+    );
+    let again = wait_for_token(&client, &ns.name, "writer-token").await;
+    let after = api.get("writer-token").await.expect("get");
+    assert_ne!(after.metadata.uid, before.metadata.uid, "a new Secret");
+    assert!(
+        again == token,
+        "same ServiceAccount, same name: the tokens controller mints identical bytes"
+    );
+    assert_eq!(
+        whoami(&again).await.expect("token works"),
+        sa_user(&ns.name, "writer")
+    );
+    assert!(
+        events(&client, &ns.name, "TokenRotated").await.is_empty(),
+        "nobody has to update: no TokenRotated"
+    );
+}
+
+#[tokio::test]
+async fn restore_off_and_paused_only_alert() {
+    let client = admin_client().await;
+    for (prefix, extra) in [
+        ("off", json!({"restore": "Off"})),
+        ("paused", json!({"paused": true})),
+    ] {
+        let (ns, _token) = guarded_writer(&client, prefix, json!({})).await;
+        // Switch the policy only now: the token was provisioned and saved first.
+        let guards: Api<secretguard::api::v1alpha1::SecretGuard> =
+            Api::namespaced(client.clone(), &ns.name);
+        guards
+            .patch(
+                "g",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": extra})),
+            )
+            .await
+            .expect("patch guard");
+        wait_guard_status(&client, &ns.name, "g", "new generation observed", |s| {
+            s.observed_generation == Some(2)
+        })
+        .await;
+        secrets(&client, &ns.name)
+            .delete("writer-token", &DeleteParams::default())
+            .await
+            .expect("delete");
+        let st = wait_guard_status(&client, &ns.name, "g", "the token reported missing", |s| {
+            s.missing == 1
+        })
+        .await;
+        let inc = st.last_incident.clone().expect("incident");
+        assert_eq!(inc.reason, "TokenDeleted");
+        let want = if prefix == "off" {
+            "AlertOnly"
+        } else {
+            "Paused"
+        };
+        assert_eq!(inc.outcome, want, "{prefix}");
+        assert_eq!(condition(&st, "Degraded"), Some(("True", "Missing")));
+        assert_eq!(st.restores, 0);
+        assert!(
+            secrets(&client, &ns.name)
+                .get_opt("writer-token")
+                .await
+                .expect("get")
+                .is_none(),
+            "{prefix}: nothing re-created"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_recreated_service_account_gets_a_fresh_token_at_once() {
+    let client = admin_client().await;
+    let (ns, token) = guarded_writer(&client, "sarecreate", json!({})).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    sas.delete("writer", &DeleteParams::default())
+        .await
+        .expect("delete SA");
+    wait_event(&client, &ns.name, "ServiceAccountDeleted", "SecretGuard").await;
+    create_service_account(&client, &ns.name, "writer").await;
+
+    let new = wait_for("a fresh token for the new ServiceAccount", || {
+        let client = client.clone();
+        let (ns, old) = (ns.name.clone(), token.clone());
+        async move {
+            let t = wait_for_token(&client, &ns, "writer-token").await;
+            (t != old).then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(
+        whoami(&new).await.expect("fresh token works"),
+        sa_user(&ns.name, "writer")
+    );
+    assert!(rejected(&token).await, "the old token can never work again");
+    wait_event(&client, &ns.name, "TokenRotated", "SecretGuard").await;
+    wait_guard_status(
+        &client,
+        &ns.name,
+        "g",
+        "healthy with the fresh token",
+        |s| s.missing == 0 && condition(s, "Degraded") == Some(("False", "AllHealthy")),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_service_account_is_reported_and_recreated_when_asked() {
+    let client = admin_client().await;
+    // Without recreateServiceAccount: a critical incident, nothing re-created.
+    let (ns, _) = guarded_writer(&client, "sadel", json!({})).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    sas.delete("writer", &DeleteParams::default())
+        .await
+        .expect("delete SA");
+    let st = wait_guard_status(&client, &ns.name, "g", "ServiceAccountDeleted", |s| {
+        s.last_incident
+            .as_ref()
+            .is_some_and(|i| i.reason == "ServiceAccountDeleted")
+    })
+    .await;
+    assert_eq!(
+        st.last_incident.as_ref().map(|i| i.outcome.as_str()),
+        Some("AlertOnly")
+    );
+    assert_eq!(
+        condition(&st, "Degraded"),
+        Some(("True", "ServiceAccountMissing"))
+    );
+    let note = wait_event(&client, &ns.name, "ServiceAccountDeleted", "SecretGuard").await;
+    assert!(note.contains("severity critical"), "{note}");
+    assert!(sas.get_opt("writer").await.expect("get").is_none());
+
+    // With recreateServiceAccount: it comes back with its settings, and a fresh token.
+    let ns2 = TestNamespace::new(&client, "sarestore").await;
+    let sa = ServiceAccount {
+        metadata: kube::api::ObjectMeta {
+            name: Some("writer".into()),
+            labels: Some([("team".to_owned(), "ingest".to_owned())].into()),
+            ..Default::default()
+        },
+        image_pull_secrets: Some(vec![LocalObjectReference {
+            name: "registry".into(),
+        }]),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    let sas2: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns2.name);
+    let original = sas2
+        .create(&Default::default(), &sa)
+        .await
+        .expect("create SA");
+    create_guard(
+        &client,
+        &ns2.name,
+        "g",
+        json!({"serviceAccounts": [{"name": "writer", "recreateServiceAccount": true}]}),
+    )
+    .await;
+    let token = wait_for_token(&client, &ns2.name, "writer-token").await;
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let snap = restore_point::snapshot_name_for(&ns2.name, "writer-token");
+    wait_for("the ServiceAccount snapshot", || {
+        let (rps, snap) = (rps.clone(), snap.clone());
+        async move { rps.get_opt(&snap).await.ok()?.map(|_| ()) }
+    })
+    .await;
+    sas2.delete("writer", &DeleteParams::default())
+        .await
+        .expect("delete SA");
+    let back = wait_for("the ServiceAccount to be re-created", || {
+        let sas2 = sas2.clone();
+        let old = original.metadata.uid.clone();
+        async move {
+            sas2.get_opt("writer")
+                .await
+                .ok()?
+                .filter(|s| s.metadata.uid != old)
+        }
+    })
+    .await;
+    assert_eq!(
+        back.metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("ingest")
+    );
+    assert_eq!(back.image_pull_secrets, sa.image_pull_secrets);
+    assert_eq!(back.automount_service_account_token, Some(false));
+    let new = wait_for("a fresh token for the re-created ServiceAccount", || {
+        let client = client.clone();
+        let (ns, old) = (ns2.name.clone(), token.clone());
+        async move {
+            let t = wait_for_token(&client, &ns, "writer-token").await;
+            (t != old).then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(
+        whoami(&new).await.expect("fresh token works"),
+        sa_user(&ns2.name, "writer")
+    );
+    wait_event(&client, &ns2.name, "ServiceAccountRestored", "SecretGuard").await;
+}
+
+#[tokio::test]
+async fn the_rotate_annotation_revokes_the_old_token_and_mints_a_new_one() {
+    let client = admin_client().await;
+    let (ns, token) = guarded_writer(&client, "rotate", json!({})).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    let sa_before = sas.get("writer").await.expect("SA").metadata.uid;
+    let api = secrets(&client, &ns.name);
+    api.patch(
+        "writer-token",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {labels::ROTATE: "true"}}})),
+    )
+    .await
+    .expect("annotate");
+    let new = wait_for("a rotated token", || {
+        let client = client.clone();
+        let (ns, old) = (ns.name.clone(), token.clone());
+        async move {
+            let t = wait_for_token(&client, &ns, "writer-token").await;
+            (t != old).then_some(t)
+        }
+    })
+    .await;
+    assert!(rejected(&token).await, "the old token is revoked");
+    assert_eq!(
+        whoami(&new).await.expect("new token works"),
+        sa_user(&ns.name, "writer")
+    );
+    let s = api.get("writer-token").await.expect("get");
+    assert!(
+        !s.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(labels::ROTATE),
+        "the rotate annotation is removed"
+    );
+    // The restore point follows the new token, so a later deletion brings back the new one.
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let rp_name = restore_point::name_for(&ns.name, "writer-token");
+    wait_for("the restore point to hold the new token", || {
+        let (rps, rp_name, new) = (rps.clone(), rp_name.clone(), new.clone());
+        async move {
+            (rps.get_opt(&rp_name).await.ok()??.data?.get("token")?.0 == new.as_bytes())
+                .then_some(())
+        }
+    })
+    .await;
+    wait_event(&client, &ns.name, "TokenRotated", "SecretGuard").await;
+}
+
+#[tokio::test]
+async fn a_second_reconcile_writes_nothing() {
+    let client = admin_client().await;
+    let (ns, _) = guarded_writer(&client, "idem", json!({})).await;
+    let ctx = operator();
+    wait_guard_status(&client, &ns.name, "g", "healthy", |s| {
+        condition(s, "Degraded") == Some(("False", "AllHealthy"))
+    })
+    .await;
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let guards: Api<secretguard::api::v1alpha1::SecretGuard> =
+        Api::namespaced(client.clone(), &ns.name);
+    let rp_name = restore_point::name_for(&ns.name, "writer-token");
+    let versions = || async {
+        (
+            secrets(&client, &ns.name)
+                .get("writer-token")
+                .await
+                .expect("secret")
+                .metadata
+                .resource_version,
+            rps.get(&rp_name)
+                .await
+                .expect("rp")
+                .metadata
+                .resource_version,
+            guards
+                .get("g")
+                .await
+                .expect("guard")
+                .metadata
+                .resource_version,
+        )
+    };
+    let before = versions().await;
+    let drift = secretguard::controller::audit_drift(&ctx);
+    let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
+    secretguard::controller::audit(&ctx);
+    wait_operator_idle(&ctx, processed).await;
+    assert_eq!(
+        versions().await,
+        before,
+        "a reconcile of a healthy guard wrote something"
+    );
+    assert_eq!(
+        secretguard::controller::audit_drift(&ctx),
+        drift,
+        "the audit found drift where there was none"
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_guard_removes_its_labels_and_restore_points() {
+    let client = admin_client().await;
+    let (ns, _) = guarded_writer(&client, "unguard", json!({})).await;
+    let guards: Api<secretguard::api::v1alpha1::SecretGuard> =
+        Api::namespaced(client.clone(), &ns.name);
+    guards
+        .delete("g", &DeleteParams::default())
+        .await
+        .expect("delete guard");
+    let api = secrets(&client, &ns.name);
+    wait_for("the guarded label to be removed", || {
+        let api = api.clone();
+        async move {
+            let s = api.get_opt("writer-token").await.ok()??;
+            (!s.metadata
+                .labels
+                .unwrap_or_default()
+                .contains_key(labels::GUARDED))
+            .then_some(())
+        }
+    })
+    .await;
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let rp_name = restore_point::name_for(&ns.name, "writer-token");
+    wait_for("the restore point to be deleted", || {
+        let (rps, rp_name) = (rps.clone(), rp_name.clone());
+        async move { rps.get_opt(&rp_name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    // No longer guarded: a deletion now stays a deletion.
+    api.delete("writer-token", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let ctx = operator();
+    let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
+    secretguard::controller::audit(&ctx);
+    wait_operator_idle(&ctx, processed).await;
+    assert!(api.get_opt("writer-token").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn a_guard_with_an_invalid_spec_reports_it_without_disturbing_another_guard() {
+    let client = admin_client().await;
+    operator();
+    let ns = TestNamespace::new(&client, "invalid").await;
+    create_service_account(&client, &ns.name, "good").await;
+    create_guard(
+        &client,
+        &ns.name,
+        "bad",
+        json!({"secretSelector": {"matchExpressions": [{"key": "tier", "operator": "Bogus"}]}}),
+    )
+    .await;
+    create_guard(
+        &client,
+        &ns.name,
+        "good",
+        json!({"serviceAccounts": [{"name": "good"}]}),
+    )
+    .await;
+    let st = wait_guard_status(&client, &ns.name, "bad", "InvalidSpec", |s| {
+        condition(s, "Ready") == Some(("False", "InvalidSpec"))
+    })
+    .await;
+    let msg = &st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready")
+        .message;
+    assert!(msg.contains("spec.secretSelector"), "{msg}");
+    wait_for_token(&client, &ns.name, "good-token").await;
+    wait_guard_status(
+        &client,
+        &ns.name,
+        "good",
+        "the good guard is healthy",
+        |s| condition(s, "Ready") == Some(("True", "Guarding")) && s.guarded == 1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_terminating_namespace_is_left_alone() {
+    let client = admin_client().await;
+    let (ns, _) = guarded_writer(&client, "nsgone", json!({})).await;
+    let ctx = operator();
+    ns.delete(&client).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    wait_for("the namespace to be gone", || {
+        let (namespaces, name) = (namespaces.clone(), ns.name.clone());
+        async move {
+            namespaces
+                .get_opt(&name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
+    secretguard::controller::audit(&ctx);
+    wait_operator_idle(&ctx, processed).await;
+    assert_eq!(ctx.failing(), 0, "no error loop over a deleted namespace");
+}
