@@ -405,6 +405,11 @@ async fn the_rotate_annotation_revokes_the_old_token_and_mints_a_new_one() {
     })
     .await;
     assert!(rejected(&token).await, "the old token is revoked");
+    assert_ne!(
+        sas.get("writer").await.expect("SA").metadata.uid,
+        sa_before,
+        "rotation re-creates the ServiceAccount"
+    );
     assert_eq!(
         whoami(&new).await.expect("new token works"),
         sa_user(&ns.name, "writer")
