@@ -1,0 +1,79 @@
+//! Bad SecretGuards are refused by the apiserver (schema and CEL), with messages a kubectl
+//! user understands. Checked through kubectl, as a user would see them.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use support::*;
+
+/// `kubectl apply --dry-run=server` of a SecretGuard with this spec (YAML); returns
+/// (accepted, what kubectl printed).
+fn apply(ns: &str, spec_yaml: &str) -> (bool, String) {
+    let doc = format!(
+        "apiVersion: secretguard.dev/v1alpha1\nkind: SecretGuard\nmetadata:\n  name: g\n  namespace: {ns}\nspec:\n{spec_yaml}"
+    );
+    let mut child = Command::new(tools_bin().join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(doc.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("kubectl output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
+    install_crds();
+    let client = admin_client().await;
+    let ns = TestNamespace::new(&client, "crd").await;
+    let n = &ns.name;
+
+    let (ok, out) = apply(n, "  serviceAccounts: [{name: writer}]\n  secrets: [{name: db}]\n  restore: Fresh\n  severity: warning\n");
+    assert!(ok, "a good guard is accepted: {out}");
+    let (ok, out) = apply(n, "  restore: \"Off\"\n");
+    assert!(ok, "quoted Off is accepted: {out}");
+
+    let refused: &[(&str, String, &str)] = &[
+        ("bad name", "  serviceAccounts: [{name: Bad_Name}]\n".into(), "must be a valid Kubernetes name"),
+        ("bad token name", "  serviceAccounts: [{name: a, tokenSecretName: 'x y'}]\n".into(), "must be a valid Kubernetes name"),
+        ("bad secret name", "  secrets: [{name: -db}]\n".into(), "must be a valid Kubernetes name"),
+        ("duplicate SA", "  serviceAccounts: [{name: a}, {name: a}]\n".into(), "must not name the same ServiceAccount twice"),
+        ("duplicate Secret", "  secrets: [{name: a}, {name: a}]\n".into(), "must not name the same Secret twice"),
+        ("unknown restore mode", "  restore: Sometimes\n".into(), "supported values: \"Identical\", \"Fresh\", \"Off\""),
+        ("unknown severity", "  severity: info\n".into(), "supported values: \"critical\", \"warning\""),
+        (
+            "too many entries",
+            format!("  secrets: [{}]\n", (0..257).map(|i| format!("{{name: s{i}}}")).collect::<Vec<_>>().join(", ")),
+            "must have at most 256 items",
+        ),
+        (
+            "name too long for the default token name",
+            format!("  serviceAccounts: [{{name: {}}}]\n", "a".repeat(250)),
+            "set tokenSecretName",
+        ),
+        // YAML 1.1, which kubectl speaks, reads a bare Off as the boolean false.
+        ("bare Off", "  restore: Off\n".into(), "spec.restore"),
+    ];
+    for (what, spec, message) in refused {
+        let (ok, out) = apply(n, spec);
+        assert!(!ok, "{what}: should be refused, kubectl said: {out}");
+        assert!(out.contains(message), "{what}: expected {message:?} in: {out}");
+    }
+}
