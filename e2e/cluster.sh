@@ -13,6 +13,9 @@
 #   TOOLS_BIN                 where the binaries are (default <repo>/.tools/bin)
 #   LEGACY_TOKEN_CLEANUP_PERIOD  KCM --legacy-service-account-token-clean-up-period (default 8760h)
 #   KUBE_APISERVER_EXTRA_ARGS, KUBE_CONTROLLER_MANAGER_EXTRA_ARGS  more flags (word-split)
+#   KCM_TOKENS_CONTROLLER=off KCM without a signing key: token Secrets stay empty
+#   KCM_CONTROLLERS           KCM --controllers (default: the tokens controller, the legacy
+#                             token cleaner, namespace, garbage collector, SA, root CA publisher)
 #
 # Ports are chosen free at start, never fixed. Certificates are generated per cluster.
 set -euo pipefail
@@ -23,6 +26,7 @@ bin=${TOOLS_BIN:-$repo/.tools/bin}
 # A restart of KCM keeps the cluster's period unless a new one is given.
 cleanup_period=${LEGACY_TOKEN_CLEANUP_PERIOD:-$(cat "$dir/cleanup-period" 2>/dev/null || echo 8760h)}
 components=(etcd kube-apiserver kube-controller-manager)
+default_controllers=serviceaccount-token-controller,serviceaccount-controller,legacy-serviceaccount-token-cleaner-controller,garbage-collector-controller,namespace-controller,root-ca-certificate-publisher-controller
 
 log() { echo "cluster: $*" >&2; }
 
@@ -192,13 +196,17 @@ start_apiserver() {
 
 start_kcm() {
   kubeconfig kcm "$dir/kcm.kubeconfig"
+  # KCM runs its tokens controller whenever it has a signing key, whatever --controllers
+  # says (seen on v1.37); without the key, legacy tokens are never filled.
+  local signing_key=$dir/pki/sa.key
+  [[ ${KCM_TOKENS_CONTROLLER:-on} == off ]] && signing_key=""
   launch kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig "$dir/kcm.kubeconfig" \
     --leader-elect=false --secure-port=0 \
     --use-service-account-credentials=true \
-    --service-account-private-key-file "$dir/pki/sa.key" \
+    ${signing_key:+--service-account-private-key-file "$signing_key"} \
     --root-ca-file "$dir/pki/ca.crt" \
-    --controllers serviceaccount-token-controller,serviceaccount-controller,legacy-serviceaccount-token-cleaner-controller,garbage-collector-controller,namespace-controller,root-ca-certificate-publisher-controller \
+    --controllers "${KCM_CONTROLLERS:-$default_controllers}" \
     --legacy-service-account-token-clean-up-period "$cleanup_period" \
     --concurrent-gc-syncs=5 --concurrent-namespace-syncs=5 ${KUBE_CONTROLLER_MANAGER_EXTRA_ARGS:-}
   # Ready when the serviceaccount controller has made the default ServiceAccount.

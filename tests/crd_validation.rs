@@ -45,22 +45,59 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
     let ns = TestNamespace::new(&client, "crd").await;
     let n = &ns.name;
 
-    let (ok, out) = apply(n, "  serviceAccounts: [{name: writer}]\n  secrets: [{name: db}]\n  restore: Fresh\n  severity: warning\n");
+    let (ok, out) = apply(
+        n,
+        "  serviceAccounts: [{name: writer}]\n  secrets: [{name: db}]\n  restore: Fresh\n  severity: warning\n",
+    );
     assert!(ok, "a good guard is accepted: {out}");
     let (ok, out) = apply(n, "  restore: \"Off\"\n");
     assert!(ok, "quoted Off is accepted: {out}");
 
     let refused: &[(&str, String, &str)] = &[
-        ("bad name", "  serviceAccounts: [{name: Bad_Name}]\n".into(), "must be a valid Kubernetes name"),
-        ("bad token name", "  serviceAccounts: [{name: a, tokenSecretName: 'x y'}]\n".into(), "must be a valid Kubernetes name"),
-        ("bad secret name", "  secrets: [{name: -db}]\n".into(), "must be a valid Kubernetes name"),
-        ("duplicate SA", "  serviceAccounts: [{name: a}, {name: a}]\n".into(), "must not name the same ServiceAccount twice"),
-        ("duplicate Secret", "  secrets: [{name: a}, {name: a}]\n".into(), "must not name the same Secret twice"),
-        ("unknown restore mode", "  restore: Sometimes\n".into(), "supported values: \"Identical\", \"Fresh\", \"Off\""),
-        ("unknown severity", "  severity: info\n".into(), "supported values: \"critical\", \"warning\""),
+        (
+            "bad name",
+            "  serviceAccounts: [{name: Bad_Name}]\n".into(),
+            "must be a valid Kubernetes name",
+        ),
+        (
+            "bad token name",
+            "  serviceAccounts: [{name: a, tokenSecretName: 'x y'}]\n".into(),
+            "must be a valid Kubernetes name",
+        ),
+        (
+            "bad secret name",
+            "  secrets: [{name: -db}]\n".into(),
+            "must be a valid Kubernetes name",
+        ),
+        (
+            "duplicate SA",
+            "  serviceAccounts: [{name: a}, {name: a}]\n".into(),
+            "must not name the same ServiceAccount twice",
+        ),
+        (
+            "duplicate Secret",
+            "  secrets: [{name: a}, {name: a}]\n".into(),
+            "must not name the same Secret twice",
+        ),
+        (
+            "unknown restore mode",
+            "  restore: Sometimes\n".into(),
+            "supported values: \"Identical\", \"Fresh\", \"Off\"",
+        ),
+        (
+            "unknown severity",
+            "  severity: info\n".into(),
+            "supported values: \"critical\", \"warning\"",
+        ),
         (
             "too many entries",
-            format!("  secrets: [{}]\n", (0..257).map(|i| format!("{{name: s{i}}}")).collect::<Vec<_>>().join(", ")),
+            format!(
+                "  secrets: [{}]\n",
+                (0..257)
+                    .map(|i| format!("{{name: s{i}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             "must have at most 256 items",
         ),
         (
@@ -74,6 +111,9 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
     for (what, spec, message) in refused {
         let (ok, out) = apply(n, spec);
         assert!(!ok, "{what}: should be refused, kubectl said: {out}");
-        assert!(out.contains(message), "{what}: expected {message:?} in: {out}");
+        assert!(
+            out.contains(message),
+            "{what}: expected {message:?} in: {out}"
+        );
     }
 }

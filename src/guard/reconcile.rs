@@ -109,6 +109,7 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
             decision = decide_now(ctx, &t);
         }
     }
+    tracing::debug!(target = %key, guard = %t.guard, state = ?decision.state, actions = ?decision.actions, incidents = ?decision.incidents, requeue = ?decision.requeue_after, "decided");
     let started = Instant::now();
     let mut results = execute(ctx, &t, &decision).await;
     if matches!(&results.failed, Some((_, why)) if why == ALREADY_EXISTS) && !looked {

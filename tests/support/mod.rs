@@ -381,3 +381,38 @@ pub async fn wait_event(client: &Client, ns: &str, reason: &str, kind: &str) -> 
     })
     .await
 }
+
+/// Restart kube-controller-manager with other settings; the returned guard restarts it
+/// with the defaults again when dropped (also when the test panics). Only for test
+/// binaries of their own: other tests would see the controller-manager go away.
+pub fn reconfigure_kcm(env: &[(&str, &str)]) -> KcmDefaults {
+    restart_kcm(env);
+    KcmDefaults
+}
+
+fn restart_kcm(env: &[(&str, &str)]) {
+    kubeconfig_path();
+    let out = Command::new(repo_root().join("e2e/cluster.sh"))
+        .arg("restart-kcm")
+        .env("TOOLS_BIN", tools_bin())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run e2e/cluster.sh restart-kcm");
+    assert!(
+        out.status.success(),
+        "restart-kcm failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct KcmDefaults;
+
+impl Drop for KcmDefaults {
+    fn drop(&mut self) {
+        restart_kcm(&[
+            ("LEGACY_TOKEN_CLEANUP_PERIOD", "8760h"),
+            ("KUBE_CONTROLLER_MANAGER_EXTRA_ARGS", ""),
+        ]);
+    }
+}
