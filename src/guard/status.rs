@@ -124,7 +124,11 @@ pub fn build(
             "Ready",
             true,
             "Guarding",
-            format!("guarding {} objects", states.len()),
+            format!(
+                "guarding {} object{}",
+                states.len(),
+                if states.len() == 1 { "" } else { "s" }
+            ),
             generation,
             now,
             old,
