@@ -109,6 +109,8 @@ pub struct GuardRecord {
     pub last_incident: Option<crate::api::v1alpha1::Incident>,
     /// Why the current spec cannot be used (Ready=False, InvalidSpec).
     pub invalid: Option<String>,
+    /// Drift the audit found in this guard's objects since start.
+    pub audit_drift: u64,
 }
 
 #[derive(Default)]
@@ -503,6 +505,15 @@ pub fn backoff(attempt: u32) -> Duration {
 /// Drift found by audits since start.
 pub fn audit_drift(ctx: &Context) -> u64 {
     ctx.audit_drift.load(Ordering::Relaxed)
+}
+
+/// Drift found by audits since start in one guard's objects.
+pub fn guard_audit_drift(ctx: &Context, guard: &ObjectKey) -> u64 {
+    ctx.memory()
+        .guards
+        .get(guard)
+        .map(|g| g.audit_drift)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

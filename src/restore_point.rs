@@ -168,17 +168,21 @@ pub fn parse(secret: &Secret) -> Result<RestorePoint, RestorePointError> {
         serde_json::from_str(&get(key)?)
             .map_err(|_| RestorePointError::BadAnnotation(name.clone(), key))
     };
+    let type_ = get(annotation::ORIGIN_TYPE)?;
+    let data = secret.data.clone().unwrap_or_default();
     Ok(RestorePoint {
         origin_namespace: get(annotation::ORIGIN_NAMESPACE)?,
         origin_name: get(annotation::ORIGIN_NAME)?,
         origin_uid: get(annotation::ORIGIN_UID)?,
         origin_kind: get(annotation::ORIGIN_KIND)?,
-        type_: get(annotation::ORIGIN_TYPE)?,
-        content_hash: get(annotation::CONTENT_HASH)?,
+        // The hash of what is really stored, not the annotation: a restore point whose data
+        // was changed behind the operator's back no longer matches and is rewritten.
+        content_hash: content_hash(&type_, &data),
+        type_,
         labels: json_map(annotation::ORIGIN_LABELS)?,
         annotations: json_map(annotation::ORIGIN_ANNOTATIONS)?,
         immutable: get(annotation::ORIGIN_IMMUTABLE)? == "true",
-        data: secret.data.clone().unwrap_or_default(),
+        data,
         name,
     })
 }
@@ -408,6 +412,21 @@ mod tests {
         let l = restored.metadata.labels.expect("labels");
         assert!(!l.contains_key(labels::LEGACY_TOKEN_INVALID_SINCE));
         assert_eq!(l.get(labels::GUARDED).map(String::as_str), Some("true"));
+    }
+
+    #[test]
+    fn a_restore_point_whose_data_was_changed_no_longer_matches_its_origin() {
+        let live = token_secret();
+        let mut saved = build(&live, "ServiceAccountToken", "op");
+        saved
+            .data
+            .as_mut()
+            .expect("data")
+            .insert("token".into(), ByteString(b"tampered".to_vec()));
+        assert_ne!(
+            parse(&saved).expect("parse").content_hash,
+            secret_hash(&live)
+        );
     }
 
     #[test]

@@ -471,7 +471,8 @@ async fn a_second_reconcile_writes_nothing() {
         )
     };
     let before = versions().await;
-    let drift = secretguard::controller::audit_drift(&ctx);
+    let guard = secretguard::guard::index::ObjectKey::new(&ns.name, "g");
+    let drift = secretguard::controller::guard_audit_drift(&ctx, &guard);
     let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
     secretguard::controller::audit(&ctx);
     wait_operator_idle(&ctx, processed).await;
@@ -593,4 +594,37 @@ async fn a_terminating_namespace_is_left_alone() {
     secretguard::controller::audit(&ctx);
     wait_operator_idle(&ctx, processed).await;
     assert_eq!(ctx.failing(), 0, "no error loop over a deleted namespace");
+}
+
+/// The audit repairs what the watches do not act on, and counts it: here a restore point
+/// edited behind the operator's back (its watch only reacts to deletions).
+#[tokio::test]
+async fn the_audit_repairs_and_counts_drift_the_watches_do_not_act_on() {
+    let client = admin_client().await;
+    let (ns, token) = guarded_writer(&client, "drift", json!({})).await;
+    let ctx = operator();
+    let guard = secretguard::guard::index::ObjectKey::new(&ns.name, "g");
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let rp_name = restore_point::name_for(&ns.name, "writer-token");
+    rps.patch(
+        &rp_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"token": "dGFtcGVyZWQ="}})),
+    )
+    .await
+    .expect("tamper with the restore point");
+    let drift = secretguard::controller::guard_audit_drift(&ctx, &guard);
+    let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
+    secretguard::controller::audit(&ctx);
+    wait_operator_idle(&ctx, processed).await;
+    assert_eq!(
+        secretguard::controller::guard_audit_drift(&ctx, &guard),
+        drift + 1
+    );
+    let rp = rps.get(&rp_name).await.expect("restore point");
+    let saved = rp.data.and_then(|d| d.get("token").map(|b| b.0.clone()));
+    assert!(
+        saved.as_deref() == Some(token.as_bytes()),
+        "the restore point was repaired from the live token"
+    );
 }

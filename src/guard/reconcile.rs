@@ -121,6 +121,11 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     record(ctx, &t, &decision, &results, started).await;
     if from_audit && results.wrote() {
         ctx.audit_drift.fetch_add(1, Ordering::Relaxed);
+        ctx.memory()
+            .guards
+            .entry(t.guard.clone())
+            .or_default()
+            .audit_drift += 1;
         tracing::warn!(target = %key, guard = %t.guard, actions = ?results.done, "audit found drift the watches missed");
     }
     match results.failed {
