@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use support::{TestNamespace, wait_for};
+use support::{TestNamespace, create_service_account, wait_for, wait_for_token};
 
 const TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
@@ -24,20 +24,6 @@ fn api_status(err: &kube::Error) -> Option<(u16, &str)> {
         kube::Error::Api(status) => Some((status.code, status.message.as_str())),
         _ => None,
     }
-}
-
-async fn create_service_account(client: &Client, ns: &str, name: &str) -> ServiceAccount {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    sas.create(&PostParams::default(), &sa)
-        .await
-        .expect("create ServiceAccount")
 }
 
 async fn create_token_secret(client: &Client, ns: &str, name: &str, sa: &str) {
@@ -55,20 +41,6 @@ async fn create_token_secret(client: &Client, ns: &str, name: &str, sa: &str) {
         .create(&PostParams::default(), &secret)
         .await
         .expect("create token Secret");
-}
-
-/// Wait until the tokens controller has put a token into the Secret; return the token.
-async fn wait_for_token(client: &Client, ns: &str, name: &str) -> String {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    wait_for("the tokens controller to populate the token Secret", || {
-        let secrets = secrets.clone();
-        async move {
-            let s = secrets.get_opt(name).await.ok()??;
-            let token = s.data?.get("token")?.0.clone();
-            (!token.is_empty()).then(|| String::from_utf8(token).expect("token is UTF-8"))
-        }
-    })
-    .await
 }
 
 #[tokio::test]

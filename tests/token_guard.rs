@@ -255,15 +255,7 @@ async fn a_recreated_service_account_gets_a_fresh_token_at_once() {
     wait_event(&client, &ns.name, "ServiceAccountDeleted", "SecretGuard").await;
     create_service_account(&client, &ns.name, "writer").await;
 
-    let new = wait_for("a fresh token for the new ServiceAccount", || {
-        let client = client.clone();
-        let (ns, old) = (ns.name.clone(), token.clone());
-        async move {
-            let t = wait_for_token(&client, &ns, "writer-token").await;
-            (t != old).then_some(t)
-        }
-    })
-    .await;
+    let new = wait_for_new_token(&client, &ns.name, "writer-token", &token).await;
     assert_eq!(
         whoami(&new).await.expect("fresh token works"),
         sa_user(&ns.name, "writer")
@@ -365,15 +357,7 @@ async fn a_deleted_service_account_is_reported_and_recreated_when_asked() {
     );
     assert_eq!(back.image_pull_secrets, sa.image_pull_secrets);
     assert_eq!(back.automount_service_account_token, Some(false));
-    let new = wait_for("a fresh token for the re-created ServiceAccount", || {
-        let client = client.clone();
-        let (ns, old) = (ns2.name.clone(), token.clone());
-        async move {
-            let t = wait_for_token(&client, &ns, "writer-token").await;
-            (t != old).then_some(t)
-        }
-    })
-    .await;
+    let new = wait_for_new_token(&client, &ns2.name, "writer-token", &token).await;
     assert_eq!(
         whoami(&new).await.expect("fresh token works"),
         sa_user(&ns2.name, "writer")
@@ -395,15 +379,7 @@ async fn the_rotate_annotation_revokes_the_old_token_and_mints_a_new_one() {
     )
     .await
     .expect("annotate");
-    let new = wait_for("a rotated token", || {
-        let client = client.clone();
-        let (ns, old) = (ns.name.clone(), token.clone());
-        async move {
-            let t = wait_for_token(&client, &ns, "writer-token").await;
-            (t != old).then_some(t)
-        }
-    })
-    .await;
+    let new = wait_for_new_token(&client, &ns.name, "writer-token", &token).await;
     assert!(rejected(&token).await, "the old token is revoked");
     assert_ne!(
         sas.get("writer").await.expect("SA").metadata.uid,

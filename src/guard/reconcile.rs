@@ -218,10 +218,6 @@ fn apply() -> PatchParams {
     PatchParams::apply(labels::MANAGER).force()
 }
 
-fn not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
 /// Carry out one action. Returns Some(verified) for an identical token restore.
 async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Option<bool>> {
     let client = &ctx.client;
@@ -289,12 +285,7 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
                 }),
                 ..Default::default()
             };
-            match secrets.delete(name, &dp).await {
-                Err(e) if not_found(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => {}
-                r => {
-                    r?;
-                }
-            }
+            tolerate(secrets.delete(name, &dp).await, &[404, 409])?;
         }
         Action::Label => {
             let patch = json!({
@@ -314,12 +305,7 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
         }
         Action::DeleteRestorePoint => {
             let rp_name = restore_point::name_for(&t.key.namespace, name);
-            match rps.delete(&rp_name, &DeleteParams::default()).await {
-                Err(e) if not_found(&e) => {}
-                r => {
-                    r?;
-                }
-            }
+            tolerate(rps.delete(&rp_name, &DeleteParams::default()).await, &[404])?;
         }
         Action::RemoveInvalidLabel => {
             let patch = json!({"metadata": {"labels": {labels::LEGACY_TOKEN_INVALID_SINCE: null}}});
@@ -328,25 +314,15 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
                 .await?;
         }
         Action::RotateServiceAccount { uid } => {
-            let TargetSpec::Token {
-                service_account, ..
-            } = &t.spec
-            else {
-                return Ok(None);
-            };
-            let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &t.key.namespace);
-            let Some(sa) = sas.get_opt(service_account).await? else {
+            let Some((sa, snapshot)) = snapshot_service_account(ctx, t).await? else {
                 return Ok(None);
             };
             if sa.metadata.uid.as_deref() != Some(uid.as_str()) {
                 return Ok(None); // already re-created
             }
-            let snap = restore_point::build_sa_snapshot(&sa, name, &ctx.config.operator_namespace);
-            let snap_name = snap.metadata.name.clone().unwrap_or_default();
-            rps.patch(&snap_name, &apply(), &Patch::Apply(&snap))
-                .await?;
-            let fresh = restore_point::parse_sa_snapshot(&snap)
+            let fresh = restore_point::parse_sa_snapshot(&snapshot)
                 .ok_or_else(|| Error::Action("unreadable ServiceAccount snapshot".into()))?;
+            let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &t.key.namespace);
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: Some(uid.clone()),
@@ -354,7 +330,8 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
                 }),
                 ..Default::default()
             };
-            sas.delete(service_account, &dp).await?;
+            sas.delete(&sa.metadata.name.clone().unwrap_or_default(), &dp)
+                .await?;
             sas.create(&manager(), &fresh).await?;
         }
         Action::RecreateServiceAccount => {
@@ -366,31 +343,46 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
                 return Err(Error::Action("no ServiceAccount snapshot".into()));
             };
             let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &t.key.namespace);
-            match sas.create(&manager(), &sa).await {
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                r => {
-                    r?;
-                }
-            }
+            tolerate(sas.create(&manager(), &sa).await, &[409])?;
         }
         Action::SaveServiceAccountSnapshot => {
-            let TargetSpec::Token {
-                service_account, ..
-            } = &t.spec
-            else {
-                return Ok(None);
-            };
-            let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &t.key.namespace);
-            let Some(sa) = sas.get_opt(service_account).await? else {
-                return Ok(None);
-            };
-            let snap = restore_point::build_sa_snapshot(&sa, name, &ctx.config.operator_namespace);
-            let snap_name = snap.metadata.name.clone().unwrap_or_default();
-            rps.patch(&snap_name, &apply(), &Patch::Apply(&snap))
-                .await?;
+            snapshot_service_account(ctx, t).await?;
         }
     }
     Ok(None)
+}
+
+/// Read the target's ServiceAccount and save its snapshot; returns both.
+async fn snapshot_service_account(
+    ctx: &Context,
+    t: &Target,
+) -> Result<Option<(ServiceAccount, Secret)>> {
+    let TargetSpec::Token {
+        service_account, ..
+    } = &t.spec
+    else {
+        return Ok(None);
+    };
+    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &t.key.namespace);
+    let Some(sa) = sas.get_opt(service_account).await? else {
+        return Ok(None);
+    };
+    let opns = &ctx.config.operator_namespace;
+    let snapshot = restore_point::build_sa_snapshot(&sa, &t.key.name, opns);
+    let name = snapshot.metadata.name.clone().unwrap_or_default();
+    Api::<Secret>::namespaced(ctx.client.clone(), opns)
+        .patch(&name, &apply(), &Patch::Apply(&snapshot))
+        .await?;
+    Ok(Some((sa, snapshot)))
+}
+
+/// Treat these API error codes as success (404 on a delete: already gone; 409 on a create
+/// or a precondition: someone else got there first).
+fn tolerate<T>(result: kube::Result<T>, codes: &[u16]) -> Result<()> {
+    match result {
+        Err(kube::Error::Api(s)) if codes.contains(&s.code) => Ok(()),
+        r => r.map(|_| ()).map_err(Error::from),
+    }
 }
 
 async fn get_secret(ctx: &Context, key: &ObjectKey) -> Result<Option<Secret>> {
@@ -525,15 +517,12 @@ async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<()> {
     if ctx.stores.secret(key).is_some() {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.namespace);
         let patch = json!({"metadata": {"labels": {labels::GUARDED: null}}});
-        match secrets
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Err(e) if not_found(&e) => {}
-            r => {
-                r?;
-            }
-        }
+        tolerate(
+            secrets
+                .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+            &[404],
+        )?;
     }
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
     let opns = &ctx.config.operator_namespace;
@@ -542,12 +531,7 @@ async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<()> {
         restore_point::snapshot_name_for(&key.namespace, &key.name),
     ] {
         if ctx.stores.restore_point(opns, &name).is_some() {
-            match rps.delete(&name, &DeleteParams::default()).await {
-                Err(e) if not_found(&e) => {}
-                r => {
-                    r?;
-                }
-            }
+            tolerate(rps.delete(&name, &DeleteParams::default()).await, &[404])?;
         }
     }
     if removed.is_some() {

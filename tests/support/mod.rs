@@ -344,6 +344,16 @@ pub async fn wait_for_token(client: &Client, ns: &str, name: &str) -> String {
     .await
 }
 
+/// Wait until the token Secret holds a token other than `old` (after a rotation or a
+/// ServiceAccount re-creation); returns it.
+pub async fn wait_for_new_token(client: &Client, ns: &str, name: &str, old: &str) -> String {
+    wait_for("a token different from the old one", || async {
+        let t = wait_for_token(client, ns, name).await;
+        (t != old).then_some(t)
+    })
+    .await
+}
+
 /// Who the apiserver says the bearer of `token` is.
 pub async fn whoami(token: &str) -> Result<Option<String>, kube::Error> {
     Api::<SelfSubjectReview>::all(token_client(token).await)
