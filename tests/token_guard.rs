@@ -446,6 +446,7 @@ async fn a_second_reconcile_writes_nothing() {
                 .resource_version,
         )
     };
+    wait_operator_idle(&ctx, 0).await;
     let before = versions().await;
     let guard = secretguard::guard::index::ObjectKey::new(&ns.name, "g");
     let drift = secretguard::controller::guard_audit_drift(&ctx, &guard);
@@ -589,6 +590,16 @@ async fn the_audit_repairs_and_counts_drift_the_watches_do_not_act_on() {
     )
     .await
     .expect("tamper with the restore point");
+    // The operator must have seen the edit before the audit can find it.
+    wait_for(
+        "the operator's cache to hold the edited restore point",
+        || async {
+            let cached = ctx.stores.restore_point(OPERATOR_NAMESPACE, &rp_name)?;
+            let data = cached.data.as_ref()?.get("token")?;
+            (data.0 == b"tampered").then_some(())
+        },
+    )
+    .await;
     let drift = secretguard::controller::guard_audit_drift(&ctx, &guard);
     let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
     secretguard::controller::audit(&ctx);
