@@ -103,9 +103,6 @@ pub struct TargetRecord {
 /// What the operator remembers about a guard.
 #[derive(Clone, Debug, Default)]
 pub struct GuardRecord {
-    /// Restores made by this process, added to the count found in status at start.
-    pub restores_added: i64,
-    pub restores_base: Option<i64>,
     pub last_incident: Option<crate::api::v1alpha1::Incident>,
     /// Why the current spec cannot be used (Ready=False, InvalidSpec).
     pub invalid: Option<String>,

@@ -8,6 +8,9 @@ pub const ROTATE: &str = "secretguard.dev/rotate";
 pub const RESTORE_POINT: &str = "secretguard.dev/restore-point";
 /// On every restore point: the namespace of the Secret it saves.
 pub const ORIGIN_NAMESPACE: &str = "secretguard.dev/origin-namespace";
+/// On a Secret secretguard re-created: the UID of the deleted Secret it replaces. Lets a
+/// restore be counted exactly once, even across a crash.
+pub const RESTORED_FROM: &str = "secretguard.dev/restored-from";
 /// Field manager for server-side apply, and the Event reporter.
 pub const MANAGER: &str = "secretguard";
 

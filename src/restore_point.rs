@@ -25,6 +25,8 @@ pub mod annotation {
     pub const ORIGIN_ANNOTATIONS: &str = "secretguard.dev/origin-annotations";
     pub const ORIGIN_IMMUTABLE: &str = "secretguard.dev/origin-immutable";
     pub const CONTENT_HASH: &str = "secretguard.dev/content-hash";
+    /// How many times the Secret was restored (persisted here so it is counted once).
+    pub const RESTORES: &str = "secretguard.dev/restores";
 }
 
 /// Labels and annotations never copied into a restore point nor back: they describe the
@@ -54,6 +56,8 @@ pub struct RestorePoint {
     pub annotations: BTreeMap<String, String>,
     pub immutable: bool,
     pub data: BTreeMap<String, ByteString>,
+    /// Restores of this Secret so far.
+    pub restores: u64,
 }
 
 impl RestorePoint {
@@ -100,8 +104,37 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Restores recorded on a restore point Secret (0 when absent or unreadable).
+pub fn restores(rp: &Secret) -> u64 {
+    rp.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotation::RESTORES))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The restore count to write with a new restore point for `live`: the previous count,
+/// plus one if `live` is the restore of the Secret the previous point saved.
+pub fn next_restores(previous: Option<&RestorePoint>, live: &Secret) -> u64 {
+    let Some(prev) = previous else {
+        return 0;
+    };
+    let restored_from = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::RESTORED_FROM));
+    prev.restores + u64::from(restored_from == Some(&prev.origin_uid))
+}
+
 /// Build the restore point Secret for a live guarded Secret.
-pub fn build(origin: &Secret, origin_kind: &str, operator_namespace: &str) -> Secret {
+pub fn build(
+    origin: &Secret,
+    origin_kind: &str,
+    operator_namespace: &str,
+    restores: u64,
+) -> Secret {
     let meta = &origin.metadata;
     let namespace = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
@@ -136,6 +169,7 @@ pub fn build(origin: &Secret, origin_kind: &str, operator_namespace: &str) -> Se
             annotation::CONTENT_HASH.to_owned(),
             content_hash(&type_, &data),
         ),
+        (annotation::RESTORES.to_owned(), restores.to_string()),
     ]);
     Secret {
         metadata: ObjectMeta {
@@ -183,6 +217,7 @@ pub fn parse(secret: &Secret) -> Result<RestorePoint, RestorePointError> {
         annotations: json_map(annotation::ORIGIN_ANNOTATIONS)?,
         immutable: get(annotation::ORIGIN_IMMUTABLE)? == "true",
         data,
+        restores: restores(secret),
         name,
     })
 }
@@ -194,12 +229,14 @@ pub fn restored_secret(rp: &RestorePoint, drop_labels: &[&str]) -> Secret {
     let mut labels = rp.labels.clone();
     labels.retain(|k, _| !drop_labels.contains(&k.as_str()));
     labels.insert(labels::GUARDED.to_owned(), "true".to_owned());
+    let mut annotations = rp.annotations.clone();
+    annotations.insert(labels::RESTORED_FROM.to_owned(), rp.origin_uid.clone());
     Secret {
         metadata: ObjectMeta {
             name: Some(rp.origin_name.clone()),
             namespace: Some(rp.origin_namespace.clone()),
             labels: Some(labels),
-            annotations: Some(rp.annotations.clone()),
+            annotations: Some(annotations),
             ..Default::default()
         },
         type_: Some(rp.type_.clone()),
@@ -342,7 +379,7 @@ mod tests {
     #[test]
     fn a_restore_point_round_trips_what_a_restore_needs() {
         let live = token_secret();
-        let saved = build(&live, "ServiceAccountToken", "secretguard-system");
+        let saved = build(&live, "ServiceAccountToken", "secretguard-system", 0);
         assert_eq!(
             saved.metadata.namespace.as_deref(),
             Some("secretguard-system")
@@ -407,7 +444,7 @@ mod tests {
             labels::LEGACY_TOKEN_INVALID_SINCE.to_owned(),
             "2026-01-01".to_owned(),
         );
-        let rp = parse(&build(&live, "ServiceAccountToken", "op")).expect("parse");
+        let rp = parse(&build(&live, "ServiceAccountToken", "op", 0)).expect("parse");
         let restored = restored_secret(&rp, &[labels::LEGACY_TOKEN_INVALID_SINCE]);
         let l = restored.metadata.labels.expect("labels");
         assert!(!l.contains_key(labels::LEGACY_TOKEN_INVALID_SINCE));
@@ -415,9 +452,27 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_is_counted_once_when_the_restored_secret_is_saved() {
+        let live = token_secret();
+        let rp = parse(&build(&live, "ServiceAccountToken", "op", 2)).expect("parse");
+        assert_eq!(rp.restores, 2);
+        let mut restored = restored_secret(&rp, &[]);
+        restored.metadata.uid = Some("uid-2".into());
+        assert_eq!(next_restores(Some(&rp), &restored), 3, "the restore counts");
+        let after = parse(&build(&restored, "ServiceAccountToken", "op", 3)).expect("parse");
+        assert_eq!(next_restores(Some(&after), &restored), 3, "and only once");
+        assert_eq!(
+            next_restores(Some(&rp), &live),
+            2,
+            "a content change is no restore"
+        );
+        assert_eq!(next_restores(None, &restored), 0);
+    }
+
+    #[test]
     fn a_restore_point_whose_data_was_changed_no_longer_matches_its_origin() {
         let live = token_secret();
-        let mut saved = build(&live, "ServiceAccountToken", "op");
+        let mut saved = build(&live, "ServiceAccountToken", "op", 0);
         saved
             .data
             .as_mut()
@@ -431,7 +486,7 @@ mod tests {
 
     #[test]
     fn a_restore_point_missing_its_origin_is_rejected() {
-        let mut saved = build(&token_secret(), "Secret", "op");
+        let mut saved = build(&token_secret(), "Secret", "op", 0);
         saved
             .metadata
             .annotations

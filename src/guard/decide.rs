@@ -127,7 +127,8 @@ impl TargetState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Create the token Secret empty (type and SA annotation) for the tokens controller.
-    CreateTokenSecret,
+    /// `restore_of`: the UID of the deleted Secret this brings back, if it is a restore.
+    CreateTokenSecret { restore_of: Option<String> },
     /// Re-create the Secret from its restore point, same bytes; verify the token after.
     RestoreIdentical,
     /// Delete a token Secret issued for a previous ServiceAccount (UID precondition), so an
@@ -137,8 +138,6 @@ pub enum Action {
     Label,
     /// Save the live content as the restore point.
     SaveRestorePoint,
-    /// Forget the restore point (the token it holds was revoked on purpose).
-    DeleteRestorePoint,
     /// Remove kubernetes.io/legacy-token-invalid-since.
     RemoveInvalidLabel,
     /// Revoke the token: snapshot the ServiceAccount, delete it (UID precondition) and
@@ -261,13 +260,13 @@ fn decide_present_token(
         // tokens controller would delete it. Replace it with a fresh one at once.
         let mut d = Decision::new(TargetState::Pending).incident(Reason::ServiceAccountRecreated);
         if policy.restores() {
-            d = d.act(Action::DeleteStaleToken {
-                uid: secret.uid.clone(),
-            });
-            if obs.restore_point.is_some() {
-                d = d.act(Action::DeleteRestorePoint);
-            }
-            d = d.act(Action::CreateTokenSecret);
+            // The restore point is kept (it carries the restore count); its token is never
+            // restored, being for the old UID, and it is overwritten once the new one is in.
+            d = d
+                .act(Action::DeleteStaleToken {
+                    uid: secret.uid.clone(),
+                })
+                .act(Action::CreateTokenSecret { restore_of: None });
         }
         return d;
     }
@@ -325,11 +324,12 @@ fn decide_missing_token(policy: &Policy, obs: &TokenObservation, can_revive: boo
         None => {
             let mut d = Decision::new(TargetState::Pending);
             if policy.writes() {
-                d = d.act(Action::CreateTokenSecret);
+                d = d.act(Action::CreateTokenSecret { restore_of: None });
             }
             d
         }
-        Some(_) => {
+        Some(rp) => {
+            let restore_of = Some(rp.origin_uid.clone());
             let mut d = Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
             if !policy.restores() {
                 return d;
@@ -341,13 +341,12 @@ fn decide_missing_token(policy: &Policy, obs: &TokenObservation, can_revive: boo
                 // of namespace, Secret name, ServiceAccount name and UID and the signing key,
                 // so for an unchanged ServiceAccount it mints the same bytes: nobody has to
                 // update. The restore point stays valid.
-                d = d.act(Action::CreateTokenSecret);
+                d = d.act(Action::CreateTokenSecret { restore_of });
             } else {
                 d = d
                     .incident(Reason::ServiceAccountRecreated)
                     .incident(Reason::TokenRotated)
-                    .act(Action::DeleteRestorePoint)
-                    .act(Action::CreateTokenSecret);
+                    .act(Action::CreateTokenSecret { restore_of });
             }
             d
         }

@@ -100,7 +100,7 @@ fn token_decisions_follow_the_behaviour_table() {
             policy: policy(Identical),
             obs: obs(sa("sa-1"), None, None),
             state: TargetState::Pending,
-            actions: vec![CreateTokenSecret],
+            actions: vec![CreateTokenSecret { restore_of: None }],
             incidents: vec![],
         },
         Row {
@@ -116,7 +116,9 @@ fn token_decisions_follow_the_behaviour_table() {
             policy: policy(Fresh),
             obs: obs(sa("sa-1"), None, rp("h1", "sa-1")),
             state: TargetState::Missing,
-            actions: vec![CreateTokenSecret],
+            actions: vec![CreateTokenSecret {
+                restore_of: Some("secret-uid".into()),
+            }],
             incidents: vec![Reason::TokenDeleted],
         },
         Row {
@@ -140,7 +142,9 @@ fn token_decisions_follow_the_behaviour_table() {
             policy: policy(Identical),
             obs: obs(sa("sa-2"), None, rp("h1", "sa-1")),
             state: TargetState::Missing,
-            actions: vec![DeleteRestorePoint, CreateTokenSecret],
+            actions: vec![CreateTokenSecret {
+                restore_of: Some("secret-uid".into()),
+            }],
             incidents: vec![
                 Reason::TokenDeleted,
                 Reason::ServiceAccountRecreated,
@@ -156,8 +160,7 @@ fn token_decisions_follow_the_behaviour_table() {
                 DeleteStaleToken {
                     uid: "secret-uid".into(),
                 },
-                DeleteRestorePoint,
-                CreateTokenSecret,
+                CreateTokenSecret { restore_of: None },
             ],
             incidents: vec![Reason::ServiceAccountRecreated],
         },

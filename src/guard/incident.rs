@@ -50,7 +50,7 @@ impl Outcome {
                     } else {
                         Outcome::Restored
                     })
-                } else if results.did(&Action::CreateTokenSecret) {
+                } else if results.created_token() {
                     Some(Outcome::RestoredFresh)
                 } else {
                     None
@@ -62,8 +62,7 @@ impl Outcome {
             Reason::ServiceAccountDeleted => results
                 .did(&Action::RecreateServiceAccount)
                 .then_some(Outcome::Recreated),
-            Reason::ServiceAccountRecreated | Reason::TokenRotated => (results
-                .did(&Action::CreateTokenSecret)
+            Reason::ServiceAccountRecreated | Reason::TokenRotated => (results.created_token()
                 || results
                     .done
                     .iter()
@@ -247,7 +246,7 @@ pub async fn report_follow_ups(
         tracing::info!(guard = %guard, target = %key, reason, verified = ?results.verified, restore_ms = restore_seconds.map(|s| (s * 1000.0) as u64), "restored");
         publish(ctx, &both(None), type_, reason, note).await;
     }
-    if results.did(&Action::CreateTokenSecret) && decision.incidents.is_empty() {
+    if results.created_token() && decision.incidents.is_empty() {
         publish(
             ctx,
             &both(None),

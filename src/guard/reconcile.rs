@@ -50,6 +50,13 @@ impl Results {
         self.done.contains(action)
     }
 
+    /// A token Secret was created (for the tokens controller to fill).
+    pub fn created_token(&self) -> bool {
+        self.done
+            .iter()
+            .any(|a| matches!(a, Action::CreateTokenSecret { .. }))
+    }
+
     fn wrote(&self) -> bool {
         !self.done.is_empty()
     }
@@ -225,7 +232,7 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
     let rps: Api<Secret> = Api::namespaced(client.clone(), &ctx.config.operator_namespace);
     let name = &t.key.name;
     match action {
-        Action::CreateTokenSecret => {
+        Action::CreateTokenSecret { restore_of } => {
             let TargetSpec::Token {
                 service_account, ..
             } = &t.spec
@@ -240,10 +247,15 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
                         labels::GUARDED.to_owned(),
                         "true".to_owned(),
                     )])),
-                    annotations: Some(BTreeMap::from([(
-                        labels::SA_NAME_ANNOTATION.to_owned(),
-                        service_account.clone(),
-                    )])),
+                    annotations: Some(
+                        [
+                            (labels::SA_NAME_ANNOTATION, Some(service_account)),
+                            (labels::RESTORED_FROM, restore_of.as_ref()),
+                        ]
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k.to_owned(), v?.clone())))
+                        .collect(),
+                    ),
                     ..Default::default()
                 },
                 type_: Some(labels::TOKEN_TYPE.into()),
@@ -299,13 +311,15 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
             let Some(live) = &t.live else {
                 return Ok(None);
             };
-            let rp = restore_point::build(live, t.spec.kind(), &ctx.config.operator_namespace);
+            let restores = restore_point::next_restores(t.restore_point.as_ref(), live);
+            let rp = restore_point::build(
+                live,
+                t.spec.kind(),
+                &ctx.config.operator_namespace,
+                restores,
+            );
             let rp_name = rp.metadata.name.clone().unwrap_or_default();
             rps.patch(&rp_name, &apply(), &Patch::Apply(&rp)).await?;
-        }
-        Action::DeleteRestorePoint => {
-            let rp_name = restore_point::name_for(&t.key.namespace, name);
-            tolerate(rps.delete(&rp_name, &DeleteParams::default()).await, &[404])?;
         }
         Action::RemoveInvalidLabel => {
             let patch = json!({"metadata": {"labels": {labels::LEGACY_TOKEN_INVALID_SINCE: null}}});
@@ -427,8 +441,7 @@ async fn record(
         return;
     };
     let restored = results.did(&Action::RestoreIdentical)
-        || (results.did(&Action::CreateTokenSecret)
-            && decision.incidents.contains(&Reason::TokenDeleted));
+        || (results.created_token() && decision.incidents.contains(&Reason::TokenDeleted));
     if restored {
         state = TargetState::Pending;
     }
@@ -465,9 +478,6 @@ async fn record(
         }
         let changed = rec.state != state;
         rec.state = state;
-        if restored {
-            m.guards.entry(t.guard.clone()).or_default().restores_added += 1;
-        }
         (new, restore_seconds, changed)
     };
     for reason in &new {

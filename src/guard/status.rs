@@ -15,6 +15,7 @@ use super::index::{ObjectKey, TargetSpec, targets_of};
 use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec, SecretGuardStatus, TargetStatus};
 use crate::controller::{Context, GuardRecord, TargetRecord};
 use crate::labels;
+use crate::restore_point;
 
 /// Targets listed one by one in status up to this many; beyond, only unhealthy ones.
 pub const LIST_ALL_TARGETS_UP_TO: usize = 20;
@@ -76,6 +77,7 @@ pub fn build(
     targets: &[(ObjectKey, TargetSpec)],
     records: &HashMap<ObjectKey, TargetRecord>,
     record: &GuardRecord,
+    restores: i64,
     now: &Time,
 ) -> SecretGuardStatus {
     let old = guard.status.as_ref();
@@ -161,15 +163,12 @@ pub fn build(
         }
         condition("Degraded", true, first, message, generation, now, old)
     };
-    let base = record
-        .restores_base
-        .unwrap_or_else(|| old.map(|o| o.restores).unwrap_or(0));
     SecretGuardStatus {
         observed_generation: generation,
         conditions: vec![ready, degraded],
         guarded: states.len() as i32,
         missing: missing as i32,
-        restores: base + record.restores_added,
+        restores,
         last_incident: record
             .last_incident
             .clone()
@@ -203,16 +202,24 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             None => targets_of(&key.namespace, &guard.spec),
         };
         drop(index);
-        let mut m = ctx.memory();
-        let old_restores = guard.status.as_ref().map(|s| s.restores).unwrap_or(0);
-        let record = m.guards.entry(key.clone()).or_default();
-        record.restores_base.get_or_insert(old_restores);
-        let record = record.clone();
+        // Restores are counted on the restore points, where each is recorded exactly once.
+        let opns = &ctx.config.operator_namespace;
+        let restores: u64 = targets
+            .iter()
+            .filter_map(|(k, _)| {
+                ctx.stores
+                    .restore_point(opns, &restore_point::name_for(&k.namespace, &k.name))
+            })
+            .map(|rp| restore_point::restores(&rp))
+            .sum();
+        let m = ctx.memory();
+        let record = m.guards.get(key).cloned().unwrap_or_default();
         build(
             &guard,
             &targets,
             &m.targets,
             &record,
+            restores as i64,
             &Time(k8s_openapi::jiff::Timestamp::now()),
         )
     };
@@ -288,7 +295,7 @@ mod tests {
             record("writer-token", TargetState::Healthy),
             record("db", TargetState::Missing),
         ]);
-        let s = build(&g, &targets, &records, &GuardRecord::default(), &now());
+        let s = build(&g, &targets, &records, &GuardRecord::default(), 0, &now());
         assert_eq!((s.guarded, s.missing), (2, 1));
         assert_eq!(s.observed_generation, Some(3));
         let degraded = s
@@ -321,10 +328,10 @@ mod tests {
             record("writer-token", TargetState::Healthy),
             record("db", TargetState::Healthy),
         ]);
-        let first = build(&g, &targets, &records, &GuardRecord::default(), &now());
+        let first = build(&g, &targets, &records, &GuardRecord::default(), 0, &now());
         g.status = Some(first.clone());
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_999).expect("time"));
-        let second = build(&g, &targets, &records, &GuardRecord::default(), &later);
+        let second = build(&g, &targets, &records, &GuardRecord::default(), 0, &later);
         assert_eq!(
             first, second,
             "transition times are kept while nothing changes"
@@ -338,7 +345,7 @@ mod tests {
             invalid: Some("bad selector".into()),
             ..Default::default()
         };
-        let s = build(&g, &[], &HashMap::new(), &rec, &now());
+        let s = build(&g, &[], &HashMap::new(), &rec, 0, &now());
         let ready = s
             .conditions
             .iter()
@@ -390,7 +397,7 @@ mod tests {
             .map(|i| record(&format!("s{i}"), TargetState::Healthy))
             .collect();
         records.extend([record("s7", TargetState::Missing)]);
-        let st = build(&g, &targets, &records, &GuardRecord::default(), &now());
+        let st = build(&g, &targets, &records, &GuardRecord::default(), 0, &now());
         assert_eq!(st.targets.len(), 1);
         assert_eq!(st.targets[0].name, "s7");
         assert_eq!(st.guarded, 30);
