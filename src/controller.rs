@@ -132,6 +132,8 @@ pub struct Context {
     pub processed: AtomicU64,
     /// Stores synced and the first audit queued.
     pub synced: tokio::sync::watch::Sender<bool>,
+    /// One watch per guard with a secretSelector: (selector, task).
+    selector_watches: Mutex<HashMap<ObjectKey, (String, tokio::task::AbortHandle)>>,
 }
 
 impl Context {
@@ -214,6 +216,7 @@ impl Controller {
             audit_drift: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             synced: tokio::sync::watch::Sender::new(false),
+            selector_watches: Mutex::new(HashMap::new()),
             config,
         });
         Controller {
@@ -360,7 +363,7 @@ async fn drive<K, S>(
     what: &'static str,
     stream: S,
     ctx: &Arc<Context>,
-    handle: fn(&Context, &K, bool),
+    handle: fn(&Arc<Context>, &K, bool),
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     S: Stream<Item = Result<Event<K>, watcher::Error>>,
@@ -383,7 +386,7 @@ fn key_of<K: Resource>(obj: &K) -> ObjectKey {
     )
 }
 
-fn on_guard(ctx: &Context, guard: &SecretGuard, deleted: bool) {
+fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     let key = key_of(guard);
     let touched = if deleted {
         ctx.memory().guards.remove(&key);
@@ -404,12 +407,58 @@ fn on_guard(ctx: &Context, guard: &SecretGuard, deleted: bool) {
     for t in touched {
         ctx.touch(t);
     }
+    update_selector_watch(ctx, &key);
     if !deleted {
         ctx.queue.add(Work::Status(key));
     }
 }
 
-fn on_secret(ctx: &Context, secret: &Secret, deleted: bool) {
+/// Make the selector watch of a guard match the index: started, restarted with a new
+/// selector, or stopped.
+fn update_selector_watch(ctx: &Arc<Context>, key: &ObjectKey) {
+    {
+        let want = ctx.index().selector_of(key);
+        let mut watches = ctx
+            .selector_watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if watches.get(key).map(|(s, _)| s) == want.as_ref() {
+            return;
+        }
+        if let Some((_, task)) = watches.remove(key) {
+            task.abort();
+        }
+        if let Some(selector) = want {
+            let task = tokio::spawn(watch_selected(
+                Arc::clone(ctx),
+                key.namespace.clone(),
+                selector.clone(),
+            ));
+            watches.insert(key.clone(), (selector, task.abort_handle()));
+        }
+    }
+}
+
+/// Watch, metadata only and filtered on the server, the Secrets a selector matches, to
+/// guard new ones as they appear and let go of those that stop matching.
+async fn watch_selected(ctx: Arc<Context>, namespace: String, selector: String) {
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(ctx.client.clone(), &namespace);
+    let stream = watch(api, watcher::Config::default().labels(&selector)).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Apply(s)) | Ok(Event::InitApply(s)) | Ok(Event::Delete(s)) => {
+                ctx.touch(key_of(&s))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, namespace, selector, "selector watch error; retrying")
+            }
+        }
+    }
+}
+
+fn on_secret(ctx: &Arc<Context>, secret: &Secret, deleted: bool) {
     let key = key_of(secret);
     if deleted && let Some(r) = ctx.memory().targets.get_mut(&key) {
         r.missing_since.get_or_insert_with(Instant::now);
@@ -417,21 +466,21 @@ fn on_secret(ctx: &Context, secret: &Secret, deleted: bool) {
     ctx.touch(key);
 }
 
-fn on_restore_point(ctx: &Context, rp: &Secret, deleted: bool) {
+fn on_restore_point(ctx: &Arc<Context>, rp: &Secret, deleted: bool) {
     // Only a deleted restore point needs work: it is rewritten from the live object.
     if deleted && let Some((namespace, name, _kind)) = restore_point::origin(rp) {
         ctx.touch(ObjectKey::new(namespace, name));
     }
 }
 
-fn on_service_account(ctx: &Context, sa: &PartialObjectMeta<ServiceAccount>, _deleted: bool) {
+fn on_service_account(ctx: &Arc<Context>, sa: &PartialObjectMeta<ServiceAccount>, _deleted: bool) {
     let tokens = ctx.index().tokens_of(&key_of(sa));
     for t in tokens {
         ctx.touch(t);
     }
 }
 
-fn on_namespace(ctx: &Context, ns: &PartialObjectMeta<Namespace>, deleted: bool) {
+fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, deleted: bool) {
     if deleted || ns.metadata.deletion_timestamp.is_some() {
         let targets = ctx.index().targets_in(&ns.name_any());
         for t in targets {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
@@ -25,6 +26,8 @@ pub mod annotation {
     pub const ORIGIN_ANNOTATIONS: &str = "secretguard.dev/origin-annotations";
     pub const ORIGIN_IMMUTABLE: &str = "secretguard.dev/origin-immutable";
     pub const CONTENT_HASH: &str = "secretguard.dev/content-hash";
+    /// ownerReferences of the origin, as JSON (restored only while the owner exists).
+    pub const ORIGIN_OWNERS: &str = "secretguard.dev/origin-owner-references";
     /// How many times the Secret was restored (persisted here so it is counted once).
     pub const RESTORES: &str = "secretguard.dev/restores";
 }
@@ -58,6 +61,7 @@ pub struct RestorePoint {
     pub data: BTreeMap<String, ByteString>,
     /// Restores of this Secret so far.
     pub restores: u64,
+    pub owner_references: Vec<OwnerReference>,
 }
 
 impl RestorePoint {
@@ -144,7 +148,7 @@ pub fn build(
     origin_annotations.retain(|k, _| !NOT_RESTORED_ANNOTATIONS.contains(&k.as_str()));
     let origin_labels = meta.labels.clone().unwrap_or_default();
 
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (annotation::ORIGIN_NAMESPACE.to_owned(), namespace.clone()),
         (annotation::ORIGIN_NAME.to_owned(), name.clone()),
         (
@@ -171,6 +175,12 @@ pub fn build(
         ),
         (annotation::RESTORES.to_owned(), restores.to_string()),
     ]);
+    if let Some(owners) = meta.owner_references.as_ref().filter(|o| !o.is_empty()) {
+        annotations.insert(
+            annotation::ORIGIN_OWNERS.to_owned(),
+            serde_json::to_string(owners).unwrap_or_default(),
+        );
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(name_for(&namespace, &name)),
@@ -218,6 +228,12 @@ pub fn parse(secret: &Secret) -> Result<RestorePoint, RestorePointError> {
         immutable: get(annotation::ORIGIN_IMMUTABLE)? == "true",
         data,
         restores: restores(secret),
+        owner_references: ann
+            .get(annotation::ORIGIN_OWNERS)
+            .map(|j| serde_json::from_str(j))
+            .transpose()
+            .map_err(|_| RestorePointError::BadAnnotation(name.clone(), annotation::ORIGIN_OWNERS))?
+            .unwrap_or_default(),
         name,
     })
 }

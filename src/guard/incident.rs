@@ -256,6 +256,16 @@ pub async fn report_follow_ups(
         )
         .await;
     }
+    if results.did(&Action::SaveRestorePoint) && results.content_changed {
+        publish(
+            ctx,
+            &both(None),
+            EventType::Normal,
+            "SecretChanged",
+            format!("the content of {key} changed; its restore point now holds the new content"),
+        )
+        .await;
+    }
     if results.did(&Action::RemoveInvalidLabel) {
         publish(
             ctx,

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
 
 use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
 
@@ -78,6 +79,8 @@ pub struct Index {
     secrets: HashMap<ObjectKey, BTreeMap<ObjectKey, TargetSpec>>,
     /// ServiceAccount → token Secrets guarded for it.
     service_accounts: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Namespace → guards with a secretSelector there.
+    selectors: HashMap<String, BTreeMap<ObjectKey, Selector>>,
 }
 
 /// The Secrets a guard spec names, with what it asks of each.
@@ -127,6 +130,17 @@ impl Index {
             }
             touched.push(secret.clone());
         }
+        if let Some(sel) = guard
+            .spec
+            .secret_selector
+            .clone()
+            .and_then(|s| Selector::try_from(s).ok())
+        {
+            self.selectors
+                .entry(key.namespace.clone())
+                .or_default()
+                .insert(key.clone(), sel);
+        }
         self.guards.insert(key, entry);
         touched.sort();
         touched.dedup();
@@ -138,6 +152,12 @@ impl Index {
         let Some(old) = self.guards.remove(key) else {
             return Vec::new();
         };
+        if let Some(sels) = self.selectors.get_mut(&key.namespace) {
+            sels.remove(key);
+            if sels.is_empty() {
+                self.selectors.remove(&key.namespace);
+            }
+        }
         let mut touched = Vec::with_capacity(old.targets.len());
         for (secret, spec) in old.targets {
             if let Some(owners) = self.secrets.get_mut(&secret) {
@@ -166,13 +186,43 @@ impl Index {
         touched
     }
 
-    /// The guard that owns a Secret (the first by key when several name it).
-    pub fn resolve(&self, secret: &ObjectKey) -> Option<Resolved<'_>> {
-        let (guard, spec) = self.secrets.get(secret)?.iter().next()?;
+    /// The guard that owns a Secret: one naming it (the first by key when several do), else
+    /// one whose secretSelector matches `labels` (the live Secret's, or its restore point's
+    /// when it was deleted).
+    pub fn resolve(
+        &self,
+        secret: &ObjectKey,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<Resolved<'_>> {
+        if let Some((guard, spec)) = self.secrets.get(secret).and_then(|m| m.iter().next()) {
+            return Some(Resolved {
+                guard: self.guards.get(guard)?,
+                spec: spec.clone(),
+            });
+        }
+        let labels = labels?;
+        let (guard, _) = self
+            .selectors
+            .get(&secret.namespace)?
+            .iter()
+            .find(|(_, sel)| sel.matches(labels))?;
         Some(Resolved {
             guard: self.guards.get(guard)?,
-            spec: spec.clone(),
+            spec: TargetSpec::Secret,
         })
+    }
+
+    /// Whether some guard in the namespace selects Secrets by label.
+    pub fn has_selectors(&self, namespace: &str) -> bool {
+        self.selectors.contains_key(namespace)
+    }
+
+    /// The label selector (query string) of a guard, if it has one.
+    pub fn selector_of(&self, guard: &ObjectKey) -> Option<String> {
+        self.selectors
+            .get(&guard.namespace)?
+            .get(guard)
+            .map(|s| s.to_string())
     }
 
     /// Token Secrets guarded for a ServiceAccount.
@@ -248,7 +298,7 @@ mod tests {
             ]
         );
         let r = idx
-            .resolve(&ObjectKey::new("ns", "writer-token"))
+            .resolve(&ObjectKey::new("ns", "writer-token"), None)
             .expect("token");
         assert_eq!(r.guard.key, ObjectKey::new("ns", "g"));
         assert!(
@@ -259,7 +309,7 @@ mod tests {
             vec![ObjectKey::new("ns", "writer-token")]
         );
         assert!(
-            idx.resolve(&ObjectKey::new("other", "db")).is_none(),
+            idx.resolve(&ObjectKey::new("other", "db"), None).is_none(),
             "namespaced"
         );
     }
@@ -276,9 +326,51 @@ mod tests {
                 ObjectKey::new("ns", "b-token")
             ]
         );
-        assert!(idx.resolve(&ObjectKey::new("ns", "a-token")).is_none());
+        assert!(
+            idx.resolve(&ObjectKey::new("ns", "a-token"), None)
+                .is_none()
+        );
         assert!(idx.tokens_of(&ObjectKey::new("ns", "a")).is_empty());
-        assert!(idx.resolve(&ObjectKey::new("ns", "b-token")).is_some());
+        assert!(
+            idx.resolve(&ObjectKey::new("ns", "b-token"), None)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_selector_guard_resolves_secrets_by_their_labels() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let mut g = guard("ns", "sel", &[], &[]);
+        g.spec.secret_selector = Some(LabelSelector {
+            match_labels: Some([("tier".to_owned(), "critical".to_owned())].into()),
+            match_expressions: None,
+        });
+        let mut idx = Index::default();
+        idx.upsert(&g);
+        let critical = BTreeMap::from([("tier".to_owned(), "critical".to_owned())]);
+        let other = BTreeMap::from([("tier".to_owned(), "low".to_owned())]);
+        let key = ObjectKey::new("ns", "db");
+        assert_eq!(
+            idx.resolve(&key, Some(&critical))
+                .expect("selected")
+                .guard
+                .key
+                .name,
+            "sel"
+        );
+        assert!(idx.resolve(&key, Some(&other)).is_none());
+        assert!(idx.resolve(&key, None).is_none());
+        assert!(
+            idx.resolve(&ObjectKey::new("other", "db"), Some(&critical))
+                .is_none()
+        );
+        assert_eq!(
+            idx.selector_of(&ObjectKey::new("ns", "sel")).as_deref(),
+            Some("tier=critical")
+        );
+        idx.remove(&ObjectKey::new("ns", "sel"));
+        assert!(!idx.has_selectors("ns"));
+        assert!(idx.resolve(&key, Some(&critical)).is_none());
     }
 
     #[test]
@@ -287,15 +379,18 @@ mod tests {
         idx.upsert(&guard("ns", "a", &["sa"], &[]));
         idx.upsert(&guard("ns", "b", &["sa"], &[]));
         let key = ObjectKey::new("ns", "sa-token");
-        assert_eq!(idx.resolve(&key).expect("owned").guard.key.name, "a");
+        assert_eq!(idx.resolve(&key, None).expect("owned").guard.key.name, "a");
         assert_eq!(idx.remove(&ObjectKey::new("ns", "a")), vec![key.clone()]);
-        assert_eq!(idx.resolve(&key).expect("still owned").guard.key.name, "b");
+        assert_eq!(
+            idx.resolve(&key, None).expect("still owned").guard.key.name,
+            "b"
+        );
         assert_eq!(
             idx.tokens_of(&ObjectKey::new("ns", "sa")),
             vec![key.clone()]
         );
         idx.remove(&ObjectKey::new("ns", "b"));
-        assert!(idx.resolve(&key).is_none());
+        assert!(idx.resolve(&key, None).is_none());
         assert!(idx.all_targets().is_empty());
     }
 }

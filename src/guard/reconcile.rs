@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
+    Preconditions,
+};
 use serde_json::json;
 
 use super::decide::{
@@ -43,6 +47,8 @@ pub struct Results {
     pub failed: Option<(Action, String)>,
     /// For an identical token restore: did a TokenReview accept the restored token?
     pub verified: Option<bool>,
+    /// The same Secret's content changed (a legitimate update the restore point follows).
+    pub content_changed: bool,
 }
 
 impl Results {
@@ -64,19 +70,7 @@ impl Results {
 
 pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
     let from_audit = ctx.memory().audit_pending.remove(key);
-    let resolved = ctx.index().resolve(key).map(|r| {
-        (
-            r.guard.key.clone(),
-            r.guard.uid.clone(),
-            r.guard.spec.clone(),
-            r.spec,
-        )
-    });
-    let Some((guard, guard_uid, guard_spec, spec)) = resolved else {
-        return unguard(ctx, key).await.map(|()| None);
-    };
     let opns = &ctx.config.operator_namespace;
-    let policy = observe::policy(&guard_spec, &spec, ctx.config.populate_deadline);
     let restore_point = ctx
         .stores
         .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name))
@@ -87,6 +81,19 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
                 None
             }
         });
+    let mut live = ctx.stores.secret(key).map(|s| (*s).clone());
+    let mut looked = false;
+    let mut resolved = resolve(ctx, key, live.as_ref(), restore_point.as_ref());
+    if resolved.is_none() && live.is_none() && ctx.index().has_selectors(&key.namespace) {
+        // Not labelled by us (yet): a selector may match it. Look at it once.
+        live = get_secret(ctx, key).await?;
+        looked = true;
+        resolved = resolve(ctx, key, live.as_ref(), restore_point.as_ref());
+    }
+    let Some((guard, guard_uid, guard_spec, spec)) = resolved else {
+        return unguard(ctx, key).await.map(|()| None);
+    };
+    let policy = observe::policy(&guard_spec, &spec, ctx.config.populate_deadline);
     let sa_snapshot = ctx
         .stores
         .restore_point(
@@ -101,14 +108,13 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         guard_spec,
         spec,
         policy,
-        live: ctx.stores.secret(key).map(|s| (*s).clone()),
+        live,
         restore_point,
         sa_snapshot,
     };
 
     let mut decision = decide_now(ctx, &t);
-    let mut looked = false;
-    if t.live.is_none() && !decision.actions.contains(&Action::RestoreIdentical) {
+    if t.live.is_none() && !looked && !decision.actions.contains(&Action::RestoreIdentical) {
         // Not in the label-filtered store: it may exist without our label. Look once.
         t.live = get_secret(ctx, key).await?;
         looked = true;
@@ -119,11 +125,13 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     tracing::debug!(target = %key, guard = %t.guard, state = ?decision.state, actions = ?decision.actions, incidents = ?decision.incidents, requeue = ?decision.requeue_after, "decided");
     let started = Instant::now();
     let mut results = execute(ctx, &t, &decision).await;
+    results.content_changed = content_changed(&t);
     if matches!(&results.failed, Some((_, why)) if why == ALREADY_EXISTS) && !looked {
         // Someone (or our own earlier attempt) re-created it meanwhile: look and decide again.
         t.live = get_secret(ctx, key).await?;
         decision = decide_now(ctx, &t);
         results = execute(ctx, &t, &decision).await;
+        results.content_changed = content_changed(&t);
     }
     record(ctx, &t, &decision, &results, started).await;
     if from_audit && results.wrote() {
@@ -141,6 +149,38 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         }
         _ => Ok(decision.requeue_after),
     }
+}
+
+fn content_changed(t: &Target) -> bool {
+    match (&t.live, &t.restore_point) {
+        (Some(live), Some(rp)) => {
+            live.metadata.uid.as_deref() == Some(rp.origin_uid.as_str())
+                && restore_point::secret_hash(live) != rp.content_hash
+        }
+        _ => false,
+    }
+}
+
+/// The guard of a Secret: by name, or by selector on the live labels (the restore point's
+/// when the Secret is gone, so a deleted selected Secret is still known as guarded).
+fn resolve(
+    ctx: &Context,
+    key: &ObjectKey,
+    live: Option<&Secret>,
+    rp: Option<&RestorePoint>,
+) -> Option<(ObjectKey, String, SecretGuardSpec, TargetSpec)> {
+    let labels = match live {
+        Some(s) => s.metadata.labels.as_ref(),
+        None => rp.map(|rp| &rp.labels),
+    };
+    ctx.index().resolve(key, labels).map(|r| {
+        (
+            r.guard.key.clone(),
+            r.guard.uid.clone(),
+            r.guard.spec.clone(),
+            r.spec,
+        )
+    })
 }
 
 fn decide_now(ctx: &Context, t: &Target) -> Decision {
@@ -272,9 +312,10 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
             } else {
                 &[]
             };
-            secrets
-                .create(&manager(), &restore_point::restored_secret(rp, drop))
-                .await?;
+            let mut secret = restore_point::restored_secret(rp, drop);
+            let owners = live_owners(ctx, &t.key.namespace, &rp.owner_references).await;
+            secret.metadata.owner_references = (!owners.is_empty()).then_some(owners);
+            secrets.create(&manager(), &secret).await?;
             if let TargetSpec::Token {
                 service_account, ..
             } = &t.spec
@@ -364,6 +405,46 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
         }
     }
     Ok(None)
+}
+
+/// The owner references whose owner still exists (same UID). A restored Secret pointing at
+/// a deleted owner would be deleted again by the garbage collector. An owner that cannot be
+/// checked (unknown kind, no permission to read it) is dropped too, and said so in the log.
+async fn live_owners(
+    ctx: &Context,
+    namespace: &str,
+    owners: &[OwnerReference],
+) -> Vec<OwnerReference> {
+    let mut kept = Vec::new();
+    for owner in owners {
+        let gvk = GroupVersionKind::from(owner.clone());
+        let exists = match kube::discovery::pinned_kind(&ctx.client, &gvk).await {
+            Ok((resource, caps)) => {
+                let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+                    Api::namespaced_with(ctx.client.clone(), namespace, &resource)
+                } else {
+                    Api::all_with(ctx.client.clone(), &resource)
+                };
+                match api.get_metadata_opt(&owner.name).await {
+                    Ok(found) => {
+                        found.is_some_and(|o| o.metadata.uid.as_deref() == Some(owner.uid.as_str()))
+                    }
+                    Err(e) => {
+                        tracing::warn!(namespace, owner = %owner.name, kind = %owner.kind, error = %e, "cannot check owner; restoring without this ownerReference");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(namespace, owner = %owner.name, kind = %owner.kind, error = %e, "unknown owner kind; restoring without this ownerReference");
+                false
+            }
+        };
+        if exists {
+            kept.push(owner.clone());
+        }
+    }
+    kept
 }
 
 /// Read the target's ServiceAccount and save its snapshot; returns both.

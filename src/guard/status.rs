@@ -188,7 +188,7 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
     };
     let status = {
         let index = ctx.index();
-        let targets = match index.guard(key) {
+        let mut targets = match index.guard(key) {
             Some(entry) => entry.targets.clone(),
             // Never valid: nothing is guarded yet.
             None if ctx
@@ -202,6 +202,20 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             None => targets_of(&key.namespace, &guard.spec),
         };
         drop(index);
+        // Secrets guarded through the selector: those reconciled for this guard.
+        {
+            let m = ctx.memory();
+            let named: std::collections::HashSet<ObjectKey> =
+                targets.iter().map(|(k, _)| k.clone()).collect();
+            let mut selected: Vec<ObjectKey> = m
+                .targets
+                .iter()
+                .filter(|(k, r)| r.guard == *key && !named.contains(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            selected.sort();
+            targets.extend(selected.into_iter().map(|k| (k, TargetSpec::Secret)));
+        }
         // Restores are counted on the restore points, where each is recorded exactly once.
         let opns = &ctx.config.operator_namespace;
         let restores: u64 = targets
