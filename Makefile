@@ -53,14 +53,15 @@ crds: ## regenerate crds/ from the Rust types
 lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features fault-injection -- -D warnings
 
 .PHONY: unit
 unit: ## unit tests (no cluster)
 	$(CARGO) test --lib --bins
 
 .PHONY: integration
-integration: cluster ## integration tests against the local control plane
-	$(CARGO) test --test '*' -- --test-threads=4
+integration: cluster ## integration tests against the local control plane (with fault injection)
+	$(CARGO) test --features fault-injection --test '*' -- --test-threads=4
 
 .PHONY: test
 test: ## everything CI runs: lint, unit tests, tools, cluster, integration tests

@@ -42,6 +42,8 @@ pub struct Config {
     pub workers: usize,
     /// This process, as named in Events.
     pub instance: String,
+    /// How long restore points of a deleted namespace are kept (it may come back).
+    pub restore_point_retention: Duration,
 }
 
 /// A unit of work.
@@ -78,6 +80,11 @@ impl Stores {
     ) -> Option<Arc<PartialObjectMeta<ServiceAccount>>> {
         self.service_accounts
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    /// Deleted for good.
+    pub fn namespace_gone(&self, namespace: &str) -> bool {
+        self.namespaces.get(&ObjectRef::new(namespace)).is_none()
     }
 
     /// Terminating, or already gone.
@@ -482,9 +489,20 @@ fn on_service_account(ctx: &Arc<Context>, sa: &PartialObjectMeta<ServiceAccount>
 
 fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, deleted: bool) {
     if deleted || ns.metadata.deletion_timestamp.is_some() {
-        let targets = ctx.index().targets_in(&ns.name_any());
+        let name = ns.name_any();
+        let targets = ctx.index().targets_in(&name);
         for t in targets {
             ctx.touch(t);
+        }
+        if deleted {
+            // Its guards are gone too: start the retention of its restore points.
+            for rp in ctx.stores.restore_points.state() {
+                if let Some((origin_ns, origin, _)) = restore_point::origin(&rp)
+                    && origin_ns == name
+                {
+                    ctx.touch(ObjectKey::new(origin_ns, origin));
+                }
+            }
         }
     }
 }

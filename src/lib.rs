@@ -5,6 +5,7 @@
 pub mod api;
 pub mod controller;
 pub mod error;
+pub mod fault;
 pub mod guard;
 pub mod labels;
 pub mod queue;

@@ -46,6 +46,10 @@ struct RunArgs {
     #[arg(long, env = "SECRETGUARD_TOKEN_POPULATE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     token_populate_timeout: Duration,
 
+    /// How long restore points of a deleted namespace are kept before they are dropped.
+    #[arg(long, env = "SECRETGUARD_RESTORE_POINT_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    restore_point_retention: Duration,
+
     /// Guarded objects reconciled concurrently.
     #[arg(long, env = "SECRETGUARD_WORKERS", default_value_t = 8)]
     workers: usize,
@@ -85,6 +89,7 @@ async fn run(args: RunArgs) -> Result<()> {
         audit_interval: args.audit_interval,
         populate_deadline: args.token_populate_timeout,
         workers: args.workers,
+        restore_point_retention: args.restore_point_retention,
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "secretguard".into()),

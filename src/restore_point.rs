@@ -28,6 +28,9 @@ pub mod annotation {
     pub const CONTENT_HASH: &str = "secretguard.dev/content-hash";
     /// ownerReferences of the origin, as JSON (restored only while the owner exists).
     pub const ORIGIN_OWNERS: &str = "secretguard.dev/origin-owner-references";
+    /// Set when the origin's namespace is gone: the restore point is dropped once the
+    /// retention has passed since (RFC 3339).
+    pub const ORPHANED_SINCE: &str = "secretguard.dev/orphaned-since";
     /// How many times the Secret was restored (persisted here so it is counted once).
     pub const RESTORES: &str = "secretguard.dev/restores";
 }
@@ -106,6 +109,16 @@ pub fn secret_hash(secret: &Secret) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// When the restore point's namespace was found gone, if it was.
+pub fn orphaned_since(rp: &Secret) -> Option<k8s_openapi::jiff::Timestamp> {
+    rp.metadata
+        .annotations
+        .as_ref()?
+        .get(annotation::ORPHANED_SINCE)?
+        .parse()
+        .ok()
 }
 
 /// Restores recorded on a restore point Secret (0 when absent or unreadable).

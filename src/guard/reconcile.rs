@@ -25,7 +25,7 @@ use crate::api::v1alpha1::SecretGuardSpec;
 use crate::controller::{Context, TargetRecord, Work};
 use crate::labels;
 use crate::restore_point::{self, RestorePoint};
-use crate::{Error, Result};
+use crate::{Error, Result, fault};
 
 /// Everything a reconcile of one target needs, gathered once.
 struct Target {
@@ -91,8 +91,9 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         resolved = resolve(ctx, key, live.as_ref(), restore_point.as_ref());
     }
     let Some((guard, guard_uid, guard_spec, spec)) = resolved else {
-        return unguard(ctx, key).await.map(|()| None);
+        return unguard(ctx, key).await;
     };
+    keep_restore_points(ctx, key).await?;
     let policy = observe::policy(&guard_spec, &spec, ctx.config.populate_deadline);
     let sa_snapshot = ctx
         .stores
@@ -124,6 +125,9 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     }
     tracing::debug!(target = %key, guard = %t.guard, state = ?decision.state, actions = ?decision.actions, incidents = ?decision.incidents, requeue = ?decision.requeue_after, "decided");
     let started = Instant::now();
+    if decision.actions.contains(&Action::RestoreIdentical) {
+        fault::point(fault::points::DELETION_SEEN);
+    }
     let mut results = execute(ctx, &t, &decision).await;
     results.content_changed = content_changed(&t);
     if matches!(&results.failed, Some((_, why)) if why == ALREADY_EXISTS) && !looked {
@@ -315,7 +319,9 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
             let mut secret = restore_point::restored_secret(rp, drop);
             let owners = live_owners(ctx, &t.key.namespace, &rp.owner_references).await;
             secret.metadata.owner_references = (!owners.is_empty()).then_some(owners);
+            fault::point(fault::points::RESTORE_POINT_READ);
             secrets.create(&manager(), &secret).await?;
+            fault::point(fault::points::CREATE_SENT);
             if let TargetSpec::Token {
                 service_account, ..
             } = &t.spec
@@ -353,6 +359,12 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
                 return Ok(None);
             };
             let restores = restore_point::next_restores(t.restore_point.as_ref(), live);
+            if t.restore_point
+                .as_ref()
+                .is_some_and(|rp| restores > rp.restores)
+            {
+                fault::point(fault::points::COUNT_NOT_SAVED);
+            }
             let rp = restore_point::build(
                 live,
                 t.spec.kind(),
@@ -595,15 +607,18 @@ async fn record(
 }
 
 /// A Secret no guard names any more: take our label off and forget its restore point.
-/// Restore points of a namespace being deleted are kept (the namespace may be re-created
-/// from a backup; issue 4 adds a retention).
-async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<()> {
+/// Restore points of a deleted namespace are kept for `restore_point_retention` (it may be
+/// re-created from a backup, guards included), then dropped.
+async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
     let removed = ctx.memory().targets.remove(key);
     if let Some(rec) = &removed {
         ctx.queue.add(Work::Status(rec.guard.clone()));
     }
+    if ctx.stores.namespace_gone(&key.namespace) {
+        return expire_restore_points(ctx, key).await;
+    }
     if ctx.stores.namespace_terminating(&key.namespace) {
-        return Ok(());
+        return Ok(None); // once it is gone, its deletion event brings us back
     }
     if ctx.stores.secret(key).is_some() {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.namespace);
@@ -616,17 +631,93 @@ async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<()> {
         )?;
     }
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
-    let opns = &ctx.config.operator_namespace;
-    for name in [
-        restore_point::name_for(&key.namespace, &key.name),
-        restore_point::snapshot_name_for(&key.namespace, &key.name),
-    ] {
-        if ctx.stores.restore_point(opns, &name).is_some() {
+    for name in restore_point_names(key) {
+        if ctx
+            .stores
+            .restore_point(&ctx.config.operator_namespace, &name)
+            .is_some()
+        {
             tolerate(rps.delete(&name, &DeleteParams::default()).await, &[404])?;
         }
     }
     if removed.is_some() {
         tracing::info!(target = %key, "no longer guarded: label and restore point removed");
+    }
+    Ok(None)
+}
+
+fn restore_point_names(key: &ObjectKey) -> [String; 2] {
+    [
+        restore_point::name_for(&key.namespace, &key.name),
+        restore_point::snapshot_name_for(&key.namespace, &key.name),
+    ]
+}
+
+/// Field manager of the orphaned-since stamp: separate from `secretguard`, whose
+/// server-side applies of the restore point must neither keep nor drop it.
+const RETENTION_MANAGER: &str = "secretguard-retention";
+
+/// Stamp restore points of a gone namespace, and drop them once the retention has passed.
+async fn expire_restore_points(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
+    let opns = &ctx.config.operator_namespace;
+    let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), opns);
+    let retention = ctx.config.restore_point_retention;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut next: Option<Duration> = None;
+    for name in restore_point_names(key) {
+        let Some(rp) = ctx.stores.restore_point(opns, &name) else {
+            continue;
+        };
+        let left = match restore_point::orphaned_since(&rp) {
+            None => {
+                let stamp = json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": name, "namespace": opns,
+                                 "annotations": {restore_point::annotation::ORPHANED_SINCE: now.to_string()}},
+                });
+                rps.patch(
+                    &name,
+                    &PatchParams::apply(RETENTION_MANAGER).force(),
+                    &Patch::Apply(&stamp),
+                )
+                .await?;
+                tracing::info!(target = %key, retention = ?retention, "namespace gone: restore point kept for the retention");
+                retention
+            }
+            Some(since) => {
+                let age = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
+                if age >= retention {
+                    tolerate(rps.delete(&name, &DeleteParams::default()).await, &[404])?;
+                    tracing::info!(target = %key, "retention over: restore point dropped");
+                    continue;
+                }
+                retention - age
+            }
+        };
+        next = Some(next.map_or(left, |n| n.min(left)));
+    }
+    Ok(next.map(|d| d + Duration::from_millis(100)))
+}
+
+/// A guarded Secret's restore points are not orphans: undo a stamp left from a time its
+/// namespace was gone (it came back, with its guard).
+async fn keep_restore_points(ctx: &Context, key: &ObjectKey) -> Result<()> {
+    let opns = &ctx.config.operator_namespace;
+    for name in restore_point_names(key) {
+        if ctx
+            .stores
+            .restore_point(opns, &name)
+            .is_some_and(|rp| restore_point::orphaned_since(&rp).is_some())
+        {
+            let unstamp = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": opns}});
+            Api::<Secret>::namespaced(ctx.client.clone(), opns)
+                .patch(
+                    &name,
+                    &PatchParams::apply(RETENTION_MANAGER).force(),
+                    &Patch::Apply(&unstamp),
+                )
+                .await?;
+        }
     }
     Ok(())
 }

@@ -240,6 +240,9 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
     if guard.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    if status.restores != guard.status.as_ref().map(|s| s.restores).unwrap_or(0) {
+        crate::fault::point(crate::fault::points::STATUS_NOT_WRITTEN);
+    }
     let api: Api<SecretGuard> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let patch = json!({
         "apiVersion": "secretguard.dev/v1alpha1",

@@ -257,6 +257,7 @@ pub fn operator_config() -> secretguard::controller::Config {
         populate_deadline: Duration::from_secs(5),
         workers: 4,
         instance: "test".into(),
+        restore_point_retention: Duration::from_secs(24 * 3600),
     }
 }
 
