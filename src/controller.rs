@@ -44,6 +44,10 @@ pub struct Config {
     pub instance: String,
     /// How long restore points of a deleted namespace are kept (it may come back).
     pub restore_point_retention: Duration,
+    /// Alertmanagers to push alerts to (v2 API base URLs); none: no push.
+    pub alertmanager_urls: Vec<String>,
+    /// Prefix of runbook_url annotations: <base><AlertName>.md.
+    pub runbook_base_url: String,
 }
 
 /// A unit of work.
@@ -137,6 +141,8 @@ pub struct Context {
     pub audit_drift: AtomicU64,
     /// Units of work finished since start (tests and benchmarks wait on it).
     pub processed: AtomicU64,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub alerter: Option<crate::alerts::Alerter>,
     /// Stores synced and the first audit queued.
     pub synced: tokio::sync::watch::Sender<bool>,
     /// One watch per guard with a secretSelector: (selector, task).
@@ -207,6 +213,7 @@ impl Controller {
             controller: labels::MANAGER.into(),
             instance: Some(config.instance.clone()),
         };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let ctx = Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             client: client.clone(),
@@ -222,6 +229,12 @@ impl Controller {
             queue: WorkQueue::new(),
             audit_drift: AtomicU64::new(0),
             processed: AtomicU64::new(0),
+            alerter: crate::alerts::Alerter::start(
+                config.alertmanager_urls.clone(),
+                config.runbook_base_url.clone(),
+                Arc::clone(&metrics),
+            ),
+            metrics,
             synced: tokio::sync::watch::Sender::new(false),
             selector_watches: Mutex::new(HashMap::new()),
             config,
@@ -397,6 +410,15 @@ fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     let key = key_of(guard);
     let touched = if deleted {
         ctx.memory().guards.remove(&key);
+        for kind in ["ServiceAccountToken", "Secret"] {
+            let labels = crate::metrics::GuardKind {
+                namespace: key.namespace.clone(),
+                guard: key.name.clone(),
+                kind: kind.into(),
+            };
+            ctx.metrics.guarded_objects.remove(&labels);
+            ctx.metrics.missing_objects.remove(&labels);
+        }
         ctx.index_mut().remove(&key)
     } else {
         match status::validate(&guard.spec) {
@@ -532,10 +554,30 @@ pub fn audit(ctx: &Context) {
 async fn worker(ctx: &Arc<Context>) {
     loop {
         let work = ctx.queue.next().await;
-        let result = match &work {
-            Work::Target(key) => reconcile::reconcile_target(ctx, key).await,
-            Work::Status(key) => status::write(ctx, key).await.map(|()| None),
+        let started = Instant::now();
+        let (kind, result) = match &work {
+            Work::Target(key) => {
+                let span = tracing::info_span!("reconcile", target = %key);
+                (
+                    "target",
+                    tracing::Instrument::instrument(reconcile::reconcile_target(ctx, key), span)
+                        .await,
+                )
+            }
+            Work::Status(key) => {
+                let span = tracing::info_span!("status", guard = %key);
+                (
+                    "status",
+                    tracing::Instrument::instrument(status::write(ctx, key), span)
+                        .await
+                        .map(|()| None),
+                )
+            }
         };
+        ctx.metrics
+            .reconcile_duration
+            .get_or_create(&crate::metrics::Work { work: kind.into() })
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(requeue) => {
                 ctx.memory().failures.remove(&work);
@@ -544,6 +586,12 @@ async fn worker(ctx: &Arc<Context>) {
                 }
             }
             Err(e) => {
+                ctx.metrics
+                    .reconcile_errors
+                    .get_or_create(&crate::metrics::ErrorReason {
+                        reason: e.reason().into(),
+                    })
+                    .inc();
                 let attempt = {
                     let mut m = ctx.memory();
                     let n = m.failures.entry(work.clone()).or_insert(0);

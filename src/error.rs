@@ -18,6 +18,9 @@ pub enum Error {
 
     #[error("{0}")]
     Action(String),
+
+    #[error("HTTP server on {0} failed: {1}")]
+    Http(std::net::SocketAddr, #[source] std::io::Error),
 }
 
 impl Error {
@@ -29,6 +32,7 @@ impl Error {
             Error::Yaml(_) => "YamlError",
             Error::Telemetry(_) => "TelemetryError",
             Error::Action(_) => "ActionFailed",
+            Error::Http(..) => "HTTPError",
         }
     }
 }

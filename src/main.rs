@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use secretguard::{Error, Result, api, controller, telemetry};
+use secretguard::{Error, Result, api, controller, http, telemetry};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +50,34 @@ struct RunArgs {
     #[arg(long, env = "SECRETGUARD_RESTORE_POINT_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     restore_point_retention: Duration,
 
+    /// Where /metrics is served.
+    #[arg(
+        long,
+        env = "SECRETGUARD_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_bind_address: std::net::SocketAddr,
+
+    /// Where /healthz and /readyz are served.
+    #[arg(
+        long,
+        env = "SECRETGUARD_HEALTH_BIND_ADDRESS",
+        default_value = "0.0.0.0:8081"
+    )]
+    health_bind_address: std::net::SocketAddr,
+
+    /// Alertmanager to push alerts to (base URL, e.g. http://alertmanager:9093); repeatable.
+    #[arg(
+        long = "alertmanager-url",
+        env = "SECRETGUARD_ALERTMANAGER_URLS",
+        value_delimiter = ','
+    )]
+    alertmanager_urls: Vec<String>,
+
+    /// runbook_url of pushed alerts is <this><AlertName>.md.
+    #[arg(long, env = "SECRETGUARD_RUNBOOK_BASE_URL", default_value = secretguard::alerts::DEFAULT_RUNBOOK_BASE)]
+    runbook_base_url: String,
+
     /// Guarded objects reconciled concurrently.
     #[arg(long, env = "SECRETGUARD_WORKERS", default_value_t = 8)]
     workers: usize,
@@ -90,11 +118,21 @@ async fn run(args: RunArgs) -> Result<()> {
         populate_deadline: args.token_populate_timeout,
         workers: args.workers,
         restore_point_retention: args.restore_point_retention,
+        alertmanager_urls: args.alertmanager_urls,
+        runbook_base_url: args.runbook_base_url,
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "secretguard".into()),
     };
-    controller::run(client, config, shutdown_signal()).await
+    let controller = controller::Controller::new(client, config);
+    let ctx = controller.context();
+    let metrics = http::serve(args.metrics_bind_address, http::metrics_router(ctx.clone()));
+    let health = http::serve(args.health_bind_address, http::health_router(ctx));
+    tokio::select! {
+        r = controller.run(shutdown_signal()) => r,
+        r = metrics => r.map_err(|e| Error::Http(args.metrics_bind_address, e)),
+        r = health => r.map_err(|e| Error::Http(args.health_bind_address, e)),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

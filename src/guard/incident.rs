@@ -79,7 +79,7 @@ impl Outcome {
     }
 }
 
-fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
+pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
     match reason {
         Reason::TokenDeleted => format!(
             "token Secret {key} was deleted; every holder of the token is locked out until it is back"
@@ -126,7 +126,7 @@ fn secret_ref(key: &ObjectKey, live: Option<&Secret>) -> ObjectReference {
     }
 }
 
-fn severity(spec: &SecretGuardSpec) -> &'static str {
+pub fn severity(spec: &SecretGuardSpec) -> &'static str {
     match spec.severity {
         Severity::Critical => "critical",
         Severity::Warning => "warning",

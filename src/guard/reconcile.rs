@@ -573,6 +573,8 @@ async fn record(
         rec.state = state;
         (new, restore_seconds, changed)
     };
+    export(ctx, t, state, &new, results, restored, restore_seconds);
+    push_alerts(ctx, t, state, changed, &new, results);
     for reason in &new {
         let outcome = Outcome::of(*reason, results, t.policy.paused);
         incident::report(
@@ -606,6 +608,173 @@ async fn record(
     }
 }
 
+/// Metrics for one reconcile: counters for what happened, per-object gauges for what is
+/// wrong now (removed once it is not).
+fn export(
+    ctx: &Context,
+    t: &Target,
+    state: TargetState,
+    new: &[Reason],
+    results: &Results,
+    restored: bool,
+    restore_seconds: Option<f64>,
+) {
+    use crate::metrics as m;
+    let (ns, guard, kind) = (&t.guard.namespace, &t.guard.name, t.spec.kind());
+    let metrics = &ctx.metrics;
+    for reason in new {
+        metrics
+            .incidents
+            .get_or_create(&m::Incident {
+                namespace: ns.clone(),
+                guard: guard.clone(),
+                kind: kind.into(),
+                reason: reason.as_str().into(),
+            })
+            .inc();
+    }
+    let restore_failed = results.failed.as_ref().is_some_and(|(a, why)| {
+        why != ALREADY_EXISTS
+            && matches!(
+                a,
+                Action::RestoreIdentical
+                    | Action::CreateTokenSecret {
+                        restore_of: Some(_)
+                    }
+            )
+    });
+    let outcome = if restore_failed {
+        Some("failed")
+    } else if results.did(&Action::RestoreIdentical) {
+        Some("identical")
+    } else if restored {
+        Some("fresh")
+    } else {
+        None
+    };
+    if let Some(outcome) = outcome {
+        metrics
+            .restores
+            .get_or_create(&m::Restore {
+                namespace: ns.clone(),
+                guard: guard.clone(),
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+    if let Some(secs) = restore_seconds {
+        metrics
+            .restore_duration
+            .get_or_create(&m::Kind { kind: kind.into() })
+            .observe(secs);
+    }
+    let object = m::Object {
+        namespace: ns.clone(),
+        guard: guard.clone(),
+        kind: kind.into(),
+        name: t.key.name.clone(),
+    };
+    let flag = |family: &prometheus_client::metrics::family::Family<
+        m::Object,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+                on: bool| {
+        if on {
+            family.get_or_create(&object).set(1);
+        } else {
+            family.remove(&object);
+        }
+    };
+    flag(&metrics.object_missing, state.is_missing() && !restored);
+    flag(&metrics.restore_failing, restore_failed);
+    flag(&metrics.token_invalid, state == TargetState::Invalidated);
+    flag(
+        &metrics.token_not_populated,
+        state == TargetState::NotPopulated,
+    );
+    match t.live.as_ref().and_then(last_used_if_unused_for_30_days) {
+        Some(ts) => {
+            metrics.token_last_used.get_or_create(&object).set(ts);
+        }
+        None => {
+            metrics.token_last_used.remove(&object);
+        }
+    }
+}
+
+/// Alerts straight to Alertmanager (when configured): new incidents fire, a failing restore
+/// fires, and an object that is healthy again resolves its state alerts.
+fn push_alerts(
+    ctx: &Context,
+    t: &Target,
+    state: TargetState,
+    changed: bool,
+    new: &[Reason],
+    results: &Results,
+) {
+    let Some(alerter) = &ctx.alerter else {
+        return;
+    };
+    let kind = t.spec.kind();
+    let alert = |alertname: &'static str, reason: &str, description: String| crate::alerts::Alert {
+        alertname,
+        object: t.key.clone(),
+        guard: t.guard.name.clone(),
+        kind: kind.into(),
+        reason: reason.into(),
+        severity: incident::severity(&t.guard_spec).into(),
+        summary: format!("{reason}: {kind} {}", t.key),
+        description,
+    };
+    for reason in new {
+        alerter.fire(alert(
+            crate::alerts::alert_name(*reason),
+            reason.as_str(),
+            incident::explain(*reason, kind, &t.key),
+        ));
+    }
+    if let Some((action, why)) = &results.failed
+        && why != ALREADY_EXISTS
+    {
+        let mut why = why.clone();
+        why.truncate(300);
+        alerter.fire(alert(
+            crate::alerts::RESTORE_FAILING,
+            "RestoreFailed",
+            format!("{action:?} for {kind} {} keeps failing: {why}", t.key),
+        ));
+    }
+    if state == TargetState::Healthy && changed {
+        alerter.resolve(t.key.clone());
+    }
+}
+
+/// Seconds since the epoch of a token's last use (the apiserver's
+/// kubernetes.io/legacy-token-last-used date, else its creation), when that is 30 days
+/// ago or more: only then is it exported, as a token at risk of the legacy token cleaner.
+fn last_used_if_unused_for_30_days(secret: &Secret) -> Option<f64> {
+    if secret.type_.as_deref() != Some(labels::TOKEN_TYPE) {
+        return None;
+    }
+    let meta = &secret.metadata;
+    let last = match meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::LEGACY_TOKEN_LAST_USED))
+    {
+        Some(date) => date
+            .parse::<k8s_openapi::jiff::civil::Date>()
+            .ok()?
+            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp(),
+        None => meta.creation_timestamp.as_ref()?.0,
+    };
+    let age = k8s_openapi::jiff::Timestamp::now().duration_since(last);
+    (age.as_secs() >= 30 * 24 * 3600).then(|| last.as_second() as f64)
+}
+
 /// A Secret no guard names any more: take our label off and forget its restore point.
 /// Restore points of a deleted namespace are kept for `restore_point_retention` (it may be
 /// re-created from a backup, guards included), then dropped.
@@ -613,6 +782,11 @@ async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
     let removed = ctx.memory().targets.remove(key);
     if let Some(rec) = &removed {
         ctx.queue.add(Work::Status(rec.guard.clone()));
+        ctx.metrics
+            .forget_object(&rec.guard.namespace, &rec.guard.name, rec.kind, &key.name);
+        if let Some(alerter) = &ctx.alerter {
+            alerter.resolve(key.clone());
+        }
     }
     if ctx.stores.namespace_gone(&key.namespace) {
         return expire_restore_points(ctx, key).await;

@@ -177,6 +177,17 @@ pub fn build(
     }
 }
 
+/// Guarded and missing objects of one kind for a guard, from the operator's memory.
+fn status_counts(ctx: &Context, guard: &ObjectKey, kind: &str) -> (i64, i64) {
+    let m = ctx.memory();
+    m.targets
+        .values()
+        .filter(|r| r.guard == *guard && r.kind == kind)
+        .fold((0, 0), |(g, miss), r| {
+            (g + 1, miss + i64::from(r.state.is_missing()))
+        })
+}
+
 /// Write a guard's status if it changed.
 pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
     let Some(guard) = ctx
@@ -237,6 +248,22 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             &Time(k8s_openapi::jiff::Timestamp::now()),
         )
     };
+    for kind in ["ServiceAccountToken", "Secret"] {
+        let labels = crate::metrics::GuardKind {
+            namespace: key.namespace.clone(),
+            guard: key.name.clone(),
+            kind: kind.into(),
+        };
+        let of_kind = status_counts(ctx, key, kind);
+        ctx.metrics
+            .guarded_objects
+            .get_or_create(&labels)
+            .set(of_kind.0);
+        ctx.metrics
+            .missing_objects
+            .get_or_create(&labels)
+            .set(of_kind.1);
+    }
     if guard.status.as_ref() == Some(&status) {
         return Ok(());
     }

@@ -258,6 +258,8 @@ pub fn operator_config() -> secretguard::controller::Config {
         workers: 4,
         instance: "test".into(),
         restore_point_retention: Duration::from_secs(24 * 3600),
+        alertmanager_urls: Vec::new(),
+        runbook_base_url: secretguard::alerts::DEFAULT_RUNBOOK_BASE.into(),
     }
 }
 

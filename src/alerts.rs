@@ -1,0 +1,231 @@
+//! Direct push to Alertmanager (v2 API), so an alert does not wait for a scrape and a rule
+//! evaluation. Reconciles never wait for it: incidents go through a bounded channel to one
+//! task that posts to every configured Alertmanager, with retries and backoff, and re-posts
+//! active alerts every minute (Alertmanager forgets alerts that are not repeated).
+//!
+//! Two kinds of alerts:
+//! - state alerts (object missing, token invalid, not populated, restore failing) fire
+//!   until the object is healthy again, then are resolved;
+//! - event alerts (token deleted, token rotated) fire for a fixed window even when the
+//!   restore took milliseconds: resolving them at once would let Alertmanager drop them
+//!   before its group_wait, and nobody would hear of the deletion.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::guard::decide::Reason;
+use crate::guard::index::ObjectKey;
+use crate::metrics::{Metrics, Outcome};
+
+/// Where the runbooks are published (docs/runbooks in the repository).
+pub const DEFAULT_RUNBOOK_BASE: &str =
+    "https://github.com/secretguard/secretguard/blob/main/docs/runbooks/";
+
+/// How long an event alert stays firing.
+pub const EVENT_WINDOW: Duration = Duration::from_secs(600);
+const RESEND: Duration = Duration::from_secs(60);
+const ATTEMPTS: u32 = 5;
+
+/// The alert name for an incident reason (the same names as the Prometheus rules).
+pub fn alert_name(reason: Reason) -> &'static str {
+    match reason {
+        Reason::TokenDeleted => "SecretGuardTokenDeleted",
+        Reason::SecretDeleted | Reason::ServiceAccountDeleted => "SecretGuardObjectMissing",
+        Reason::TokenRotated | Reason::ServiceAccountRecreated => "SecretGuardTokenRotated",
+        Reason::TokenInvalidated => "SecretGuardTokenInvalidated",
+        Reason::TokenNotPopulated => "SecretGuardTokenNotPopulated",
+    }
+}
+
+pub const RESTORE_FAILING: &str = "SecretGuardRestoreFailing";
+
+fn is_event(alertname: &str) -> bool {
+    matches!(
+        alertname,
+        "SecretGuardTokenDeleted" | "SecretGuardTokenRotated"
+    )
+}
+
+/// One alert about one object.
+#[derive(Clone, Debug)]
+pub struct Alert {
+    pub alertname: &'static str,
+    pub object: ObjectKey,
+    pub guard: String,
+    pub kind: String,
+    pub reason: String,
+    pub severity: String,
+    pub summary: String,
+    pub description: String,
+}
+
+enum Msg {
+    Fire(Alert),
+    /// The object is healthy: resolve its state alerts.
+    Resolve(ObjectKey),
+}
+
+/// Handle to the push task; cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Alerter {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Alerter {
+    /// Start the push task. Returns None when no Alertmanager is configured.
+    pub fn start(
+        urls: Vec<String>,
+        runbook_base: String,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Option<Alerter> {
+        if urls.is_empty() {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(push_loop(rx, urls, runbook_base, metrics));
+        Some(Alerter { tx })
+    }
+
+    pub fn fire(&self, alert: Alert) {
+        if self.tx.try_send(Msg::Fire(alert)).is_err() {
+            tracing::warn!("alert queue full or closed: alert dropped");
+        }
+    }
+
+    pub fn resolve(&self, object: ObjectKey) {
+        let _ = self.tx.try_send(Msg::Resolve(object));
+    }
+}
+
+struct Active {
+    alert: Alert,
+    starts_at: Timestamp,
+    ends_at: Option<Timestamp>,
+}
+
+async fn push_loop(
+    mut rx: mpsc::Receiver<Msg>,
+    urls: Vec<String>,
+    runbook_base: String,
+    metrics: std::sync::Arc<Metrics>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the Alertmanager client; alerts will not be pushed");
+            return;
+        }
+    };
+    let mut active: HashMap<(ObjectKey, &'static str), Active> = HashMap::new();
+    let mut tick = tokio::time::interval(RESEND);
+    loop {
+        let batch: Vec<serde_json::Value> = tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return };
+                let now = Timestamp::now();
+                match msg {
+                    Msg::Fire(alert) => {
+                        let ends_at = is_event(alert.alertname)
+                            .then(|| now + SignedDuration::try_from(EVENT_WINDOW).unwrap_or(SignedDuration::ZERO));
+                        let key = (alert.object.clone(), alert.alertname);
+                        let a = active.entry(key).or_insert(Active { alert: alert.clone(), starts_at: now, ends_at });
+                        a.alert = alert;
+                        a.ends_at = ends_at;
+                        vec![payload(a, &runbook_base)]
+                    }
+                    Msg::Resolve(object) => {
+                        let done: Vec<_> = active
+                            .keys()
+                            .filter(|(o, name)| *o == object && !is_event(name))
+                            .cloned()
+                            .collect();
+                        done.into_iter()
+                            .filter_map(|k| active.remove(&k))
+                            .map(|mut a| {
+                                a.ends_at = Some(now);
+                                payload(&a, &runbook_base)
+                            })
+                            .collect()
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Timestamp::now();
+                active.retain(|_, a| a.ends_at.is_none_or(|e| e > now));
+                active.values().map(|a| payload(a, &runbook_base)).collect()
+            }
+        };
+        if !batch.is_empty() {
+            post(&client, &urls, &batch, &metrics).await;
+        }
+    }
+}
+
+fn payload(a: &Active, runbook_base: &str) -> serde_json::Value {
+    let al = &a.alert;
+    let labels = BTreeMap::from([
+        ("alertname", al.alertname.to_owned()),
+        ("namespace", al.object.namespace.clone()),
+        ("name", al.object.name.clone()),
+        ("guard", al.guard.clone()),
+        ("kind", al.kind.clone()),
+        ("reason", al.reason.clone()),
+        ("severity", al.severity.clone()),
+        ("source", "secretguard".to_owned()),
+    ]);
+    let mut v = json!({
+        "labels": labels,
+        "annotations": {
+            "summary": al.summary,
+            "description": al.description,
+            "runbook_url": format!("{runbook_base}{}.md", al.alertname),
+        },
+        "startsAt": a.starts_at.to_string(),
+    });
+    if let Some(end) = a.ends_at {
+        v["endsAt"] = json!(end.to_string());
+    }
+    v
+}
+
+async fn post(
+    client: &reqwest::Client,
+    urls: &[String],
+    batch: &[serde_json::Value],
+    metrics: &Metrics,
+) {
+    for url in urls {
+        let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
+        let mut delay = Duration::from_millis(200);
+        let mut outcome = "failed";
+        for attempt in 1..=ATTEMPTS {
+            match client.post(&endpoint).json(batch).send().await {
+                Ok(r) if r.status().is_success() => {
+                    outcome = "sent";
+                    break;
+                }
+                Ok(r) => {
+                    tracing::warn!(url, status = %r.status(), attempt, "Alertmanager refused alerts")
+                }
+                Err(e) => tracing::warn!(url, error = %e, attempt, "could not reach Alertmanager"),
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        metrics
+            .alerts_sent
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}

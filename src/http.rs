@@ -1,0 +1,53 @@
+//! The operator's HTTP endpoints: /metrics on one address, /healthz and /readyz on another
+//! (so a NetworkPolicy can open metrics to Prometheus without exposing probes, and back).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::controller::Context;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, OPENMETRICS)], ctx.metrics.encode())
+}
+
+/// The process is alive and its runtime answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Caches synced and the first audit queued: this process can act (or take over) at once.
+async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
+    if *ctx.synced.borrow() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
+}
+
+pub fn metrics_router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
+pub fn health_router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(ctx)
+}
+
+/// Serve a router until the process ends.
+pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving HTTP");
+    axum::serve(listener, router).await
+}

@@ -1,0 +1,357 @@
+//! Prometheus metrics (OpenMetrics, prometheus-client). Label sets are small and bounded:
+//! namespace, guard, kind, reason or outcome. Per-object series (with a `name` label) exist
+//! only while that object is unhealthy, and are removed when it is fixed. Counters matter:
+//! a restore can finish between two scrapes, and the alert must still fire.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardKind {
+    pub namespace: String,
+    pub guard: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Incident {
+    pub namespace: String,
+    pub guard: String,
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Restore {
+    pub namespace: String,
+    pub guard: String,
+    pub kind: String,
+    /// identical | fresh | failed
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Object {
+    pub namespace: String,
+    pub guard: String,
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Guard {
+    pub namespace: String,
+    pub guard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Work {
+    /// target | status
+    pub work: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorReason {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Build {
+    pub version: String,
+}
+
+fn duration_buckets() -> Histogram {
+    // 1 ms .. ~33 s: restores are expected in milliseconds, a slow apiserver in seconds.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 16,
+    ))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub guarded_objects: Family<GuardKind, Gauge>,
+    pub missing_objects: Family<GuardKind, Gauge>,
+    pub incidents: Family<Incident, Counter>,
+    pub restores: Family<Restore, Counter>,
+    pub restore_duration: Family<Kind, Histogram, fn() -> Histogram>,
+    pub object_missing: Family<Object, Gauge>,
+    pub restore_failing: Family<Object, Gauge>,
+    pub token_invalid: Family<Object, Gauge>,
+    pub token_not_populated: Family<Object, Gauge>,
+    pub token_last_used: Family<Object, Gauge<f64, AtomicU64>>,
+    pub reconcile_duration: Family<Work, Histogram, fn() -> Histogram>,
+    pub reconcile_errors: Family<ErrorReason, Counter>,
+    pub audit_drift: Family<Guard, Counter>,
+    pub alerts_sent: Family<Outcome, Counter>,
+    pub leader: Gauge,
+    pub build_info: Family<Build, Gauge>,
+}
+
+/// Every metric name as scraped (for tests of dashboards and rules).
+pub const NAMES: &[&str] = &[
+    "secretguard_guarded_objects",
+    "secretguard_missing_objects",
+    "secretguard_incidents_total",
+    "secretguard_restores_total",
+    "secretguard_restore_duration_seconds",
+    "secretguard_object_missing",
+    "secretguard_restore_failing",
+    "secretguard_token_invalid",
+    "secretguard_token_not_populated",
+    "secretguard_token_last_used_timestamp_seconds",
+    "secretguard_reconcile_duration_seconds",
+    "secretguard_reconcile_errors_total",
+    "secretguard_audit_drift_total",
+    "secretguard_alertmanager_notifications_total",
+    "secretguard_leader",
+    "secretguard_build_info",
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("secretguard");
+        let m = Metrics {
+            guarded_objects: Family::default(),
+            missing_objects: Family::default(),
+            incidents: Family::default(),
+            restores: Family::default(),
+            restore_duration: Family::new_with_constructor(duration_buckets),
+            object_missing: Family::default(),
+            restore_failing: Family::default(),
+            token_invalid: Family::default(),
+            token_not_populated: Family::default(),
+            token_last_used: Family::default(),
+            reconcile_duration: Family::new_with_constructor(duration_buckets),
+            reconcile_errors: Family::default(),
+            audit_drift: Family::default(),
+            alerts_sent: Family::default(),
+            leader: Gauge::default(),
+            build_info: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "guarded_objects",
+            "Objects guarded, by guard and kind",
+            m.guarded_objects.clone(),
+        );
+        registry.register(
+            "missing_objects",
+            "Guarded objects missing now, by guard and kind",
+            m.missing_objects.clone(),
+        );
+        registry.register("incidents", "Incidents by reason", m.incidents.clone());
+        registry.register(
+            "restores",
+            "Restores by outcome: identical, fresh or failed",
+            m.restores.clone(),
+        );
+        registry.register(
+            "restore_duration_seconds",
+            "From seeing a guarded object missing to it existing again",
+            m.restore_duration.clone(),
+        );
+        registry.register(
+            "object_missing",
+            "1 while this guarded object is missing",
+            m.object_missing.clone(),
+        );
+        registry.register(
+            "restore_failing",
+            "1 while restoring this object fails",
+            m.restore_failing.clone(),
+        );
+        registry.register(
+            "token_invalid",
+            "1 while this guarded token carries kubernetes.io/legacy-token-invalid-since",
+            m.token_invalid.clone(),
+        );
+        registry.register(
+            "token_not_populated",
+            "1 while this guarded token Secret stays empty past the deadline",
+            m.token_not_populated.clone(),
+        );
+        registry.register(
+            "token_last_used_timestamp_seconds",
+            "Last use of a guarded token (kubernetes.io/legacy-token-last-used, else creation), only for tokens unused for 30 days or more",
+            m.token_last_used.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to reconcile one unit of work",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error reason",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "audit_drift",
+            "Drift the periodic audit found and repaired",
+            m.audit_drift.clone(),
+        );
+        registry.register(
+            "alertmanager_notifications",
+            "Alert notifications pushed to Alertmanager, by outcome",
+            m.alerts_sent.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this process is the leader",
+            m.leader.clone(),
+        );
+        registry.register("build_info", "Build information", m.build_info.clone());
+        m.build_info
+            .get_or_create(&Build {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Forget every per-object series of one object (it is healthy, or no longer guarded).
+    pub fn forget_object(&self, namespace: &str, guard: &str, kind: &str, name: &str) {
+        let o = Object {
+            namespace: namespace.into(),
+            guard: guard.into(),
+            kind: kind.into(),
+            name: name.into(),
+        };
+        self.object_missing.remove(&o);
+        self.restore_failing.remove(&o);
+        self.token_invalid.remove(&o);
+        self.token_not_populated.remove(&o);
+        self.token_last_used.remove(&o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_metric_is_listed_in_names_and_exposed() {
+        let m = Metrics::new();
+        let o = Object {
+            namespace: "ns".into(),
+            guard: "g".into(),
+            kind: "Secret".into(),
+            name: "db".into(),
+        };
+        // Touch every family so it is exposed.
+        m.guarded_objects
+            .get_or_create(&GuardKind {
+                namespace: "ns".into(),
+                guard: "g".into(),
+                kind: "Secret".into(),
+            })
+            .set(1);
+        m.missing_objects
+            .get_or_create(&GuardKind {
+                namespace: "ns".into(),
+                guard: "g".into(),
+                kind: "Secret".into(),
+            })
+            .set(0);
+        m.incidents
+            .get_or_create(&Incident {
+                namespace: "ns".into(),
+                guard: "g".into(),
+                kind: "Secret".into(),
+                reason: "SecretDeleted".into(),
+            })
+            .inc();
+        m.restores
+            .get_or_create(&Restore {
+                namespace: "ns".into(),
+                guard: "g".into(),
+                kind: "Secret".into(),
+                outcome: "identical".into(),
+            })
+            .inc();
+        m.restore_duration
+            .get_or_create(&Kind {
+                kind: "Secret".into(),
+            })
+            .observe(0.01);
+        m.object_missing.get_or_create(&o).set(1);
+        m.restore_failing.get_or_create(&o).set(1);
+        m.token_invalid.get_or_create(&o).set(1);
+        m.token_not_populated.get_or_create(&o).set(1);
+        m.token_last_used.get_or_create(&o).set(1.0);
+        m.reconcile_duration
+            .get_or_create(&Work {
+                work: "target".into(),
+            })
+            .observe(0.01);
+        m.reconcile_errors
+            .get_or_create(&ErrorReason {
+                reason: "KubeAPIError".into(),
+            })
+            .inc();
+        m.audit_drift
+            .get_or_create(&Guard {
+                namespace: "ns".into(),
+                guard: "g".into(),
+            })
+            .inc();
+        m.alerts_sent
+            .get_or_create(&Outcome {
+                outcome: "sent".into(),
+            })
+            .inc();
+        m.leader.set(1);
+        let text = m.encode();
+        for name in NAMES {
+            assert!(
+                text.contains(&format!("\n{name}")) || text.contains(&format!("{name}{{")),
+                "{name} not exposed:\n{text}"
+            );
+        }
+        let exposed: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            exposed.len(),
+            NAMES.len(),
+            "NAMES lists exactly the registered metrics: {exposed:?}"
+        );
+        m.forget_object("ns", "g", "Secret", "db");
+        assert!(
+            !m.encode().contains("name=\"db\""),
+            "per-object series are removed"
+        );
+    }
+}
