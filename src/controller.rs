@@ -335,6 +335,8 @@ impl Controller {
         );
 
         let start = Instant::now();
+        // Leader election comes with the chart (HA); until then this process always leads.
+        ctx.metrics.leader.set(1);
         let workers = async {
             wait_synced(&ctx.stores).await;
             audit(&ctx);

@@ -7,6 +7,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::v1alpha1::RestoreMode;
 
+/// How often a missing object that is not being restored (Off, paused, nothing saved) is
+/// looked at again: re-created by someone else without our label, no watch event tells us.
+pub const MISSING_RECHECK: Duration = Duration::from_secs(10);
+
 /// The guard's settings that decisions depend on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -332,6 +336,7 @@ fn decide_missing_token(policy: &Policy, obs: &TokenObservation, can_revive: boo
             let restore_of = Some(rp.origin_uid.clone());
             let mut d = Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
             if !policy.restores() {
+                d.requeue_after = Some(MISSING_RECHECK);
                 return d;
             }
             if can_revive && policy.restore == RestoreMode::Identical {
@@ -371,6 +376,8 @@ pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
         let mut d = Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
         if obs.restore_point.is_some() && policy.restores() {
             d = d.act(Action::RestoreIdentical);
+        } else {
+            d.requeue_after = Some(MISSING_RECHECK);
         }
         return d;
     };

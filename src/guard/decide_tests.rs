@@ -507,3 +507,23 @@ fn a_service_account_to_recreate_is_snapshotted_when_its_snapshot_is_stale() {
     o.sa_snapshot_current = true;
     assert!(decide_token(&p, &o).actions.is_empty());
 }
+
+#[test]
+fn a_missing_object_that_is_not_restored_is_looked_at_again() {
+    let d = decide_token(&policy(Off), &obs(sa("sa-1"), None, rp("h1", "sa-1")));
+    assert_eq!(d.requeue_after, Some(MISSING_RECHECK));
+    let d = decide_token(&policy(Identical), &obs(sa("sa-1"), None, rp("h1", "sa-1")));
+    assert_eq!(
+        d.requeue_after, None,
+        "a restore is under way: its own events follow"
+    );
+    let missing = SecretObservation {
+        namespace_terminating: false,
+        secret: None,
+        restore_point: None,
+    };
+    assert_eq!(
+        decide_secret(&policy(Identical), &missing).requeue_after,
+        Some(MISSING_RECHECK)
+    );
+}

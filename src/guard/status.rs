@@ -177,15 +177,34 @@ pub fn build(
     }
 }
 
-/// Guarded and missing objects of one kind for a guard, from the operator's memory.
-fn status_counts(ctx: &Context, guard: &ObjectKey, kind: &str) -> (i64, i64) {
-    let m = ctx.memory();
-    m.targets
-        .values()
-        .filter(|r| r.guard == *guard && r.kind == kind)
-        .fold((0, 0), |(g, miss), r| {
-            (g + 1, miss + i64::from(r.state.is_missing()))
-        })
+/// Set the guarded and missing gauges of a guard, per kind, from the targets its status
+/// counts.
+fn export_counts(
+    ctx: &Context,
+    guard: &ObjectKey,
+    targets: &[(ObjectKey, TargetSpec)],
+    records: &HashMap<ObjectKey, TargetRecord>,
+) {
+    for kind in ["ServiceAccountToken", "Secret"] {
+        let (mut guarded, mut missing) = (0, 0);
+        for (k, _) in targets.iter().filter(|(_, s)| s.kind() == kind) {
+            guarded += 1;
+            missing += i64::from(records.get(k).is_some_and(|r| r.state.is_missing()));
+        }
+        let labels = crate::metrics::GuardKind {
+            namespace: guard.namespace.clone(),
+            guard: guard.name.clone(),
+            kind: kind.into(),
+        };
+        ctx.metrics
+            .guarded_objects
+            .get_or_create(&labels)
+            .set(guarded);
+        ctx.metrics
+            .missing_objects
+            .get_or_create(&labels)
+            .set(missing);
+    }
 }
 
 /// Write a guard's status if it changed.
@@ -238,6 +257,7 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             .map(|rp| restore_point::restores(&rp))
             .sum();
         let m = ctx.memory();
+        export_counts(ctx, key, &targets, &m.targets);
         let record = m.guards.get(key).cloned().unwrap_or_default();
         build(
             &guard,
@@ -248,22 +268,6 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             &Time(k8s_openapi::jiff::Timestamp::now()),
         )
     };
-    for kind in ["ServiceAccountToken", "Secret"] {
-        let labels = crate::metrics::GuardKind {
-            namespace: key.namespace.clone(),
-            guard: key.name.clone(),
-            kind: kind.into(),
-        };
-        let of_kind = status_counts(ctx, key, kind);
-        ctx.metrics
-            .guarded_objects
-            .get_or_create(&labels)
-            .set(of_kind.0);
-        ctx.metrics
-            .missing_objects
-            .get_or_create(&labels)
-            .set(of_kind.1);
-    }
     if guard.status.as_ref() == Some(&status) {
         return Ok(());
     }

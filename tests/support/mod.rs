@@ -429,3 +429,38 @@ impl Drop for KcmDefaults {
         ]);
     }
 }
+
+/// Start a process that lives as long as this test process: it is spawned from a thread
+/// that never ends, with PR_SET_PDEATHSIG, so the kernel kills it when we exit (shared
+/// statics are never dropped). Returns its pid.
+pub fn spawn_for_life(mut cmd: Command) -> u32 {
+    use std::os::unix::process::CommandExt;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn process");
+        tx.send(child.id()).expect("send pid");
+        let _ = child.wait();
+        // Keep this thread (the child's parent) alive until the process exits.
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("pid")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

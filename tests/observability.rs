@@ -1,0 +1,586 @@
+//! Observability, checked with real parts: the operator binary serving /metrics,
+//! /healthz and /readyz; a real Alertmanager receiving its pushes; promtool on the alert
+//! rules; helm rendering the chart's PrometheusRule and dashboard; and no token bytes in
+//! any log line, Event, status field or metric.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use secretguard::labels;
+use serde_json::json;
+use support::*;
+
+struct Shared {
+    metrics: String,
+    health: String,
+    alertmanager: String,
+    log: std::path::PathBuf,
+}
+
+/// One Alertmanager and one operator (pushing to it) for this test binary.
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        install_crds();
+        let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+        let dir = repo_root().join("target/test-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+
+        let am_port = free_port();
+        let am_dir = std::env::temp_dir().join(format!("sg-alertmanager-{}", std::process::id()));
+        std::fs::create_dir_all(&am_dir).expect("alertmanager dir");
+        let config = am_dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        )
+        .expect("config");
+        let mut am = Command::new(tools_bin().join("alertmanager"));
+        am.arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", am_dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("observability-alertmanager.log")).expect("log"),
+            );
+        spawn_for_life(am);
+        let alertmanager = format!("http://127.0.0.1:{am_port}");
+        wait_http_ok(&format!("{alertmanager}/-/ready"));
+
+        let (mport, hport) = (free_port(), free_port());
+        let log = dir.join("observability-operator.log");
+        let mut op = Command::new(env!("CARGO_BIN_EXE_secretguard"));
+        op.args([
+            "run",
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--log-format",
+            "json",
+        ])
+        .arg(format!("--metrics-bind-address=127.0.0.1:{mport}"))
+        .arg(format!("--health-bind-address=127.0.0.1:{hport}"))
+        .arg(format!("--alertmanager-url={alertmanager}"))
+        .env("KUBECONFIG", kubeconfig_path())
+        .env(
+            "RUST_LOG",
+            "debug,hyper=info,tower=info,rustls=info,kube_client=info",
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+        spawn_for_life(op);
+        let health = format!("http://127.0.0.1:{hport}");
+        wait_http_ok(&format!("{health}/readyz"));
+        Shared {
+            metrics: format!("http://127.0.0.1:{mport}/metrics"),
+            health,
+            alertmanager,
+            log,
+        }
+    })
+}
+
+/// Wait (blocking, no runtime needed) until `url` answers 200.
+fn wait_http_ok(url: &str) {
+    let start = std::time::Instant::now();
+    while !http_ok(url) {
+        assert!(start.elapsed() < DEADLINE, "{url} never answered 200");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn http_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    if write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+async fn get_text(url: &str) -> String {
+    ::reqwest::get(url)
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// The value of one sample in an exposition, by metric name and label fragments.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|f| l.contains(f)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn guarded_token(
+    client: &Client,
+    prefix: &str,
+    spec: serde_json::Value,
+) -> (TestNamespace, String) {
+    shared();
+    let ns = TestNamespace::new(client, prefix).await;
+    create_service_account(client, &ns.name, "writer").await;
+    create_guard(client, &ns.name, "g", spec).await;
+    let token = wait_for_token(client, &ns.name, "writer-token").await;
+    wait_guard_status(client, &ns.name, "g", "healthy", |s| {
+        condition(s, "Degraded") == Some(("False", "AllHealthy"))
+    })
+    .await;
+    (ns, token)
+}
+
+#[tokio::test]
+async fn metrics_show_what_a_real_delete_and_restore_moved() {
+    let client = admin_client().await;
+    let s = shared();
+    assert_eq!(get_text(&format!("{}/healthz", s.health)).await, "ok");
+    assert_eq!(get_text(&format!("{}/readyz", s.health)).await, "ready");
+    let (ns, _) = guarded_token(
+        &client,
+        "metrics",
+        json!({"serviceAccounts": [{"name": "writer"}]}),
+    )
+    .await;
+    let nsl = format!("namespace=\"{}\"", ns.name);
+    let before = get_text(&s.metrics).await;
+    assert_eq!(
+        sample(
+            &before,
+            "secretguard_guarded_objects",
+            &[&nsl, "kind=\"ServiceAccountToken\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&before, "secretguard_restores_total", &[&nsl]), None);
+
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .delete("writer-token", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_guard_status(&client, &ns.name, "g", "restored", |st| st.restores == 1).await;
+    let after = wait_for("the restore in /metrics", || async {
+        let t = get_text(&s.metrics).await;
+        sample(
+            &t,
+            "secretguard_restores_total",
+            &[&nsl, "outcome=\"identical\""],
+        )
+        .is_some()
+        .then_some(t)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &after,
+            "secretguard_restores_total",
+            &[&nsl, "outcome=\"identical\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "secretguard_incidents_total",
+            &[&nsl, "reason=\"TokenDeleted\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "secretguard_missing_objects",
+            &[&nsl, "kind=\"ServiceAccountToken\""]
+        ),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &after,
+            "secretguard_restore_duration_seconds_count",
+            &["kind=\"ServiceAccountToken\""]
+        )
+        .is_some_and(|c| c >= 1.0),
+        "the restore duration was observed"
+    );
+    assert!(
+        !after.contains(&format!("secretguard_object_missing{{{nsl}")),
+        "no per-object series once healthy"
+    );
+    assert_eq!(sample(&after, "secretguard_leader", &[]), Some(1.0));
+    assert!(
+        after.contains("secretguard_build_info{version="),
+        "build info"
+    );
+    assert!(after.ends_with("# EOF\n"), "OpenMetrics exposition");
+}
+
+/// Alertmanager's view of the alerts for one namespace: (alertname, endsAt).
+async fn alerts_in(am: &str, ns: &str) -> Vec<(String, String)> {
+    let url = format!("{am}/api/v2/alerts?filter=namespace%3D%22{ns}%22");
+    let v: serde_json::Value = ::reqwest::get(&url)
+        .await
+        .expect("GET alerts")
+        .json()
+        .await
+        .expect("JSON");
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    (
+                        x["labels"]["alertname"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        x["endsAt"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn incidents_reach_a_real_alertmanager_and_are_resolved_when_fixed() {
+    let client = admin_client().await;
+    let am = shared().alertmanager.clone();
+
+    // A token deleted and restored in milliseconds is still alerted (for a window).
+    let (ns, _) = guarded_token(
+        &client,
+        "amtoken",
+        json!({"serviceAccounts": [{"name": "writer"}]}),
+    )
+    .await;
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .delete("writer-token", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("SecretGuardTokenDeleted in Alertmanager", || async {
+        alerts_in(&am, &ns.name)
+            .await
+            .into_iter()
+            .find(|(n, _)| n == "SecretGuardTokenDeleted")
+    })
+    .await;
+
+    // A Secret missing with restore Off fires until it is back, then resolves.
+    let ns2 = TestNamespace::new(&client, "amstate").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns2.name);
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"k": "v"}}))
+            .expect("secret");
+    secrets
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create");
+    create_guard(
+        &client,
+        &ns2.name,
+        "g",
+        json!({"secrets": [{"name": "db"}], "restore": "Off"}),
+    )
+    .await;
+    wait_guard_status(&client, &ns2.name, "g", "healthy", |st| {
+        st.guarded == 1 && st.missing == 0
+    })
+    .await;
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let rp = secretguard::restore_point::name_for(&ns2.name, "db");
+    wait_for("the restore point", || async {
+        rps.get_opt(&rp).await.ok()?.map(|_| ())
+    })
+    .await;
+    secrets
+        .delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(
+        "SecretGuardObjectMissing firing in Alertmanager",
+        || async {
+            alerts_in(&am, &ns2.name)
+                .await
+                .into_iter()
+                .find(|(n, _)| n == "SecretGuardObjectMissing")
+        },
+    )
+    .await;
+    secrets
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("re-create by hand");
+    wait_for("SecretGuardObjectMissing resolved", || async {
+        (!alerts_in(&am, &ns2.name)
+            .await
+            .iter()
+            .any(|(n, _)| n == "SecretGuardObjectMissing"))
+        .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_token_or_secret_bytes_reach_logs_events_status_or_metrics() {
+    let client = admin_client().await;
+    let s = shared();
+    let ns = TestNamespace::new(&client, "noleak").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let value = "a-distinctive-secret-value-0123456789";
+    let db: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "db"}, "stringData": {"password": value}}),
+    )
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &db)
+        .await
+        .expect("create");
+    create_service_account(&client, &ns.name, "writer").await;
+    create_guard(
+        &client,
+        &ns.name,
+        "g",
+        json!({"serviceAccounts": [{"name": "writer"}], "secrets": [{"name": "db"}]}),
+    )
+    .await;
+    let token = wait_for_token(&client, &ns.name, "writer-token").await;
+    wait_guard_status(&client, &ns.name, "g", "both guarded", |st| {
+        st.guarded == 2 && condition(st, "Degraded") == Some(("False", "AllHealthy"))
+    })
+    .await;
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    for name in ["db", "writer-token"] {
+        let rp = secretguard::restore_point::name_for(&ns.name, name);
+        wait_for("a restore point", || async {
+            rps.get_opt(&rp).await.ok()?.map(|_| ())
+        })
+        .await;
+    }
+
+    // Delete and restore both, then rotate the token: every path that reports.
+    secrets
+        .delete("writer-token", &DeleteParams::default())
+        .await
+        .expect("delete");
+    secrets
+        .delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_guard_status(&client, &ns.name, "g", "two restores", |st| {
+        st.restores == 2
+    })
+    .await;
+    secrets
+        .patch(
+            "writer-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {labels::ROTATE: "true"}}})),
+        )
+        .await
+        .expect("rotate");
+    let new = wait_for_new_token(&client, &ns.name, "writer-token", &token).await;
+    wait_event(&client, &ns.name, "TokenRotated", "SecretGuard").await;
+
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let needles = [
+        token.clone(),
+        new.clone(),
+        b64.encode(&token),
+        b64.encode(&new),
+        value.to_owned(),
+        b64.encode(value),
+        // A JWT's signature alone is distinctive too.
+        token.rsplit('.').next().unwrap_or_default().to_owned(),
+    ];
+    let log = std::fs::read_to_string(&s.log).expect("operator log");
+    let events = kubectl(&["-n", &ns.name, "get", "events", "-o", "json"]);
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    let status = kubectl(&["-n", &ns.name, "get", "sguard", "g", "-o", "json"]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let metrics = get_text(&s.metrics).await;
+    assert!(
+        events.contains("TokenRestored") && status.contains("restores") && log.contains(&ns.name)
+    );
+    for (what, text) in [
+        ("log", &log),
+        ("events", &events),
+        ("status", &status),
+        ("metrics", &metrics),
+    ] {
+        for (i, needle) in needles.iter().enumerate() {
+            assert!(!needle.is_empty());
+            assert!(
+                !text.contains(needle.as_str()),
+                "secret bytes (needle #{i}) found in the {what}"
+            );
+        }
+    }
+    let lines: BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"span\"") && l.contains("reconcile"))
+        .collect();
+    assert!(!lines.is_empty(), "JSON log lines carry the reconcile span");
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let dir = repo_root().join("deploy/prometheus");
+    for args in [
+        vec!["check", "rules", "secretguard-rules.yaml"],
+        vec!["test", "rules", "secretguard-rules.test.yaml"],
+    ] {
+        let out = Command::new(tools_bin().join("promtool"))
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("SUCCESS"),
+            "promtool {args:?}:\n{text}"
+        );
+    }
+    // Every alert has a test case and a runbook.
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(dir.join("secretguard-rules.yaml")).expect("rules"),
+    )
+    .expect("YAML");
+    let tests = std::fs::read_to_string(dir.join("secretguard-rules.test.yaml")).expect("tests");
+    let alerts: Vec<String> = rules["groups"][0]["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(alerts.len(), 9);
+    for a in &alerts {
+        assert!(
+            tests.contains(&format!("alertname: {a}")),
+            "{a} has no promtool test"
+        );
+        assert!(
+            repo_root().join(format!("docs/runbooks/{a}.md")).exists(),
+            "{a} has no runbook"
+        );
+    }
+}
+
+fn helm_template(values: &[&str]) -> Vec<serde_yaml::Value> {
+    let mut args = vec!["template", "t", "charts/secretguard"];
+    for v in values {
+        args.extend(["--set", v]);
+    }
+    let out = Command::new(tools_bin().join("helm"))
+        .args(&args)
+        .current_dir(repo_root())
+        .output()
+        .expect("helm");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .filter(|v: &serde_yaml::Value| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn the_chart_prometheus_rule_is_the_plain_rules_file() {
+    let plain =
+        std::fs::read_to_string(repo_root().join("deploy/prometheus/secretguard-rules.yaml"))
+            .expect("plain");
+    let chart = std::fs::read_to_string(
+        repo_root().join("charts/secretguard/files/secretguard-rules.yaml"),
+    )
+    .expect("chart copy");
+    assert!(
+        plain == chart,
+        "charts/secretguard/files/secretguard-rules.yaml differs from deploy/prometheus/secretguard-rules.yaml: copy it"
+    );
+    let docs = helm_template(&["prometheusRule.enabled=true"]);
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let want: serde_yaml::Value = serde_yaml::from_str(&plain).expect("YAML");
+    assert_eq!(
+        rule["spec"], want,
+        "rendered PrometheusRule spec equals the plain rules"
+    );
+    assert!(
+        helm_template(&[])
+            .iter()
+            .all(|d| d["kind"] != "PrometheusRule"),
+        "opt-in"
+    );
+}
+
+#[test]
+fn the_dashboard_parses_and_every_query_names_an_existing_metric() {
+    let docs = helm_template(&["grafanaDashboard.enabled=true"]);
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("dashboard ConfigMap");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = cm["data"]["secretguard.json"]
+        .as_str()
+        .expect("dashboard JSON");
+    let dash: serde_json::Value = serde_json::from_str(json).expect("the dashboard is valid JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6);
+    let mut used = BTreeSet::new();
+    for p in panels {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has a query", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("secretguard_") {
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        secretguard::metrics::NAMES.contains(&base),
+                        "{word} in {expr:?} is no metric"
+                    );
+                    used.insert(base.to_owned());
+                }
+            }
+        }
+    }
+    for must in [
+        "secretguard_guarded_objects",
+        "secretguard_missing_objects",
+        "secretguard_incidents_total",
+        "secretguard_restores_total",
+        "secretguard_restore_duration_seconds",
+    ] {
+        assert!(used.contains(must), "the dashboard shows {must}");
+    }
+}
