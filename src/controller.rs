@@ -48,6 +48,8 @@ pub struct Config {
     pub alertmanager_urls: Vec<String>,
     /// Prefix of runbook_url annotations: <base><AlertName>.md.
     pub runbook_base_url: String,
+    /// Leader election; None: this process always leads (one replica, tests).
+    pub leader: Option<crate::leader::Config>,
 }
 
 /// A unit of work.
@@ -143,8 +145,10 @@ pub struct Context {
     pub processed: AtomicU64,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub alerter: Option<crate::alerts::Alerter>,
-    /// Stores synced and the first audit queued.
+    /// Stores synced (ready: leader or warm standby).
     pub synced: tokio::sync::watch::Sender<bool>,
+    /// This process holds the leader Lease (always true without leader election).
+    pub leading: tokio::sync::watch::Sender<bool>,
     /// One watch per guard with a secretSelector: (selector, task).
     selector_watches: Mutex<HashMap<ObjectKey, (String, tokio::task::AbortHandle)>>,
 }
@@ -236,6 +240,7 @@ impl Controller {
             ),
             metrics,
             synced: tokio::sync::watch::Sender::new(false),
+            leading: tokio::sync::watch::Sender::new(config.leader.is_none()),
             selector_watches: Mutex::new(HashMap::new()),
             config,
         });
@@ -335,18 +340,20 @@ impl Controller {
         );
 
         let start = Instant::now();
-        // Leader election comes with the chart (HA); until then this process always leads.
-        ctx.metrics.leader.set(1);
         let workers = async {
             wait_synced(&ctx.stores).await;
-            audit(&ctx);
             ctx.synced.send_replace(true);
+            // A standby keeps its caches warm and writes nothing until it leads.
+            let mut leading = ctx.leading.subscribe();
+            let _ = leading.wait_for(|l| *l).await;
+            ctx.metrics.leader.set(1);
+            audit(&ctx);
             tracing::info!(
                 elapsed_ms = start.elapsed().as_millis() as u64,
                 guards = ctx.stores.guards.state().len(),
                 guarded_secrets = ctx.stores.secrets.state().len(),
                 restore_points = ctx.stores.restore_points.state().len(),
-                "caches synced; reconciling"
+                "caches synced and leading; reconciling"
             );
             let workers = (0..config.workers.max(1)).map(|_| worker(&ctx));
             let audits = async {
@@ -359,9 +366,19 @@ impl Controller {
             };
             futures::future::join(futures::future::join_all(workers), audits).await;
         };
+        let election = async {
+            match config.leader.clone() {
+                Some(cfg) => crate::leader::run(client.clone(), cfg, ctx.leading.clone()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = streams => {},
             _ = workers => {},
+            lost = election => {
+                ctx.metrics.leader.set(0);
+                return lost;
+            }
             _ = shutdown => tracing::info!("shutting down"),
         }
         Ok(())

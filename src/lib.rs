@@ -10,6 +10,7 @@ pub mod fault;
 pub mod guard;
 pub mod http;
 pub mod labels;
+pub mod leader;
 pub mod metrics;
 pub mod queue;
 pub mod restore_point;

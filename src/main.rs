@@ -78,6 +78,30 @@ struct RunArgs {
     #[arg(long, env = "SECRETGUARD_RUNBOOK_BASE_URL", default_value = secretguard::alerts::DEFAULT_RUNBOOK_BASE)]
     runbook_base_url: String,
 
+    /// Elect a leader among replicas on a Lease in --namespace; only the leader writes.
+    #[arg(long, env = "SECRETGUARD_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "SECRETGUARD_LEADER_ELECTION_ID",
+        default_value = "secretguard-leader"
+    )]
+    leader_election_id: String,
+
+    /// How long the Lease is valid after a renewal: the longest a failover can take.
+    #[arg(long, env = "SECRETGUARD_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    leader_election_lease_duration: Duration,
+
+    /// A leader that cannot renew for this long steps down (exits).
+    #[arg(long, env = "SECRETGUARD_LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    leader_election_renew_deadline: Duration,
+
+    /// How often candidates try to acquire, and the leader renews.
+    #[arg(long, env = "SECRETGUARD_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    leader_election_retry_period: Duration,
+
     /// Guarded objects reconciled concurrently.
     #[arg(long, env = "SECRETGUARD_WORKERS", default_value_t = 8)]
     workers: usize,
@@ -112,7 +136,20 @@ async fn run(args: RunArgs) -> Result<()> {
     })?;
     let version = client.apiserver_version().await?;
     tracing::info!(apiserver = %version.git_version, namespace = %args.namespace, "connected");
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "secretguard".into());
+    let leader = args.leader_elect.then(|| secretguard::leader::Config {
+        namespace: args.namespace.clone(),
+        lease_name: args.leader_election_id.clone(),
+        // Unique even for two processes on one host.
+        identity: format!("{instance}-{}", std::process::id()),
+        lease_duration: args.leader_election_lease_duration,
+        renew_deadline: args.leader_election_renew_deadline,
+        retry_period: args.leader_election_retry_period,
+    });
     let config = controller::Config {
+        leader,
         operator_namespace: args.namespace,
         audit_interval: args.audit_interval,
         populate_deadline: args.token_populate_timeout,
@@ -120,9 +157,7 @@ async fn run(args: RunArgs) -> Result<()> {
         restore_point_retention: args.restore_point_retention,
         alertmanager_urls: args.alertmanager_urls,
         runbook_base_url: args.runbook_base_url,
-        instance: std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "secretguard".into()),
+        instance,
     };
     let controller = controller::Controller::new(client, config);
     let ctx = controller.context();

@@ -61,6 +61,7 @@ fn shared() -> &'static Shared {
             "run",
             "--namespace",
             OPERATOR_NAMESPACE,
+            "--leader-elect=false",
             "--log-format",
             "json",
         ])

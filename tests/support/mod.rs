@@ -259,6 +259,7 @@ pub fn operator_config() -> secretguard::controller::Config {
         instance: "test".into(),
         restore_point_retention: Duration::from_secs(24 * 3600),
         alertmanager_urls: Vec::new(),
+        leader: None,
         runbook_base_url: secretguard::alerts::DEFAULT_RUNBOOK_BASE.into(),
     }
 }
