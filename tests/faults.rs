@@ -32,14 +32,21 @@ impl Operator {
         std::fs::create_dir_all(&dir).expect("log dir");
         let file = std::fs::File::create(dir.join(format!("faults-{log}.log"))).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretguard"));
-        cmd.args(["run", "--namespace", OPERATOR_NAMESPACE, "--workers", "2", "--leader-elect=false"])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig_path())
-            .env("RUST_LOG", "info,secretguard=debug")
-            .env_remove("SECRETGUARD_FAULT")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file);
+        cmd.args([
+            "run",
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--workers",
+            "2",
+            "--leader-elect=false",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig_path())
+        .env("RUST_LOG", "info,secretguard=debug")
+        .env_remove("SECRETGUARD_FAULT")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file);
         if let Some(f) = fault {
             cmd.env("SECRETGUARD_FAULT", f);
         }

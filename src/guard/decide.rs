@@ -135,9 +135,6 @@ pub enum Action {
     CreateTokenSecret { restore_of: Option<String> },
     /// Re-create the Secret from its restore point, same bytes; verify the token after.
     RestoreIdentical,
-    /// Delete a token Secret issued for a previous ServiceAccount (UID precondition), so an
-    /// empty one can be created for the new ServiceAccount at once.
-    DeleteStaleToken { uid: String },
     /// Add secretguard.dev/guarded=true (server-side apply).
     Label,
     /// Save the live content as the restore point.
@@ -260,19 +257,10 @@ fn decide_present_token(
         return Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
     }
     if secret.sa_uid.as_deref().is_some_and(|uid| uid != sa.uid) {
-        // The ServiceAccount was re-created: this token can never work again, and the
-        // tokens controller would delete it. Replace it with a fresh one at once.
-        let mut d = Decision::new(TargetState::Pending).incident(Reason::ServiceAccountRecreated);
-        if policy.restores() {
-            // The restore point is kept (it carries the restore count); its token is never
-            // restored, being for the old UID, and it is overwritten once the new one is in.
-            d = d
-                .act(Action::DeleteStaleToken {
-                    uid: secret.uid.clone(),
-                })
-                .act(Action::CreateTokenSecret { restore_of: None });
-        }
-        return d;
+        // The ServiceAccount was re-created: this token can never work again. The tokens
+        // controller deletes it (UID mismatch); that deletion brings a fresh token at once.
+        // (The operator never deletes Secrets outside its own namespace.)
+        return Decision::new(TargetState::Pending).incident(Reason::ServiceAccountRecreated);
     }
 
     let mut d = Decision::new(TargetState::Healthy);

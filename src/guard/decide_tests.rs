@@ -152,16 +152,11 @@ fn token_decisions_follow_the_behaviour_table() {
             ],
         },
         Row {
-            name: "SA re-created, stale token still there: replace it at once",
+            name: "SA re-created, stale token still there: the tokens controller deletes it",
             policy: policy(Identical),
             obs: obs(sa("sa-2"), Some(token("h1")), rp("h1", "sa-1")),
             state: TargetState::Pending,
-            actions: vec![
-                DeleteStaleToken {
-                    uid: "secret-uid".into(),
-                },
-                CreateTokenSecret { restore_of: None },
-            ],
+            actions: vec![],
             incidents: vec![Reason::ServiceAccountRecreated],
         },
         Row {

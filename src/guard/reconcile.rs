@@ -336,16 +336,6 @@ async fn execute_one(ctx: &Context, t: &Target, action: &Action) -> Result<Optio
                 ));
             }
         }
-        Action::DeleteStaleToken { uid } => {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            tolerate(secrets.delete(name, &dp).await, &[404, 409])?;
-        }
         Action::Label => {
             let patch = json!({
                 "apiVersion": "v1", "kind": "Secret",
