@@ -347,7 +347,7 @@ impl Controller {
             let mut leading = ctx.leading.subscribe();
             let _ = leading.wait_for(|l| *l).await;
             ctx.metrics.leader.set(1);
-            audit(&ctx);
+            startup_pass(&ctx);
             tracing::info!(
                 elapsed_ms = start.elapsed().as_millis() as u64,
                 guards = ctx.stores.guards.state().len(),
@@ -551,6 +551,16 @@ fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, deleted: 
 /// Queue every guarded Secret, every restore point's origin and every labelled Secret, so
 /// whatever the watches missed (or happened while the operator was down) is found.
 pub fn audit(ctx: &Context) {
+    queue_all(ctx, true);
+}
+
+/// The first pass after start: the same work, but nothing it finds is drift (there were
+/// no watches yet to miss anything).
+fn startup_pass(ctx: &Context) {
+    queue_all(ctx, false);
+}
+
+fn queue_all(ctx: &Context, count_drift: bool) {
     let mut keys: BTreeSet<ObjectKey> = ctx.index().all_targets().into_iter().collect();
     for rp in ctx.stores.restore_points.state() {
         if let Some((ns, name, _)) = restore_point::origin(&rp) {
@@ -561,7 +571,7 @@ pub fn audit(ctx: &Context) {
         keys.insert(key_of(s.as_ref()));
     }
     let guards: Vec<ObjectKey> = ctx.index().guards().map(|g| g.key.clone()).collect();
-    {
+    if count_drift {
         let mut m = ctx.memory();
         m.audit_pending.extend(keys.iter().cloned());
     }
