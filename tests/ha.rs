@@ -1,0 +1,194 @@
+//! High availability: two operator processes, one Lease. Only the leader writes; killing it
+//! hands over to the warm standby, and a deletion made during the handover is still
+//! restored. The failover time is measured and written to target/test-logs/failover.txt.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use support::*;
+
+const LEASE: Duration = Duration::from_secs(4);
+
+struct Replica {
+    name: String,
+    metrics: String,
+    health: String,
+    child: Child,
+}
+
+impl Replica {
+    fn start(name: &str, lease_name: &str) -> Replica {
+        let (m, h) = (free_port(), free_port());
+        let log =
+            std::fs::File::create(repo_root().join(format!("target/test-logs/ha-{name}.log")))
+                .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_secretguard"))
+            .args([
+                "run",
+                "--namespace",
+                OPERATOR_NAMESPACE,
+                "--leader-elect=true",
+            ])
+            .arg(format!("--leader-election-id={lease_name}"))
+            .arg(format!(
+                "--leader-election-lease-duration={}s",
+                LEASE.as_secs()
+            ))
+            .args([
+                "--leader-election-renew-deadline=3s",
+                "--leader-election-retry-period=500ms",
+            ])
+            .arg(format!("--metrics-bind-address=127.0.0.1:{m}"))
+            .arg(format!("--health-bind-address=127.0.0.1:{h}"))
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("POD_NAME", name)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("operator");
+        Replica {
+            name: name.into(),
+            metrics: format!("http://127.0.0.1:{m}/metrics"),
+            health: format!("http://127.0.0.1:{h}/readyz"),
+            child,
+        }
+    }
+
+    /// 1 if leading, 0 if standing by, None if not answering.
+    async fn leader(&self) -> Option<i64> {
+        let text = reqwest::get(&self.metrics).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("secretguard_leader "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    async fn ready(&self) -> bool {
+        reqwest::get(&self.health)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_killed_leader_is_replaced_in_time_to_restore() {
+    let client = admin_client().await;
+    install_crds();
+    let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+    let ns = TestNamespace::new(&client, "ha").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let db: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"k": "v"}}))
+            .expect("secret");
+    secrets
+        .create(&PostParams::default(), &db)
+        .await
+        .expect("create");
+    create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
+
+    let lease = format!("ha-{}", std::process::id());
+    let mut replicas = vec![
+        Replica::start("replica-a", &lease),
+        Replica::start("replica-b", &lease),
+    ];
+    let leader_idx = wait_for("exactly one leader and one warm standby", || async {
+        let (a, b) = (replicas[0].leader().await?, replicas[1].leader().await?);
+        let ready = replicas[0].ready().await && replicas[1].ready().await;
+        match (a, b, ready) {
+            (1, 0, true) => Some(0),
+            (0, 1, true) => Some(1),
+            _ => None,
+        }
+    })
+    .await;
+    let leader_name = replicas[leader_idx].name.clone();
+    let standby_name = replicas[1 - leader_idx].name.clone();
+    wait_guard_status(&client, &ns.name, "g", "guarded", |s| {
+        s.guarded == 1 && s.missing == 0
+    })
+    .await;
+    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let rp = secretguard::restore_point::name_for(&ns.name, "db");
+    wait_for("the restore point", || async {
+        rps.get_opt(&rp).await.ok()?.map(|_| ())
+    })
+    .await;
+
+    let restored = |uid: Option<String>| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .get_opt("db")
+                .await
+                .ok()?
+                .filter(|s| s.metadata.uid != uid)
+                .map(|_| ())
+        }
+    };
+    let before = secrets.get("db").await.expect("get").metadata.uid;
+    secrets
+        .delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("the leader to restore", || restored(before.clone())).await;
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    let writers: std::collections::BTreeSet<String> = events
+        .items
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("secretguard"))
+        .filter_map(|e| e.reporting_instance.clone())
+        .collect();
+    assert_eq!(
+        writers,
+        [leader_name.clone()].into(),
+        "only the leader ({leader_name}) reports, not the standby ({standby_name})"
+    );
+
+    // Kill the leader and delete during the handover.
+    let killed = Instant::now();
+    replicas.remove(leader_idx); // SIGKILL
+    let standby = &replicas[0];
+    let before = secrets.get("db").await.expect("get").metadata.uid;
+    secrets
+        .delete("db", &DeleteParams::default())
+        .await
+        .expect("delete during handover");
+    wait_for("the standby to take over", || async {
+        (standby.leader().await? == 1).then_some(())
+    })
+    .await;
+    let failover = killed.elapsed();
+    wait_for(
+        "the new leader to restore the deletion made during the handover",
+        || restored(before.clone()),
+    )
+    .await;
+    let restore_done = killed.elapsed();
+    wait_guard_status(&client, &ns.name, "g", "two restores", |s| {
+        s.restores == 2 && s.missing == 0
+    })
+    .await;
+    let report = format!(
+        "lease duration {:?}, retry period 500ms: standby leading {:.2} s after SIGKILL of the leader; deletion made during the handover restored {:.2} s after the kill\n",
+        LEASE,
+        failover.as_secs_f64(),
+        restore_done.as_secs_f64()
+    );
+    std::fs::write(repo_root().join("target/test-logs/failover.txt"), &report).expect("report");
+    eprintln!("{report}");
+}
