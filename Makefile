@@ -70,7 +70,8 @@ test: ## everything CI runs: lint, unit tests, tools, cluster, integration tests
 	echo "make test: passed in $$(( $$(date +%s) - start ))s"
 
 .PHONY: demo
-demo: cluster build ## replay a token deletion on the local control plane with a timeline
+demo: tools ## replay the outage of DESIGN.md §1 with the operator and Alertmanager, with a timeline
+	$(CARGO) build --quiet
 	@e2e/demo.sh
 
 .PHONY: manifests
