@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
 }
@@ -112,7 +112,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => print_crds(),
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
