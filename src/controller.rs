@@ -149,6 +149,8 @@ pub struct Context {
     pub synced: tokio::sync::watch::Sender<bool>,
     /// This process holds the leader Lease (always true without leader election).
     pub leading: tokio::sync::watch::Sender<bool>,
+    /// The leader's first pass over everything is done (the queue drained once).
+    pub startup_done: tokio::sync::watch::Sender<bool>,
     /// One watch per guard with a secretSelector: (selector, task).
     selector_watches: Mutex<HashMap<ObjectKey, (String, tokio::task::AbortHandle)>>,
 }
@@ -169,6 +171,11 @@ impl Context {
     /// Work items failing right now (retrying with backoff).
     pub fn failing(&self) -> usize {
         self.memory().failures.len()
+    }
+
+    /// Ready to serve: caches synced, and, when leading, the first audit done.
+    pub fn ready(&self) -> bool {
+        *self.synced.borrow() && (!*self.leading.borrow() || *self.startup_done.borrow())
     }
 
     /// Nothing queued, nothing being processed.
@@ -241,6 +248,7 @@ impl Controller {
             metrics,
             synced: tokio::sync::watch::Sender::new(false),
             leading: tokio::sync::watch::Sender::new(config.leader.is_none()),
+            startup_done: tokio::sync::watch::Sender::new(false),
             selector_watches: Mutex::new(HashMap::new()),
             config,
         });
@@ -348,6 +356,16 @@ impl Controller {
             let _ = leading.wait_for(|l| *l).await;
             ctx.metrics.leader.set(1);
             startup_pass(&ctx);
+            let first_pass = async {
+                while !ctx.idle() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                ctx.startup_done.send_replace(true);
+                tracing::info!(
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    "first audit done; ready"
+                );
+            };
             tracing::info!(
                 elapsed_ms = start.elapsed().as_millis() as u64,
                 guards = ctx.stores.guards.state().len(),
@@ -364,7 +382,7 @@ impl Controller {
                     audit(&ctx);
                 }
             };
-            futures::future::join(futures::future::join_all(workers), audits).await;
+            futures::future::join3(futures::future::join_all(workers), audits, first_pass).await;
         };
         let election = async {
             match config.leader.clone() {

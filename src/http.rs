@@ -23,12 +23,16 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Caches synced and the first audit queued: this process can act (or take over) at once.
+/// Caches synced (a warm standby can take over at once) and, on the leader, the first
+/// audit done.
 async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
-    if *ctx.synced.borrow() {
+    if ctx.ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced or first audit not done",
+        )
     }
 }
 

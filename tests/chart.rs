@@ -349,8 +349,7 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     });
     std::fs::write(&kubeconfig, serde_json::to_vec(&config).expect("json"))
         .expect("write kubeconfig");
-    let log = std::fs::File::create(repo_root().join("target/test-logs/chart-operator.log"))
-        .expect("log");
+    let log = test_log("chart-operator.log");
     let mut op = Command::new(env!("CARGO_BIN_EXE_secretguard"))
         .args([
             "run",

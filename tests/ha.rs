@@ -25,9 +25,7 @@ struct Replica {
 impl Replica {
     fn start(name: &str, lease_name: &str) -> Replica {
         let (m, h) = (free_port(), free_port());
-        let log =
-            std::fs::File::create(repo_root().join(format!("target/test-logs/ha-{name}.log")))
-                .expect("log");
+        let log = test_log(&format!("ha-{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_secretguard"))
             .args([
                 "run",

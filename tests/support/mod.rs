@@ -465,3 +465,10 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A log file under target/test-logs/ (created if need be), for a process a test starts.
+pub fn test_log(name: &str) -> std::fs::File {
+    let dir = repo_root().join("target/test-logs");
+    std::fs::create_dir_all(&dir).expect("create target/test-logs");
+    std::fs::File::create(dir.join(name)).expect("create log file")
+}

@@ -1,0 +1,541 @@
+//! `make bench`: restore latency, memory, startup and alert latency of the release operator
+//! binary on the local control plane (DESIGN.md §8). Writes bench/results.json and
+//! BENCHMARKS.md. Not part of `make test`.
+//!
+//! Knobs (environment): BENCH_SCALES (default "100,1000,10000"), BENCH_DELETIONS (1000),
+//! BENCH_UNGUARDED (50000), BENCH_ALERTS (100).
+//!
+//! Restore latency is measured from just before the DELETE is sent to the moment this
+//! driver's own watch delivers the re-created Secret, verified to hold the same bytes. The
+//! floor, in the same run, is one CREATE plus the delivery of its watch event to this
+//! same bare client.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use support::*;
+use tokio::sync::mpsc;
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Operator {
+    child: Child,
+    health: String,
+}
+
+impl Operator {
+    fn start(alertmanager: &str, log: &str) -> Operator {
+        let bin = std::env::var("SECRETGUARD_BENCH_BIN").unwrap_or_else(|_| {
+            repo_root()
+                .join("target/release/secretguard")
+                .display()
+                .to_string()
+        });
+        let (m, h) = (free_port(), free_port());
+        let log = test_log(&format!("bench-{log}.log"));
+        let child = Command::new(bin)
+            .args([
+                "run",
+                "--namespace",
+                OPERATOR_NAMESPACE,
+                "--leader-elect=false",
+                "--restore-point-retention=1s",
+            ])
+            .arg(format!("--metrics-bind-address=127.0.0.1:{m}"))
+            .arg(format!("--health-bind-address=127.0.0.1:{h}"))
+            .arg(format!("--alertmanager-url={alertmanager}"))
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the release operator (make bench builds it)");
+        Operator {
+            child,
+            health: format!("http://127.0.0.1:{h}/readyz"),
+        }
+    }
+
+    async fn wait_ready(&self) -> Duration {
+        let start = Instant::now();
+        loop {
+            if reqwest::get(&self.health)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "operator never ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Peak RSS (MiB) and CPU seconds, from /proc.
+    fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm_kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|u| u.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        (hwm_kb / 1024.0, ticks / 100.0)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A watch of one namespace's Secrets: (name, uid, data, when seen).
+type Seen = (String, String, BTreeMap<String, ByteString>, Instant);
+
+fn watch_namespace(client: &Client, ns: &str) -> mpsc::UnboundedReceiver<Seen> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default());
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Ok(watcher::Event::Apply(s)) = ev {
+                let seen = (
+                    s.metadata.name.clone().unwrap_or_default(),
+                    s.metadata.uid.clone().unwrap_or_default(),
+                    s.data.clone().unwrap_or_default(),
+                    Instant::now(),
+                );
+                if tx.send(seen).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn next_of(rx: &mut mpsc::UnboundedReceiver<Seen>, name: &str, not_uid: &str) -> Seen {
+    loop {
+        let seen = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("a watch event within 60 s")
+            .expect("watch open");
+        if seen.0 == name && seen.1 != not_uid {
+            return seen;
+        }
+    }
+}
+
+fn secret(name: &str, labels: &[(&str, &str)], bytes: usize, seed: usize) -> Secret {
+    let data: Vec<u8> = (0..bytes)
+        .map(|i| ((i * 31 + seed * 7) % 251) as u8)
+        .collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        data: Some([("value".to_owned(), ByteString(data))].into()),
+        ..Default::default()
+    }
+}
+
+async fn create_all<T, F, Fut>(items: Vec<T>, concurrency: usize, f: F)
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    futures::stream::iter(items.into_iter().map(f))
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn restore_points_of(client: &Client, ns: &str) -> usize {
+    Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .list_metadata(
+            &ListParams::default().labels(&format!("secretguard.dev/origin-namespace={ns}")),
+        )
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+}
+
+/// Populate `n` guarded objects of `kind` in `ns` with `layout`; returns their names.
+async fn populate(client: &Client, ns: &str, kind: &str, n: usize, layout: &str) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("obj-{i:05}")).collect();
+    let per_guard = if layout == "one-guard" { n } else { 100.min(n) };
+    if kind == "secret" {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        create_all(names.clone(), 32, |name| {
+            let api = api.clone();
+            async move {
+                api.create(
+                    &PostParams::default(),
+                    &secret(&name, &[("bench", "yes")], 1024, name.len()),
+                )
+                .await
+                .expect("create Secret");
+            }
+        })
+        .await;
+        if layout == "one-guard" {
+            create_guard(
+                client,
+                ns,
+                "all",
+                json!({"secretSelector": {"matchLabels": {"bench": "yes"}}}),
+            )
+            .await;
+        } else {
+            for (g, chunk) in names.chunks(per_guard).enumerate() {
+                let list: Vec<_> = chunk.iter().map(|n| json!({"name": n})).collect();
+                create_guard(client, ns, &format!("g{g:03}"), json!({"secrets": list})).await;
+            }
+        }
+    } else {
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+        create_all(names.clone(), 32, |name| {
+            let api = api.clone();
+            async move {
+                let sa = ServiceAccount {
+                    metadata: ObjectMeta {
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &sa)
+                    .await
+                    .expect("create SA");
+            }
+        })
+        .await;
+        for (g, chunk) in names.chunks(per_guard.min(256)).enumerate() {
+            let list: Vec<_> = chunk.iter().map(|n| json!({"name": n})).collect();
+            create_guard(
+                client,
+                ns,
+                &format!("g{g:03}"),
+                json!({"serviceAccounts": list}),
+            )
+            .await;
+        }
+    }
+    let start = Instant::now();
+    while restore_points_of(client, ns).await < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(1200),
+            "population of {n} never fully saved"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if kind == "token" {
+        names.iter().map(|n| format!("{n}-token")).collect()
+    } else {
+        names
+    }
+}
+
+async fn floor(
+    client: &Client,
+    ns: &str,
+    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    n: usize,
+) -> Vec<f64> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("floor-{i:05}");
+        let t0 = Instant::now();
+        api.create(&PostParams::default(), &secret(&name, &[], 1024, i))
+            .await
+            .expect("create");
+        let seen = next_of(rx, &name, "").await;
+        out.push((seen.3 - t0).as_secs_f64() * 1000.0);
+    }
+    out
+}
+
+async fn restores(
+    client: &Client,
+    ns: &str,
+    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    targets: &[String],
+    n: usize,
+) -> Vec<f64> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = &targets[(i * 7919) % targets.len()];
+        let before = api.get(name).await.expect("get");
+        let uid = before.metadata.uid.clone().unwrap_or_default();
+        let t0 = Instant::now();
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        let seen = next_of(rx, name, &uid).await;
+        assert!(
+            seen.2 == before.data.clone().unwrap_or_default(),
+            "{name}: restored bytes differ"
+        );
+        out.push((seen.3 - t0).as_secs_f64() * 1000.0);
+        // Let the restore point refresh settle before the same object can come up again.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    out
+}
+
+async fn alert_latency(client: &Client, am: &str, ns: &str, targets: &[String]) -> Vec<f64> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::new();
+    for name in targets {
+        let url =
+            format!("{am}/api/v2/alerts?filter=name%3D%22{name}%22&filter=namespace%3D%22{ns}%22");
+        let t0 = Instant::now();
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        loop {
+            let body = reqwest::get(&url)
+                .await
+                .expect("AM")
+                .text()
+                .await
+                .unwrap_or_default();
+            if body.contains("SecretGuardTokenDeleted") {
+                out.push(t0.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "alert for {name} never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    out
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    (s[idx] * 100.0).round() / 100.0
+}
+
+async fn delete_namespace(client: &Client, ns: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = api.delete(ns, &DeleteParams::default()).await;
+    let start = Instant::now();
+    while api.get_opt(ns).await.ok().flatten().is_some() || restore_points_of(client, ns).await > 0
+    {
+        if start.elapsed() > Duration::from_secs(900) {
+            eprintln!("bench: namespace {ns} still terminating; going on");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn start_alertmanager() -> String {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("sg-bench-am-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("am.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .expect("config");
+    let mut cmd = Command::new(tools_bin().join("alertmanager"));
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    spawn_for_life(cmd);
+    format!("http://127.0.0.1:{port}")
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let scales = env_list("BENCH_SCALES", "100,1000,10000");
+    let deletions = env_num("BENCH_DELETIONS", 1000);
+    let unguarded = env_num("BENCH_UNGUARDED", 50_000);
+    let alerts = env_num("BENCH_ALERTS", 100);
+    std::fs::create_dir_all(repo_root().join("target/test-logs")).expect("logs");
+    std::fs::create_dir_all(repo_root().join("bench")).expect("bench dir");
+    let client = admin_client().await;
+    install_crds();
+    let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+    let k8s = client
+        .apiserver_version()
+        .await
+        .expect("version")
+        .git_version;
+    let am = start_alertmanager();
+    let mut op = Operator::start(&am, "main");
+    op.wait_ready().await;
+
+    let mut restore_rows = Vec::new();
+    let mut alert_ms = Vec::new();
+    let mut memory = json!(null);
+    let mut startup = json!(null);
+    let max_scale = scales.iter().copied().max().unwrap_or(0);
+    for &n in &scales {
+        for kind in ["secret", "token"] {
+            for layout in ["one-guard", "many-guards"] {
+                if kind == "token" && layout == "one-guard" && n > 256 {
+                    continue; // a guard lists at most 256 ServiceAccounts
+                }
+                let ns = format!("bench-{kind}-{layout}-{n}");
+                let _ = kubectl(&["create", "namespace", &ns]);
+                let t = Instant::now();
+                let mut targets = populate(&client, &ns, kind, n, layout).await;
+                eprintln!(
+                    "bench: {ns}: {n} guarded in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+                let mut rx = watch_namespace(&client, &ns);
+                tokio::time::sleep(Duration::from_millis(500)).await; // let the watch establish
+                let fl = floor(&client, &ns, &mut rx, 200.min(deletions)).await;
+                if kind == "token"
+                    && layout == "many-guards"
+                    && alert_ms.is_empty()
+                    && targets.len() > alerts * 2
+                {
+                    let reserved: Vec<String> = targets.drain(..alerts).collect();
+                    alert_ms = alert_latency(&client, &am, &ns, &reserved).await;
+                }
+                let lat = restores(&client, &ns, &mut rx, &targets, deletions).await;
+                eprintln!(
+                    "bench: {ns}: restore p50 {} p99 {} ms; floor p50 {} ms",
+                    pct(&lat, 50.0),
+                    pct(&lat, 99.0),
+                    pct(&fl, 50.0)
+                );
+                restore_rows.push(json!({
+                    "kind": kind, "guarded": n, "layout": layout, "n": lat.len(),
+                    "p50_ms": pct(&lat, 50.0), "p90_ms": pct(&lat, 90.0), "p99_ms": pct(&lat, 99.0), "max_ms": pct(&lat, 100.0),
+                    "floor_p50_ms": pct(&fl, 50.0), "floor_p99_ms": pct(&fl, 99.0),
+                }));
+                if n == max_scale && kind == "secret" && layout == "many-guards" {
+                    // Memory and startup at the largest scale, with unguarded Secrets around.
+                    let un = "bench-unguarded";
+                    let _ = kubectl(&["create", "namespace", un]);
+                    let api: Api<Secret> = Api::namespaced(client.clone(), un);
+                    create_all((0..unguarded).collect(), 32, |i| {
+                        let api = api.clone();
+                        async move {
+                            // 1 in 20 is the size of a Helm release Secret.
+                            let bytes = if i % 20 == 0 {
+                                100 * 1024
+                            } else {
+                                1024 + (i % 3) * 1024
+                            };
+                            api.create(
+                                &PostParams::default(),
+                                &secret(&format!("u-{i:06}"), &[("app", "other")], bytes, i),
+                            )
+                            .await
+                            .expect("create unguarded");
+                        }
+                    })
+                    .await;
+                    drop(op);
+                    op = Operator::start(&am, "startup");
+                    let ready = op.wait_ready().await;
+                    let more = restores(&client, &ns, &mut rx, &targets, 200.min(deletions)).await;
+                    let (rss, cpu) = op.usage();
+                    eprintln!(
+                        "bench: startup {:.2} s; peak RSS {rss:.1} MiB; CPU {cpu:.1} s; {} more restores",
+                        ready.as_secs_f64(),
+                        more.len()
+                    );
+                    startup = json!({"guarded": n, "ready_s": (ready.as_secs_f64() * 100.0).round() / 100.0});
+                    memory = json!({"guarded": n, "unguarded": unguarded, "rss_peak_mib": (rss * 10.0).round() / 10.0, "cpu_s": (cpu * 10.0).round() / 10.0});
+                    delete_namespace(&client, un).await;
+                }
+                delete_namespace(&client, &ns).await;
+            }
+        }
+    }
+    let results = json!({
+        "k8s": k8s,
+        "date": k8s_openapi::jiff::Timestamp::now().to_string(),
+        "restore": restore_rows,
+        "memory": memory,
+        "startup": startup,
+        "alert": {"n": alert_ms.len(), "p50_ms": pct(&alert_ms, 50.0), "p99_ms": pct(&alert_ms, 99.0)},
+    });
+    let path = repo_root().join("bench/results.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&results).expect("json") + "\n",
+    )
+    .expect("write results");
+    eprintln!("bench: wrote {}", path.display());
+}
