@@ -445,6 +445,17 @@ fn key_of<K: Resource>(obj: &K) -> ObjectKey {
 
 fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     let key = key_of(guard);
+    // Our own status writes come back as events. Only a new spec (generation) or a new
+    // guard changes what is guarded; anything else must cost nothing, or every status
+    // update would re-reconcile every target of the guard.
+    let unchanged = !deleted
+        && ctx.index().guard(&key).is_some_and(|e| {
+            e.generation == guard.metadata.generation.unwrap_or_default()
+                && Some(&e.uid) == guard.metadata.uid.as_ref()
+        });
+    if unchanged {
+        return;
+    }
     let touched = if deleted {
         ctx.memory().guards.remove(&key);
         for kind in ["ServiceAccountToken", "Secret"] {
@@ -533,9 +544,19 @@ fn on_secret(ctx: &Arc<Context>, secret: &Secret, deleted: bool) {
 }
 
 fn on_restore_point(ctx: &Arc<Context>, rp: &Secret, deleted: bool) {
-    // Only a deleted restore point needs work: it is rewritten from the live object.
-    if deleted && let Some((namespace, name, _kind)) = restore_point::origin(rp) {
-        ctx.touch(ObjectKey::new(namespace, name));
+    let Some((namespace, name, _kind)) = restore_point::origin(rp) else {
+        return;
+    };
+    let key = ObjectKey::new(namespace, name);
+    if deleted {
+        // A deleted restore point is rewritten from the live object.
+        ctx.touch(key);
+    } else {
+        // A refreshed one may carry a new restore count: the guard's status sums them.
+        let guard = ctx.memory().targets.get(&key).map(|r| r.guard.clone());
+        if let Some(guard) = guard {
+            ctx.queue.add(Work::Status(guard));
+        }
     }
 }
 
