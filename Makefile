@@ -83,3 +83,4 @@ manifests: tools ## regenerate deploy/kubernetes/secretguard.yaml (plain manifes
 bench: cluster ## benchmarks (not in make test): writes BENCHMARKS.md and bench/results.json
 	$(CARGO) build --release --bin secretguard
 	$(CARGO) bench --bench e2e
+	python3 bench/report.py

@@ -1,6 +1,6 @@
 //! `make bench`: restore latency, memory, startup and alert latency of the release operator
-//! binary on the local control plane (DESIGN.md §8). Writes bench/results.json and
-//! BENCHMARKS.md. Not part of `make test`.
+//! binary on the local control plane (DESIGN.md §8). Writes bench/results.json, from which
+//! bench/report.py writes BENCHMARKS.md. Not part of `make test`.
 //!
 //! Knobs (environment): BENCH_SCALES (default "100,1000,10000"), BENCH_DELETIONS (1000),
 //! BENCH_UNGUARDED (50000), BENCH_ALERTS (100).
@@ -391,27 +391,6 @@ async fn delete_namespace(client: &Client, ns: &str) {
     }
 }
 
-fn start_alertmanager() -> String {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("sg-bench-am-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("am.yml");
-    std::fs::write(
-        &config,
-        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
-    )
-    .expect("config");
-    let mut cmd = Command::new(tools_bin().join("alertmanager"));
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    spawn_for_life(cmd);
-    format!("http://127.0.0.1:{port}")
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -435,7 +414,7 @@ async fn run() {
         .await
         .expect("version")
         .git_version;
-    let am = start_alertmanager();
+    let am = start_alertmanager("bench-alertmanager.log");
     let mut op = Operator::start(&am, "main");
     op.wait_ready().await;
 
@@ -451,6 +430,8 @@ async fn run() {
                     continue; // a guard lists at most 256 ServiceAccounts
                 }
                 let ns = format!("bench-{kind}-{layout}-{n}");
+                // A previous, interrupted run may have left it behind.
+                delete_namespace(&client, &ns).await;
                 let _ = kubectl(&["create", "namespace", &ns]);
                 let t = Instant::now();
                 let mut targets = populate(&client, &ns, kind, n, layout).await;
@@ -484,6 +465,7 @@ async fn run() {
                 if n == max_scale && kind == "secret" && layout == "many-guards" {
                     // Memory and startup at the largest scale, with unguarded Secrets around.
                     let un = "bench-unguarded";
+                    delete_namespace(&client, un).await;
                     let _ = kubectl(&["create", "namespace", un]);
                     let api: Api<Secret> = Api::namespaced(client.clone(), un);
                     create_all((0..unguarded).collect(), 32, |i| {

@@ -121,7 +121,16 @@ pub struct GuardRecord {
     pub invalid: Option<String>,
     /// Drift the audit found in this guard's objects since start.
     pub audit_drift: u64,
+    /// A status write is queued or scheduled.
+    pub status_pending: bool,
+    /// When the last status write started.
+    pub last_status: Option<Instant>,
 }
+
+/// At most one status write per guard in this interval. Status is for people reading
+/// `kubectl get`; Events, metrics and alerts carry the real-time signal. Without it, a
+/// busy guard's every restore costs one or two extra apiserver writes.
+pub const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub struct Memory {
@@ -168,6 +177,27 @@ impl Context {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Ask for a guard's status to be written: at once, or when STATUS_MIN_INTERVAL has
+    /// passed since the last write; requests in between are folded into one.
+    pub fn request_status(&self, guard: ObjectKey) {
+        let wait = {
+            let mut m = self.memory();
+            let rec = m.guards.entry(guard.clone()).or_default();
+            if rec.status_pending {
+                return;
+            }
+            rec.status_pending = true;
+            rec.last_status
+                .map(|t| STATUS_MIN_INTERVAL.saturating_sub(t.elapsed()))
+                .unwrap_or(Duration::ZERO)
+        };
+        if wait.is_zero() {
+            self.queue.add(Work::Status(guard));
+        } else {
+            self.queue.add_after(Work::Status(guard), wait);
+        }
+    }
+
     /// Work items failing right now (retrying with backoff).
     pub fn failing(&self) -> usize {
         self.memory().failures.len()
@@ -178,9 +208,9 @@ impl Context {
         *self.synced.borrow() && (!*self.leading.borrow() || *self.startup_done.borrow())
     }
 
-    /// Nothing queued, nothing being processed.
+    /// Nothing queued, nothing being processed, no status write waiting for its turn.
     pub fn idle(&self) -> bool {
-        self.queue.is_idle()
+        self.queue.is_idle() && !self.memory().guards.values().any(|g| g.status_pending)
     }
 
     /// Queue a target because something happened to it (not the audit).
@@ -555,7 +585,7 @@ fn on_restore_point(ctx: &Arc<Context>, rp: &Secret, deleted: bool) {
         // A refreshed one may carry a new restore count: the guard's status sums them.
         let guard = ctx.memory().targets.get(&key).map(|r| r.guard.clone());
         if let Some(guard) = guard {
-            ctx.queue.add(Work::Status(guard));
+            ctx.request_status(guard);
         }
     }
 }

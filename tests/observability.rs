@@ -32,27 +32,7 @@ fn shared() -> &'static Shared {
         let dir = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
 
-        let am_port = free_port();
-        let am_dir = std::env::temp_dir().join(format!("sg-alertmanager-{}", std::process::id()));
-        std::fs::create_dir_all(&am_dir).expect("alertmanager dir");
-        let config = am_dir.join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
-        )
-        .expect("config");
-        let mut am = Command::new(tools_bin().join("alertmanager"));
-        am.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", am_dir.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.join("observability-alertmanager.log")).expect("log"),
-            );
-        spawn_for_life(am);
-        let alertmanager = format!("http://127.0.0.1:{am_port}");
-        wait_http_ok(&format!("{alertmanager}/-/ready"));
+        let alertmanager = start_alertmanager("observability-alertmanager.log");
 
         let (mport, hport) = (free_port(), free_port());
         let log = dir.join("observability-operator.log");
@@ -94,22 +74,6 @@ fn wait_http_ok(url: &str) {
         assert!(start.elapsed() < DEADLINE, "{url} never answered 200");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-}
-
-fn http_ok(url: &str) -> bool {
-    use std::io::{Read, Write};
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
-        return false;
-    };
-    if write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
 
 async fn get_text(url: &str) -> String {

@@ -84,7 +84,9 @@ async fn creates_a_missing_token_secret_labels_it_and_never_lists_it_in_the_serv
     );
 
     let st = wait_guard_status(&client, &ns.name, "g", "guard Ready and healthy", |s| {
-        s.guarded == 1 && condition(s, "Degraded") == Some(("False", "AllHealthy"))
+        s.guarded == 1
+            && condition(s, "Degraded") == Some(("False", "AllHealthy"))
+            && s.targets.first().is_some_and(|t| t.state == "Healthy")
     })
     .await;
     assert_eq!(condition(&st, "Ready"), Some(("True", "Guarding")));

@@ -22,7 +22,7 @@ use super::incident::{self, Outcome};
 use super::index::{ObjectKey, TargetSpec};
 use super::observe;
 use crate::api::v1alpha1::SecretGuardSpec;
-use crate::controller::{Context, TargetRecord, Work};
+use crate::controller::{Context, TargetRecord};
 use crate::labels;
 use crate::restore_point::{self, RestorePoint};
 use crate::{Error, Result, fault};
@@ -594,7 +594,7 @@ async fn record(
     )
     .await;
     if changed || !new.is_empty() || results.wrote() {
-        ctx.queue.add(Work::Status(t.guard.clone()));
+        ctx.request_status(t.guard.clone());
     }
 }
 
@@ -771,7 +771,7 @@ fn last_used_if_unused_for_30_days(secret: &Secret) -> Option<f64> {
 async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
     let removed = ctx.memory().targets.remove(key);
     if let Some(rec) = &removed {
-        ctx.queue.add(Work::Status(rec.guard.clone()));
+        ctx.request_status(rec.guard.clone());
         ctx.metrics
             .forget_object(&rec.guard.namespace, &rec.guard.name, rec.kind, &key.name);
         if let Some(alerter) = &ctx.alerter {

@@ -209,6 +209,12 @@ fn export_counts(
 
 /// Write a guard's status if it changed.
 pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
+    {
+        let mut m = ctx.memory();
+        let rec = m.guards.entry(key.clone()).or_default();
+        rec.status_pending = false;
+        rec.last_status = Some(std::time::Instant::now());
+    }
     let Some(guard) = ctx
         .stores
         .guards

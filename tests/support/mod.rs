@@ -472,3 +472,53 @@ pub fn test_log(name: &str) -> std::fs::File {
     std::fs::create_dir_all(&dir).expect("create target/test-logs");
     std::fs::File::create(dir.join(name)).expect("create log file")
 }
+
+/// A real Alertmanager on a free loopback port, living as long as this process, with a
+/// receiver that drops notifications (tests read alerts from its API). Returns its URL,
+/// once it is ready.
+pub fn start_alertmanager(log: &str) -> String {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("sg-alertmanager-{}-{log}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("alertmanager dir");
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .expect("alertmanager config");
+    let mut cmd = Command::new(tools_bin().join("alertmanager"));
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(test_log(log));
+    spawn_for_life(cmd);
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while !http_ok(&format!("{url}/-/ready")) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "Alertmanager never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    url
+}
+
+/// A blocking GET (no runtime needed) that answers whether `url` returned 200.
+pub fn http_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    if write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
