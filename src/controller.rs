@@ -456,11 +456,23 @@ async fn drive<K, S>(
     S: Stream<Item = Result<Event<K>, watcher::Error>>,
 {
     futures::pin_mut!(stream);
+    let mut listed_before = false;
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Apply(obj)) | Ok(Event::InitApply(obj)) => handle(ctx, &obj, false),
             Ok(Event::Delete(obj)) => handle(ctx, &obj, true),
-            Ok(Event::Init) | Ok(Event::InitDone) => {}
+            Ok(Event::InitDone) if listed_before => {
+                // A re-list after a broken watch (apiserver restart, expired resource
+                // version): what was deleted meanwhile just vanishes from the cache, with
+                // no event. Look at everything again, as at startup.
+                tracing::info!(
+                    watch = what,
+                    "watch re-listed: re-checking every guarded object"
+                );
+                startup_pass(ctx);
+            }
+            Ok(Event::InitDone) => listed_before = true,
+            Ok(Event::Init) => {}
             Err(e) => tracing::warn!(error = %e, watch = what, "watch error; retrying"),
         }
     }
