@@ -149,7 +149,6 @@ pub struct Context {
     pub memory: Mutex<Memory>,
     pub queue: Arc<WorkQueue<Work>>,
     pub recorder: Recorder,
-    pub audit_drift: AtomicU64,
     /// Units of work finished since start (tests and benchmarks wait on it).
     pub processed: AtomicU64,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -268,7 +267,6 @@ impl Controller {
             index: RwLock::new(Index::default()),
             memory: Mutex::new(Memory::default()),
             queue: WorkQueue::new(),
-            audit_drift: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             alerter: crate::alerts::Alerter::start(
                 config.alertmanager_urls.clone(),
@@ -722,11 +720,6 @@ async fn worker(ctx: &Arc<Context>) {
 pub fn backoff(attempt: u32) -> Duration {
     let ms = 100u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(10));
     Duration::from_millis(ms.min(60_000))
-}
-
-/// Drift found by audits since start.
-pub fn audit_drift(ctx: &Context) -> u64 {
-    ctx.audit_drift.load(Ordering::Relaxed)
 }
 
 /// Drift found by audits since start in one guard's objects.

@@ -461,7 +461,7 @@ async fn a_second_reconcile_writes_nothing() {
         "a reconcile of a healthy guard wrote something"
     );
     assert_eq!(
-        secretguard::controller::audit_drift(&ctx),
+        secretguard::controller::guard_audit_drift(&ctx, &guard),
         drift,
         "the audit found drift where there was none"
     );

@@ -47,7 +47,6 @@ pub struct SecretView {
     pub uid: String,
     pub created: Timestamp,
     pub terminating: bool,
-    pub is_token_type: bool,
     /// Carries secretguard.dev/guarded=true.
     pub labelled: bool,
     /// kubernetes.io/service-account.uid, for token Secrets.

@@ -30,7 +30,6 @@ fn token(hash: &str) -> SecretView {
         uid: "secret-uid".into(),
         created: at(NOW - 3600),
         terminating: false,
-        is_token_type: true,
         labelled: true,
         sa_uid: Some("sa-1".into()),
         token_populated: true,
@@ -378,7 +377,6 @@ fn a_restore_point_of_a_previous_secret_is_refreshed() {
 #[test]
 fn generic_secret_decisions_follow_the_behaviour_table() {
     let secret = || SecretView {
-        is_token_type: false,
         sa_uid: None,
         token_populated: false,
         ..token("h1")

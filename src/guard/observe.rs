@@ -30,7 +30,6 @@ pub fn secret_view(secret: &Secret) -> SecretView {
             .map(|t| t.0)
             .unwrap_or(Timestamp::UNIX_EPOCH),
         terminating: meta.deletion_timestamp.is_some(),
-        is_token_type: secret.type_.as_deref() == Some(labels::TOKEN_TYPE),
         labelled: has(labels::GUARDED, "true"),
         sa_uid: annotation(labels::SA_UID_ANNOTATION).cloned(),
         token_populated: secret
@@ -112,7 +111,6 @@ mod tests {
         };
         let v = secret_view(&secret);
         assert!(v.labelled && v.invalidated && v.rotate_requested && v.token_populated);
-        assert!(v.is_token_type);
         assert_eq!(v.sa_uid.as_deref(), Some("sa"));
         assert!(!format!("{v:?}").contains("\"x\""), "no data in the view");
 

@@ -3,7 +3,6 @@
 //! proportional to this one object, never to the size of its guard.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -139,7 +138,6 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     }
     record(ctx, &t, &decision, &results, started).await;
     if from_audit && results.wrote() {
-        ctx.audit_drift.fetch_add(1, Ordering::Relaxed);
         ctx.memory()
             .guards
             .entry(t.guard.clone())
