@@ -3,7 +3,8 @@
 //! bench/report.py writes BENCHMARKS.md. Not part of `make test`.
 //!
 //! Knobs (environment): BENCH_SCALES (default "100,1000,10000"), BENCH_DELETIONS (1000),
-//! BENCH_UNGUARDED (50000), BENCH_ALERTS (100).
+//! BENCH_UNGUARDED (50000), BENCH_ALERTS (100), BENCH_KINDS ("secret,token"),
+//! BENCH_LAYOUTS ("one-guard,many-guards").
 //!
 //! Restore latency is measured from just before the DELETE is sent to the moment this
 //! driver's own watch delivers the re-created Secret, verified to hold the same bytes. The
@@ -32,6 +33,15 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
         .unwrap_or_else(|_| default.into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+fn env_words(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
         .collect()
 }
 
@@ -106,22 +116,97 @@ impl Operator {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0.0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields
-            .get(11)
-            .and_then(|u| u.parse::<f64>().ok())
+        (hwm_kb / 1024.0, cpu_seconds(pid))
+    }
+}
+
+/// CPU time (user + system, seconds) a process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        (hwm_kb / 1024.0, ticks / 100.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// The profile of a phase: CPU used by each process of the benchmark and the requests the
+/// apiserver served, by verb and resource. Taken before and after a phase and subtracted.
+#[derive(Default)]
+struct Usage {
+    cpu_s: BTreeMap<String, f64>,
+    requests: BTreeMap<String, f64>,
+}
+
+impl Usage {
+    async fn take(client: &Client, operator_pid: u32) -> Usage {
+        let dir = std::env::var_os("SECRETGUARD_CLUSTER_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".cluster"));
+        let mut cpu_s = BTreeMap::new();
+        for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+            if let Some(pid) = std::fs::read_to_string(dir.join(format!("{c}.pid")))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+            {
+                cpu_s.insert(c.to_owned(), cpu_seconds(pid));
+            }
+        }
+        cpu_s.insert("secretguard".into(), cpu_seconds(operator_pid));
+        cpu_s.insert("bench driver".into(), cpu_seconds(std::process::id()));
+        let mut requests = BTreeMap::new();
+        let req = http::Request::get("/metrics").body(vec![]).expect("request");
+        let text = client.request_text(req).await.unwrap_or_default();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_owned())
+                    .unwrap_or_default()
+            };
+            let (verb, resource, sub) = (label("verb"), label("resource"), label("subresource"));
+            if verb == "WATCH" || resource.is_empty() {
+                continue;
+            }
+            let key = if sub.is_empty() {
+                format!("{verb} {resource}")
+            } else {
+                format!("{verb} {resource}/{sub}")
+            };
+            *requests.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+        Usage { cpu_s, requests }
+    }
+
+    /// What was used since `before`, per unit of work (`per`), rounded; zeros left out.
+    fn since(&self, before: &Usage, per: usize) -> serde_json::Value {
+        let diff = |now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>, scale: f64| {
+            now.iter()
+                .filter_map(|(k, v)| {
+                    let d = (v - then.get(k).copied().unwrap_or(0.0)) * scale / per as f64;
+                    (d > 0.005).then(|| (k.clone(), json!((d * 100.0).round() / 100.0)))
+                })
+                .collect::<serde_json::Map<_, _>>()
+        };
+        json!({
+            "cpu_ms": diff(&self.cpu_s, &before.cpu_s, 1000.0),
+            "requests": diff(&self.requests, &before.requests, 1.0),
+        })
     }
 }
 
@@ -404,6 +489,8 @@ async fn run() {
     let deletions = env_num("BENCH_DELETIONS", 1000);
     let unguarded = env_num("BENCH_UNGUARDED", 50_000);
     let alerts = env_num("BENCH_ALERTS", 100);
+    let kinds = env_words("BENCH_KINDS", "secret,token");
+    let layouts = env_words("BENCH_LAYOUTS", "one-guard,many-guards");
     std::fs::create_dir_all(repo_root().join("target/test-logs")).expect("logs");
     std::fs::create_dir_all(repo_root().join("bench")).expect("bench dir");
     let client = admin_client().await;
@@ -424,8 +511,8 @@ async fn run() {
     let mut startup = json!(null);
     let max_scale = scales.iter().copied().max().unwrap_or(0);
     for &n in &scales {
-        for kind in ["secret", "token"] {
-            for layout in ["one-guard", "many-guards"] {
+        for kind in kinds.iter().map(String::as_str) {
+            for layout in layouts.iter().map(String::as_str) {
                 if kind == "token" && layout == "one-guard" && n > 256 {
                     continue; // a guard lists at most 256 ServiceAccounts
                 }
@@ -450,7 +537,13 @@ async fn run() {
                     let reserved: Vec<String> = targets.drain(..alerts).collect();
                     alert_ms = alert_latency(&client, &am, &ns, &reserved).await;
                 }
+                let before = Usage::take(&client, op.child.id()).await;
                 let lat = restores(&client, &ns, &mut rx, &targets, deletions).await;
+                // Let the follow-up writes of the last restores (status, restore points) land.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let profile = Usage::take(&client, op.child.id())
+                    .await
+                    .since(&before, lat.len());
                 eprintln!(
                     "bench: {ns}: restore p50 {} p99 {} ms; floor p50 {} ms",
                     pct(&lat, 50.0),
@@ -461,6 +554,7 @@ async fn run() {
                     "kind": kind, "guarded": n, "layout": layout, "n": lat.len(),
                     "p50_ms": pct(&lat, 50.0), "p90_ms": pct(&lat, 90.0), "p99_ms": pct(&lat, 99.0), "max_ms": pct(&lat, 100.0),
                     "floor_p50_ms": pct(&fl, 50.0), "floor_p99_ms": pct(&fl, 99.0),
+                    "per_restore": profile,
                 }));
                 if n == max_scale && kind == "secret" && layout == "many-guards" {
                     // Memory and startup at the largest scale, with unguarded Secrets around.

@@ -72,12 +72,12 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
         (
             "duplicate SA",
             "  serviceAccounts: [{name: a}, {name: a}]\n".into(),
-            "must not name the same ServiceAccount twice",
+            "spec.serviceAccounts[1]: Duplicate value",
         ),
         (
             "duplicate Secret",
             "  secrets: [{name: a}, {name: a}]\n".into(),
-            "must not name the same Secret twice",
+            "spec.secrets[1]: Duplicate value",
         ),
         (
             "unknown restore mode",
