@@ -163,7 +163,9 @@ impl Usage {
         cpu_s.insert("secretguard".into(), cpu_seconds(operator_pid));
         cpu_s.insert("bench driver".into(), cpu_seconds(std::process::id()));
         let mut requests = BTreeMap::new();
-        let req = http::Request::get("/metrics").body(vec![]).expect("request");
+        let req = http::Request::get("/metrics")
+            .body(vec![])
+            .expect("request");
         let text = client.request_text(req).await.unwrap_or_default();
         for line in text.lines() {
             let Some(rest) = line.strip_prefix("apiserver_request_total{") else {

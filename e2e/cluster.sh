@@ -208,7 +208,8 @@ start_kcm() {
     --root-ca-file "$dir/pki/ca.crt" \
     --controllers "${KCM_CONTROLLERS:-$default_controllers}" \
     --legacy-service-account-token-clean-up-period "$cleanup_period" \
-    --concurrent-gc-syncs=5 --concurrent-namespace-syncs=5 ${KUBE_CONTROLLER_MANAGER_EXTRA_ARGS:-}
+    --concurrent-gc-syncs=5 --concurrent-namespace-syncs=5 \
+    --kube-api-qps=200 --kube-api-burst=400 ${KUBE_CONTROLLER_MANAGER_EXTRA_ARGS:-}
   # Ready when the serviceaccount controller has made the default ServiceAccount.
   wait_for kube-controller-manager 60 kubectl_admin -n default get serviceaccount default
 }

@@ -320,7 +320,9 @@ impl Controller {
                 "guards",
                 reflector::reflector(
                     guards_w,
-                    watch(Api::<SecretGuard>::all(c.clone()), Default::default()).default_backoff(),
+                    watch(Api::<SecretGuard>::all(c.clone()), Default::default())
+                        .default_backoff()
+                        .modify(drop_managed_fields),
                 ),
                 &ctx,
                 on_guard,
@@ -329,7 +331,9 @@ impl Controller {
                 "secrets",
                 reflector::reflector(
                     secrets_w,
-                    watch(Api::<Secret>::all(c.clone()), guarded).default_backoff(),
+                    watch(Api::<Secret>::all(c.clone()), guarded)
+                        .default_backoff()
+                        .modify(drop_managed_fields),
                 ),
                 &ctx,
                 on_secret,
@@ -342,7 +346,8 @@ impl Controller {
                         Api::<Secret>::namespaced(c.clone(), &config.operator_namespace),
                         rp_selector,
                     )
-                    .default_backoff(),
+                    .default_backoff()
+                    .modify(drop_managed_fields),
                 ),
                 &ctx,
                 on_restore_point,
@@ -355,7 +360,8 @@ impl Controller {
                         Api::<PartialObjectMeta<ServiceAccount>>::all(c.clone()),
                         Default::default(),
                     )
-                    .default_backoff(),
+                    .default_backoff()
+                    .modify(drop_managed_fields),
                 ),
                 &ctx,
                 on_service_account,
@@ -368,7 +374,8 @@ impl Controller {
                         Api::<PartialObjectMeta<Namespace>>::all(c.clone()),
                         Default::default(),
                     )
-                    .default_backoff(),
+                    .default_backoff()
+                    .modify(drop_managed_fields),
                 ),
                 &ctx,
                 on_namespace,
@@ -429,6 +436,12 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Nothing reads managedFields, and on objects written with server-side apply they are
+/// often larger than the rest of the metadata: not kept in the caches.
+fn drop_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 async fn wait_synced(stores: &Stores) {
@@ -559,6 +572,7 @@ fn update_selector_watch(ctx: &Arc<Context>, key: &ObjectKey) {
 /// Watch, metadata only and filtered on the server, the Secrets a selector matches, to
 /// guard new ones as they appear and let go of those that stop matching.
 async fn watch_selected(ctx: Arc<Context>, namespace: String, selector: String) {
+    // Api<PartialObjectMeta<_>> makes metadata-only requests.
     let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(ctx.client.clone(), &namespace);
     let stream = watch(api, watcher::Config::default().labels(&selector)).default_backoff();
     futures::pin_mut!(stream);
