@@ -374,16 +374,25 @@ async fn populate(client: &Client, ns: &str, kind: &str, n: usize, layout: &str)
     }
 }
 
+/// The floor: `n` creates, each measured until this driver's watch delivers it. `pace` as
+/// for `restores`, so each load is compared with a floor taken under the same pacing.
 async fn floor(
     client: &Client,
     ns: &str,
     rx: &mut mpsc::UnboundedReceiver<Seen>,
     n: usize,
+    pace: Option<Duration>,
 ) -> Vec<f64> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut out = Vec::with_capacity(n);
+    let tag = if pace.is_some() { "paced" } else { "b2b" };
+    let mut next_start = Instant::now();
     for i in 0..n {
-        let name = format!("floor-{i:05}");
+        let name = format!("floor-{tag}-{i:05}");
+        if let Some(p) = pace {
+            tokio::time::sleep_until(next_start.into()).await;
+            next_start = Instant::now() + p;
+        }
         let t0 = Instant::now();
         api.create(&PostParams::default(), &secret(&name, &[], 1024, i))
             .await
@@ -542,7 +551,6 @@ async fn run() {
                 );
                 let mut rx = watch_namespace(&client, &ns);
                 tokio::time::sleep(Duration::from_millis(500)).await; // let the watch establish
-                let fl = floor(&client, &ns, &mut rx, 200.min(deletions)).await;
                 if kind == "token"
                     && layout == "many-guards"
                     && alert_ms.is_empty()
@@ -555,6 +563,7 @@ async fn run() {
                     ("back-to-back", None),
                     ("20/s", Some(Duration::from_millis(50))),
                 ] {
+                    let fl = floor(&client, &ns, &mut rx, 200.min(deletions), pace).await;
                     let before = Usage::take(&client, op.child.id()).await;
                     let lat = restores(&client, &ns, &mut rx, &targets, deletions, pace).await;
                     // Let the follow-up writes of the last restores (status, restore points) land.

@@ -128,9 +128,15 @@ pub struct GuardRecord {
 }
 
 /// At most one status write per guard in this interval. Status is for people reading
-/// `kubectl get`; Events, metrics and alerts carry the real-time signal. Without it, a
-/// busy guard's every restore costs one or two extra apiserver writes.
-pub const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// `kubectl get`; Events, metrics and alerts carry the real-time signal. A status write
+/// costs the apiserver CPU in proportion to the whole guard (~35 ms for 200 entries,
+/// measured; see BENCHMARKS.md), and that CPU is taken from restores.
+pub const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A status request waits this long before it is written, so that what follows an
+/// incident within the same second (the restore, the restore point refresh) lands in the
+/// same write: one write per incident, not one for "missing" and one for "restored".
+pub const STATUS_SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Memory {
@@ -176,8 +182,8 @@ impl Context {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ask for a guard's status to be written: at once, or when STATUS_MIN_INTERVAL has
-    /// passed since the last write; requests in between are folded into one.
+    /// Ask for a guard's status to be written after STATUS_SETTLE, and no sooner than
+    /// STATUS_MIN_INTERVAL after its last write; requests in between are folded into one.
     pub fn request_status(&self, guard: ObjectKey) {
         let wait = {
             let mut m = self.memory();
@@ -189,12 +195,9 @@ impl Context {
             rec.last_status
                 .map(|t| STATUS_MIN_INTERVAL.saturating_sub(t.elapsed()))
                 .unwrap_or(Duration::ZERO)
+                .max(STATUS_SETTLE)
         };
-        if wait.is_zero() {
-            self.queue.add(Work::Status(guard));
-        } else {
-            self.queue.add_after(Work::Status(guard), wait);
-        }
+        self.queue.add_after(Work::Status(guard), wait);
     }
 
     /// Work items failing right now (retrying with backoff).
