@@ -519,6 +519,16 @@ async fn run() {
     let client = admin_client().await;
     install_crds();
     let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+    // A clean slate: restore points left by tests or an interrupted run would be cached by
+    // the operator too, and counted in its memory.
+    let _ = kubectl(&[
+        "delete",
+        "secrets",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-l",
+        "secretguard.dev/restore-point=true",
+    ]);
     let k8s = client
         .apiserver_version()
         .await
