@@ -760,4 +760,22 @@ mod tests {
         assert_eq!(backoff(11), Duration::from_secs(60));
         assert_eq!(backoff(1000), Duration::from_secs(60));
     }
+
+    #[test]
+    fn cached_objects_keep_everything_but_managed_fields() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("db".into());
+        secret.metadata.labels = Some([(labels::GUARDED.to_owned(), "true".to_owned())].into());
+        secret.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            ..Default::default()
+        }]);
+        secret.data = Some([("k".to_owned(), k8s_openapi::ByteString(b"v".to_vec()))].into());
+        let mut cached = secret.clone();
+        drop_managed_fields(&mut cached);
+        assert_eq!(cached.metadata.managed_fields, None);
+        secret.metadata.managed_fields = None;
+        assert_eq!(cached, secret);
+    }
 }
