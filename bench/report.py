@@ -63,28 +63,24 @@ if profiled:
         "process, from /proc, and the requests the apiserver served, from its `apiserver_request_total`. On this "
         "machine every millisecond of apiserver or etcd CPU is taken from the 2 cores the restores also need.",
         "",
-        "| kind | guarded | layout | load | " + " | ".join(f"{p} CPU ms" for p in procs) + " |",
-        "|---|---|---|---|" + "---|" * len(procs),
     ]
-    for row in profiled:
-        cpu = row["per_restore"]["cpu_ms"]
-        out.append(
-            f"| {row['kind']} | {row['guarded']} | {row['layout']} | {load(row)} | "
-            + " | ".join(cell(cpu.get(p)) for p in procs)
-            + " |"
-        )
-    out += [
-        "",
-        "| kind | guarded | layout | load | " + " | ".join(verbs) + " |",
-        "|---|---|---|---|" + "---|" * len(verbs),
-    ]
-    for row in profiled:
-        req = row["per_restore"]["requests"]
-        out.append(
-            f"| {row['kind']} | {row['guarded']} | {row['layout']} | {load(row)} | "
-            + " | ".join(cell(req.get(v)) for v in verbs)
-            + " |"
-        )
+
+    def profile_table(part, columns, heading):
+        out.extend([
+            "| kind | guarded | layout | load | " + " | ".join(heading(c) for c in columns) + " |",
+            "|---|---|---|---|" + "---|" * len(columns),
+        ])
+        for row in profiled:
+            values = row["per_restore"][part]
+            out.append(
+                f"| {row['kind']} | {row['guarded']} | {row['layout']} | {load(row)} | "
+                + " | ".join(cell(values.get(c)) for c in columns)
+                + " |"
+            )
+
+    profile_table("cpu_ms", procs, lambda p: f"{p} CPU ms")
+    out.append("")
+    profile_table("requests", verbs, lambda v: v)
 m, st, a = r.get("memory") or {}, r.get("startup") or {}, r.get("alert") or {}
 out += [
     "",
