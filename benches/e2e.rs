@@ -374,6 +374,28 @@ async fn populate(client: &Client, ns: &str, kind: &str, n: usize, layout: &str)
     }
 }
 
+/// Starts one operation every `every` at most; with None, never waits.
+struct Pacer {
+    every: Option<Duration>,
+    next: Instant,
+}
+
+impl Pacer {
+    fn new(every: Option<Duration>) -> Pacer {
+        Pacer {
+            every,
+            next: Instant::now(),
+        }
+    }
+
+    async fn wait(&mut self) {
+        if let Some(every) = self.every {
+            tokio::time::sleep_until(self.next.into()).await;
+            self.next = Instant::now() + every;
+        }
+    }
+}
+
 /// The floor: `n` creates, each measured until this driver's watch delivers it. `pace` as
 /// for `restores`, so each load is compared with a floor taken under the same pacing.
 async fn floor(
@@ -386,13 +408,10 @@ async fn floor(
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut out = Vec::with_capacity(n);
     let tag = if pace.is_some() { "paced" } else { "b2b" };
-    let mut next_start = Instant::now();
+    let mut pacer = Pacer::new(pace);
     for i in 0..n {
         let name = format!("floor-{tag}-{i:05}");
-        if let Some(p) = pace {
-            tokio::time::sleep_until(next_start.into()).await;
-            next_start = Instant::now() + p;
-        }
+        pacer.wait().await;
         let t0 = Instant::now();
         api.create(&PostParams::default(), &secret(&name, &[], 1024, i))
             .await
@@ -418,15 +437,12 @@ async fn restores(
 ) -> Vec<f64> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut out = Vec::with_capacity(n);
-    let mut next_start = Instant::now();
+    let mut pacer = Pacer::new(pace);
     for i in 0..n {
         let name = &targets[(i * 7919) % targets.len()];
         let before = api.get(name).await.expect("get");
         let uid = before.metadata.uid.clone().unwrap_or_default();
-        if let Some(p) = pace {
-            tokio::time::sleep_until(next_start.into()).await;
-            next_start = Instant::now() + p;
-        }
+        pacer.wait().await;
         let t0 = Instant::now();
         api.delete(name, &DeleteParams::default())
             .await

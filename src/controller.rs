@@ -323,21 +323,14 @@ impl Controller {
                 "guards",
                 reflector::reflector(
                     guards_w,
-                    watch(Api::<SecretGuard>::all(c.clone()), Default::default())
-                        .default_backoff()
-                        .modify(drop_managed_fields),
+                    cached(Api::<SecretGuard>::all(c.clone()), Default::default()),
                 ),
                 &ctx,
                 on_guard,
             ),
             drive(
                 "secrets",
-                reflector::reflector(
-                    secrets_w,
-                    watch(Api::<Secret>::all(c.clone()), guarded)
-                        .default_backoff()
-                        .modify(drop_managed_fields),
-                ),
+                reflector::reflector(secrets_w, cached(Api::<Secret>::all(c.clone()), guarded)),
                 &ctx,
                 on_secret,
             ),
@@ -345,12 +338,10 @@ impl Controller {
                 "restore_points",
                 reflector::reflector(
                     restore_points_w,
-                    watch(
+                    cached(
                         Api::<Secret>::namespaced(c.clone(), &config.operator_namespace),
                         rp_selector,
-                    )
-                    .default_backoff()
-                    .modify(drop_managed_fields),
+                    ),
                 ),
                 &ctx,
                 on_restore_point,
@@ -359,12 +350,10 @@ impl Controller {
                 "service_accounts",
                 reflector::reflector(
                     service_accounts_w,
-                    watch(
+                    cached(
                         Api::<PartialObjectMeta<ServiceAccount>>::all(c.clone()),
                         Default::default(),
-                    )
-                    .default_backoff()
-                    .modify(drop_managed_fields),
+                    ),
                 ),
                 &ctx,
                 on_service_account,
@@ -373,12 +362,10 @@ impl Controller {
                 "namespaces",
                 reflector::reflector(
                     namespaces_w,
-                    watch(
+                    cached(
                         Api::<PartialObjectMeta<Namespace>>::all(c.clone()),
                         Default::default(),
-                    )
-                    .default_backoff()
-                    .modify(drop_managed_fields),
+                    ),
                 ),
                 &ctx,
                 on_namespace,
@@ -439,6 +426,19 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// A watch for a cache: retried with backoff, managedFields dropped.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    watch(api, config)
+        .default_backoff()
+        .modify(drop_managed_fields)
 }
 
 /// Nothing reads managedFields, and on objects written with server-side apply they are
