@@ -30,15 +30,18 @@ pub const EVENT_WINDOW: Duration = Duration::from_secs(600);
 const RESEND: Duration = Duration::from_secs(60);
 const ATTEMPTS: u32 = 5;
 
-/// The alert name for an incident reason (the same names as the Prometheus rules).
-pub fn alert_name(reason: Reason) -> &'static str {
-    match reason {
+/// The alert name for an incident reason (the same names as the Prometheus rules); None
+/// for a reason that is no emergency (a ServiceAccount that never existed: the guard's
+/// status and a Warning Event say so).
+pub fn alert_name(reason: Reason) -> Option<&'static str> {
+    Some(match reason {
         Reason::TokenDeleted => "SecretGuardTokenDeleted",
         Reason::SecretDeleted | Reason::ServiceAccountDeleted => "SecretGuardObjectMissing",
         Reason::TokenRotated | Reason::ServiceAccountRecreated => "SecretGuardTokenRotated",
         Reason::TokenInvalidated => "SecretGuardTokenInvalidated",
         Reason::TokenNotPopulated => "SecretGuardTokenNotPopulated",
-    }
+        Reason::ServiceAccountNotFound => return None,
+    })
 }
 
 pub const RESTORE_FAILING: &str = "SecretGuardRestoreFailing";

@@ -88,17 +88,6 @@ impl Stores {
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
     }
 
-    /// Deleted for good.
-    pub fn namespace_gone(&self, namespace: &str) -> bool {
-        self.namespaces.get(&ObjectRef::new(namespace)).is_none()
-    }
-
-    /// Terminating, or already gone.
-    pub fn namespace_terminating(&self, namespace: &str) -> bool {
-        self.namespaces
-            .get(&ObjectRef::new(namespace))
-            .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some())
-    }
 }
 
 /// What the operator remembers about a guarded Secret between reconciles. Only used to

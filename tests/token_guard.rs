@@ -610,10 +610,113 @@ async fn the_audit_repairs_and_counts_drift_the_watches_do_not_act_on() {
         secretguard::controller::guard_audit_drift(&ctx, &guard),
         drift + 1
     );
+    // What /metrics serves: SecretGuardAuditDrift fires on this counter.
+    let exposition = ctx.metrics.encode();
+    let counted = exposition
+        .lines()
+        .find(|l| {
+            l.starts_with("secretguard_audit_drift_total{")
+                && l.contains(&format!("namespace=\"{}\"", ns.name))
+                && l.contains("guard=\"g\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(
+        counted,
+        Some(drift + 1),
+        "secretguard_audit_drift_total counts the drift"
+    );
     let rp = rps.get(&rp_name).await.expect("restore point");
     let saved = rp.data.and_then(|d| d.get("token").map(|b| b.0.clone()));
     assert!(
         saved.as_deref() == Some(token.as_bytes()),
         "the restore point was repaired from the live token"
     );
+}
+
+/// What GitOps tools do: a Namespace, a ServiceAccount and a guard applied together. The
+/// guard can reach the operator before the namespace does; a namespace the cache has not
+/// seen yet is not a terminating one, and the token is provisioned at once.
+#[tokio::test]
+async fn a_namespace_its_service_account_and_a_guard_applied_together_get_a_token() {
+    let client = admin_client().await;
+    operator();
+    let name = format!(
+        "bundle-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() % 1_000_000_000)
+            .unwrap_or_default()
+    );
+    let ns = TestNamespace { name: name.clone() };
+    let bundle = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{secretguard.dev/test: 'true'}}}}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: writer, namespace: {name}}}\n---\n\
+         apiVersion: secretguard.dev/v1alpha1\nkind: SecretGuard\nmetadata: {{name: g, namespace: {name}}}\n\
+         spec: {{serviceAccounts: [{{name: writer}}]}}\n"
+    );
+    let file = repo_root().join(format!("target/{name}.yaml"));
+    std::fs::write(&file, bundle).expect("write bundle");
+    let out = kubectl(&["apply", "-f", file.to_str().unwrap_or_default()]);
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = wait_for_token(&client, &ns.name, "writer-token").await;
+    assert_eq!(
+        whoami(&token).await.expect("token works"),
+        sa_user(&ns.name, "writer")
+    );
+    wait_guard_status(&client, &ns.name, "g", "the token guarded and healthy", |s| {
+        s.targets.first().is_some_and(|t| t.state == "Healthy")
+    })
+    .await;
+    assert!(
+        events(&client, &ns.name, "ServiceAccountDeleted")
+            .await
+            .is_empty(),
+        "a ServiceAccount that was merely new must not be reported deleted"
+    );
+}
+
+/// A guard written before its ServiceAccount exists reports that, not a deletion (no
+/// critical alert for something that was never there), and guards the token once the
+/// ServiceAccount is created.
+#[tokio::test]
+async fn a_service_account_that_never_existed_is_not_found_rather_than_deleted() {
+    let client = admin_client().await;
+    operator();
+    let ns = TestNamespace::new(&client, "never").await;
+    create_guard(
+        &client,
+        &ns.name,
+        "g",
+        json!({"serviceAccounts": [{"name": "writer"}]}),
+    )
+    .await;
+    wait_guard_status(&client, &ns.name, "g", "the token reported ServiceAccountNotFound", |s| {
+        s.targets
+            .first()
+            .is_some_and(|t| t.state == "ServiceAccountNotFound")
+            && condition(s, "Degraded") == Some(("True", "ServiceAccountNotFound"))
+    })
+    .await;
+    wait_event(&client, &ns.name, "ServiceAccountNotFound", "SecretGuard").await;
+    assert!(
+        events(&client, &ns.name, "ServiceAccountDeleted")
+            .await
+            .is_empty(),
+        "never deleted: no ServiceAccountDeleted"
+    );
+
+    create_service_account(&client, &ns.name, "writer").await;
+    let token = wait_for_token(&client, &ns.name, "writer-token").await;
+    assert_eq!(
+        whoami(&token).await.expect("token works"),
+        sa_user(&ns.name, "writer")
+    );
+    wait_guard_status(&client, &ns.name, "g", "the guard healthy", |s| {
+        condition(s, "Degraded") == Some(("False", "AllHealthy"))
+    })
+    .await;
 }

@@ -91,6 +91,9 @@ pub enum TargetState {
     Pending,
     Missing,
     ServiceAccountMissing,
+    /// The guard names a ServiceAccount that was never seen: nothing was lost, and there
+    /// is nothing to guard until it is created.
+    ServiceAccountNotFound,
     Invalidated,
     NotPopulated,
     /// Its namespace is being deleted: the operator stands aside.
@@ -104,6 +107,7 @@ impl TargetState {
             TargetState::Pending => "Pending",
             TargetState::Missing => "Missing",
             TargetState::ServiceAccountMissing => "ServiceAccountMissing",
+            TargetState::ServiceAccountNotFound => "ServiceAccountNotFound",
             TargetState::Invalidated => "Invalidated",
             TargetState::NotPopulated => "NotPopulated",
             TargetState::Terminating => "Terminating",
@@ -157,6 +161,8 @@ pub enum Reason {
     TokenDeleted,
     TokenRotated,
     ServiceAccountDeleted,
+    /// Named by a guard, never seen (no token, restore point or snapshot of it either).
+    ServiceAccountNotFound,
     ServiceAccountRecreated,
     TokenInvalidated,
     TokenNotPopulated,
@@ -169,6 +175,7 @@ impl Reason {
             Reason::TokenDeleted => "TokenDeleted",
             Reason::TokenRotated => "TokenRotated",
             Reason::ServiceAccountDeleted => "ServiceAccountDeleted",
+            Reason::ServiceAccountNotFound => "ServiceAccountNotFound",
             Reason::ServiceAccountRecreated => "ServiceAccountRecreated",
             Reason::TokenInvalidated => "TokenInvalidated",
             Reason::TokenNotPopulated => "TokenNotPopulated",
@@ -214,6 +221,10 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
     }
     let sa = match &obs.service_account {
         Some(sa) if !sa.terminating => sa,
+        None if !service_account_seen_before(obs) => {
+            return Decision::new(TargetState::ServiceAccountNotFound)
+                .incident(Reason::ServiceAccountNotFound);
+        }
         _ => {
             let mut d = Decision::new(TargetState::ServiceAccountMissing)
                 .incident(Reason::ServiceAccountDeleted);
@@ -243,6 +254,15 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
     let mut d = decide_present_token(policy, obs, sa, secret);
     d.actions.splice(0..0, snapshot);
     d
+}
+
+/// Whether anything shows the ServiceAccount existed: a token issued for it, a restore
+/// point of such a token, or a snapshot of it. Without any, a missing ServiceAccount was
+/// never there to be deleted (a guard written before its ServiceAccount, or a typo).
+fn service_account_seen_before(obs: &TokenObservation) -> bool {
+    obs.has_sa_snapshot
+        || obs.restore_point.as_ref().is_some_and(|rp| rp.sa_uid.is_some())
+        || obs.secret.as_ref().is_some_and(|s| s.sa_uid.is_some())
 }
 
 fn decide_present_token(

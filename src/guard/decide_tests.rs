@@ -167,6 +167,29 @@ fn token_decisions_follow_the_behaviour_table() {
             incidents: vec![Reason::ServiceAccountDeleted],
         },
         Row {
+            name: "SA never seen (guard applied before it): its own reason, not a deletion",
+            policy: policy(Identical),
+            obs: TokenObservation {
+                has_sa_snapshot: false,
+                sa_snapshot_current: false,
+                ..obs(None, None, None)
+            },
+            state: TargetState::ServiceAccountNotFound,
+            actions: vec![],
+            incidents: vec![Reason::ServiceAccountNotFound],
+        },
+        Row {
+            name: "SA gone, only a restore point of its token remains: it was deleted",
+            policy: policy(Identical),
+            obs: TokenObservation {
+                has_sa_snapshot: false,
+                ..obs(None, None, rp("h1", "sa-1"))
+            },
+            state: TargetState::ServiceAccountMissing,
+            actions: vec![],
+            incidents: vec![Reason::ServiceAccountDeleted],
+        },
+        Row {
             name: "SA deleted with recreateServiceAccount: re-create it from its snapshot",
             policy: recreate,
             obs: obs(None, None, rp("h1", "sa-1")),

@@ -68,7 +68,7 @@ impl Outcome {
                     .iter()
                     .any(|a| matches!(a, Action::RotateServiceAccount { .. })))
             .then_some(Outcome::FreshTokenRequested),
-            Reason::TokenNotPopulated => None,
+            Reason::TokenNotPopulated | Reason::ServiceAccountNotFound => None,
         };
         match fixed {
             Some(o) => o,
@@ -97,6 +97,9 @@ pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
         Reason::TokenInvalidated => format!(
             "token in {key} was marked {} by the legacy token cleaner and is rejected",
             crate::labels::LEGACY_TOKEN_INVALID_SINCE
+        ),
+        Reason::ServiceAccountNotFound => format!(
+            "the ServiceAccount of token Secret {key} does not exist and was never seen: nothing is guarded until it is created"
         ),
         Reason::TokenNotPopulated => {
             format!("token Secret {key} is still empty: is the tokens controller running?")

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
 use kube::api::{
     Api, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
     Preconditions,
@@ -37,6 +39,50 @@ struct Target {
     live: Option<Secret>,
     restore_point: Option<RestorePoint>,
     sa_snapshot: Option<Secret>,
+    namespace: NamespaceState,
+    /// For a token: its ServiceAccount (metadata), looked up once.
+    service_account: Option<PartialObjectMeta<ServiceAccount>>,
+}
+
+/// The target's namespace, as one reconcile sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NamespaceState {
+    Active,
+    Terminating,
+    Gone,
+}
+
+/// The namespace from the cache; one GET when the cache does not have it, because that
+/// means either gone or so new that its watch event has not arrived (a Namespace, a
+/// ServiceAccount and a guard applied in one request). Taking the second for the first
+/// left such a guard inert until the next audit.
+async fn namespace_state(ctx: &Context, namespace: &str) -> Result<NamespaceState> {
+    let meta = match ctx.stores.namespaces.get(&ObjectRef::new(namespace)) {
+        Some(ns) => Some(ns.metadata.clone()),
+        None => Api::<Namespace>::all(ctx.client.clone())
+            .get_metadata_opt(namespace)
+            .await?
+            .map(|ns| ns.metadata),
+    };
+    Ok(match meta {
+        None => NamespaceState::Gone,
+        Some(m) if m.deletion_timestamp.is_some() => NamespaceState::Terminating,
+        Some(_) => NamespaceState::Active,
+    })
+}
+
+/// A ServiceAccount from the cache, or, when the cache does not have it (deleted, or
+/// created an instant ago), from the apiserver.
+async fn service_account_meta(
+    ctx: &Context,
+    key: &ObjectKey,
+) -> Result<Option<PartialObjectMeta<ServiceAccount>>> {
+    if let Some(sa) = ctx.stores.service_account(key) {
+        return Ok(Some((*sa).clone()));
+    }
+    Ok(Api::<ServiceAccount>::namespaced(ctx.client.clone(), &key.namespace)
+        .get_metadata_opt(&key.name)
+        .await?)
 }
 
 /// What carrying out the actions achieved.
@@ -93,6 +139,15 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         return unguard(ctx, key).await;
     };
     keep_restore_points(ctx, key).await?;
+    let namespace = namespace_state(ctx, &key.namespace).await?;
+    let service_account = match &spec {
+        TargetSpec::Token {
+            service_account, ..
+        } if namespace == NamespaceState::Active => {
+            service_account_meta(ctx, &ObjectKey::new(&key.namespace, service_account)).await?
+        }
+        _ => None,
+    };
     let policy = observe::policy(&guard_spec, &spec, ctx.config.populate_deadline);
     let sa_snapshot = ctx
         .stores
@@ -111,6 +166,8 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         live,
         restore_point,
         sa_snapshot,
+        namespace,
+        service_account,
     };
 
     let mut decision = decide_now(ctx, &t);
@@ -143,6 +200,13 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
             .entry(t.guard.clone())
             .or_default()
             .audit_drift += 1;
+        ctx.metrics
+            .audit_drift
+            .get_or_create(&crate::metrics::Guard {
+                namespace: t.guard.namespace.clone(),
+                guard: t.guard.name.clone(),
+            })
+            .inc();
         tracing::warn!(target = %key, guard = %t.guard, actions = ?results.done, "audit found drift the watches missed");
     }
     match results.failed {
@@ -186,16 +250,12 @@ fn resolve(
 }
 
 fn decide_now(ctx: &Context, t: &Target) -> Decision {
-    let namespace_terminating = ctx.stores.namespace_terminating(&t.key.namespace);
+    let namespace_terminating = t.namespace != NamespaceState::Active;
     let secret = t.live.as_ref().map(observe::secret_view);
     let restore_point = t.restore_point.as_ref().map(observe::restore_point_view);
     match &t.spec {
-        TargetSpec::Token {
-            service_account, ..
-        } => {
-            let sa = ctx
-                .stores
-                .service_account(&ObjectKey::new(&t.key.namespace, service_account));
+        TargetSpec::Token { .. } => {
+            let sa = t.service_account.as_ref();
             let snapshot_rv = t
                 .sa_snapshot
                 .as_ref()
@@ -209,7 +269,7 @@ fn decide_now(ctx: &Context, t: &Target) -> Decision {
                             == sa
                                 .as_ref()
                                 .and_then(|s| s.metadata.resource_version.clone()),
-                    service_account: sa.as_deref().map(observe::service_account_view),
+                    service_account: sa.map(observe::service_account_view),
                     secret,
                     restore_point,
                     has_sa_snapshot: t.sa_snapshot.is_some(),
@@ -716,11 +776,13 @@ fn push_alerts(
         description,
     };
     for reason in new {
-        alerter.fire(alert(
-            crate::alerts::alert_name(*reason),
-            reason.as_str(),
-            incident::explain(*reason, kind, &t.key),
-        ));
+        if let Some(alertname) = crate::alerts::alert_name(*reason) {
+            alerter.fire(alert(
+                alertname,
+                reason.as_str(),
+                incident::explain(*reason, kind, &t.key),
+            ));
+        }
     }
     if let Some((action, why)) = &results.failed
         && why != ALREADY_EXISTS
@@ -776,11 +838,11 @@ async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
             alerter.resolve(key.clone());
         }
     }
-    if ctx.stores.namespace_gone(&key.namespace) {
-        return expire_restore_points(ctx, key).await;
-    }
-    if ctx.stores.namespace_terminating(&key.namespace) {
-        return Ok(None); // once it is gone, its deletion event brings us back
+    match namespace_state(ctx, &key.namespace).await? {
+        NamespaceState::Gone => return expire_restore_points(ctx, key).await,
+        // Once it is gone, its deletion event brings us back.
+        NamespaceState::Terminating => return Ok(None),
+        NamespaceState::Active => {}
     }
     if ctx.stores.secret(key).is_some() {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.namespace);
