@@ -17,9 +17,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::guard::decide::Reason;
-use crate::guard::index::ObjectKey;
 use crate::metrics::{Metrics, Outcome};
+use crate::object_key::ObjectKey;
 
 /// Where the runbooks are published (docs/runbooks in the repository).
 pub const DEFAULT_RUNBOOK_BASE: &str =
@@ -30,33 +29,13 @@ pub const EVENT_WINDOW: Duration = Duration::from_secs(600);
 const RESEND: Duration = Duration::from_secs(60);
 const ATTEMPTS: u32 = 5;
 
-/// The alert name for an incident reason (the same names as the Prometheus rules); None
-/// for a reason that is no emergency (a ServiceAccount that never existed: the guard's
-/// status and a Warning Event say so).
-pub fn alert_name(reason: Reason) -> Option<&'static str> {
-    Some(match reason {
-        Reason::TokenDeleted => "SecretGuardTokenDeleted",
-        Reason::SecretDeleted | Reason::ServiceAccountDeleted => "SecretGuardObjectMissing",
-        Reason::TokenRotated | Reason::ServiceAccountRecreated => "SecretGuardTokenRotated",
-        Reason::TokenInvalidated => "SecretGuardTokenInvalidated",
-        Reason::TokenNotPopulated => "SecretGuardTokenNotPopulated",
-        Reason::ServiceAccountNotFound => return None,
-    })
-}
-
-pub const RESTORE_FAILING: &str = "SecretGuardRestoreFailing";
-
-fn is_event(alertname: &str) -> bool {
-    matches!(
-        alertname,
-        "SecretGuardTokenDeleted" | "SecretGuardTokenRotated"
-    )
-}
-
 /// One alert about one object.
 #[derive(Clone, Debug)]
 pub struct Alert {
     pub alertname: &'static str,
+    /// An event alert fires for EVENT_WINDOW and then ends by itself; a state alert fires
+    /// until it is resolved.
+    pub event: bool,
     pub object: ObjectKey,
     pub guard: String,
     pub kind: String,
@@ -70,6 +49,8 @@ enum Msg {
     Fire(Alert),
     /// The object is healthy: resolve its state alerts.
     Resolve(ObjectKey),
+    /// Resolve one state alert of an object.
+    ResolveOne(ObjectKey, &'static str),
 }
 
 /// Handle to the push task; cheap to clone, never blocks.
@@ -101,6 +82,21 @@ impl Alerter {
 
     pub fn resolve(&self, object: ObjectKey) {
         let _ = self.tx.try_send(Msg::Resolve(object));
+    }
+
+    pub fn resolve_one(&self, object: ObjectKey, alertname: &'static str) {
+        let _ = self.tx.try_send(Msg::ResolveOne(object, alertname));
+    }
+}
+
+impl Msg {
+    /// Whether this resolve message covers the alert with this key.
+    fn resolves(&self, (object, alertname): &(ObjectKey, &'static str)) -> bool {
+        match self {
+            Msg::Resolve(o) => o == object,
+            Msg::ResolveOne(o, name) => o == object && name == alertname,
+            Msg::Fire(_) => false,
+        }
     }
 }
 
@@ -135,7 +131,7 @@ async fn push_loop(
                 let now = Timestamp::now();
                 match msg {
                     Msg::Fire(alert) => {
-                        let ends_at = is_event(alert.alertname)
+                        let ends_at = alert.event
                             .then(|| now + SignedDuration::try_from(EVENT_WINDOW).unwrap_or(SignedDuration::ZERO));
                         let key = (alert.object.clone(), alert.alertname);
                         let a = active.entry(key).or_insert(Active { alert: alert.clone(), starts_at: now, ends_at });
@@ -143,11 +139,11 @@ async fn push_loop(
                         a.ends_at = ends_at;
                         vec![payload(a, &runbook_base)]
                     }
-                    Msg::Resolve(object) => {
+                    Msg::Resolve(_) | Msg::ResolveOne(..) => {
                         let done: Vec<_> = active
-                            .keys()
-                            .filter(|(o, name)| *o == object && !is_event(name))
-                            .cloned()
+                            .iter()
+                            .filter(|(k, a)| !a.alert.event && msg.resolves(k))
+                            .map(|(k, _)| k.clone())
                             .collect();
                         done.into_iter()
                             .filter_map(|k| active.remove(&k))

@@ -1,4 +1,5 @@
-//! Crate-wide error type. Each variant has a stable short reason, reused in Events and metrics.
+//! Crate-wide error types. Each variant of `Error` has a stable short reason, reused in
+//! Events and metrics; errors keep their source.
 
 use thiserror::Error;
 
@@ -16,8 +17,17 @@ pub enum Error {
     #[error("could not set up logging: {0}")]
     Telemetry(String),
 
-    #[error("{0}")]
-    Action(String),
+    /// One action of a reconcile failed (the guard's Events and alerts say which).
+    #[error("{action}: {source}")]
+    Action {
+        action: &'static str,
+        #[source]
+        source: ActionError,
+    },
+
+    /// Another replica holds the Lease, or it could not be renewed in time.
+    #[error("lost leadership")]
+    LostLeadership,
 
     #[error("HTTP server on {0} failed: {1}")]
     Http(std::net::SocketAddr, #[source] std::io::Error),
@@ -31,7 +41,8 @@ impl Error {
             Error::Config(_) => "ConfigError",
             Error::Yaml(_) => "YamlError",
             Error::Telemetry(_) => "TelemetryError",
-            Error::Action(_) => "ActionFailed",
+            Error::Action { .. } => "ActionFailed",
+            Error::LostLeadership => "LostLeadership",
             Error::Http(..) => "HTTPError",
         }
     }
@@ -40,6 +51,36 @@ impl Error {
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
         Error::Kube(e)
+    }
+}
+
+/// Why one action (a create, a patch, a delete the operator decided on) failed.
+#[derive(Debug, Error)]
+pub enum ActionError {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[source] kube::Error),
+
+    #[error("no restore point to restore from")]
+    MissingRestorePoint,
+
+    #[error("no ServiceAccount snapshot")]
+    MissingSnapshot,
+
+    #[error("unreadable ServiceAccount snapshot")]
+    BadSnapshot,
+}
+
+impl ActionError {
+    /// The object to create exists already (someone, or an earlier attempt of ours, was
+    /// first): not a failure, a reason to look again.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, ActionError::Kube(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists")
+    }
+}
+
+impl From<kube::Error> for ActionError {
+    fn from(e: kube::Error) -> Self {
+        ActionError::Kube(e)
     }
 }
 

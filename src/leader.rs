@@ -3,8 +3,6 @@
 //! give up when renewals fail for longer than the renew deadline. Writes carry the Lease's
 //! resourceVersion, so two candidates never both win a round.
 
-use std::time::Duration;
-
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -12,18 +10,7 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub namespace: String,
-    pub lease_name: String,
-    pub identity: String,
-    /// How long a Lease is valid after its last renewal.
-    pub lease_duration: Duration,
-    /// A leader that could not renew for this long steps down.
-    pub renew_deadline: Duration,
-    /// How often to try to acquire or renew.
-    pub retry_period: Duration,
-}
+use crate::config::LeaderConfig;
 
 /// What one attempt found.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,7 +22,11 @@ enum Attempt {
 /// Run the election forever. `leading` is true while this process holds the Lease. Returns
 /// only when leadership, once held, is lost (renewals failed past the deadline or someone
 /// else took the Lease): the caller must stop writing at once.
-pub async fn run(client: Client, cfg: Config, leading: watch::Sender<bool>) -> crate::Result<()> {
+pub async fn run(
+    client: Client,
+    cfg: LeaderConfig,
+    leading: watch::Sender<bool>,
+) -> crate::Result<()> {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut last_renewal: Option<tokio::time::Instant> = None;
     let mut following: Option<String> = None;
@@ -52,7 +43,7 @@ pub async fn run(client: Client, cfg: Config, leading: watch::Sender<bool>) -> c
                 if *leading.borrow() {
                     tracing::error!(holder = ?holder, "another process took the Lease: stepping down");
                     leading.send_replace(false);
-                    return Err(crate::Error::Action("lost leadership".into()));
+                    return Err(crate::Error::LostLeadership);
                 }
                 if holder != following {
                     tracing::info!(leader = ?holder, "standing by (caches warm)");
@@ -68,7 +59,7 @@ pub async fn run(client: Client, cfg: Config, leading: watch::Sender<bool>) -> c
                         "could not renew the Lease within the renew deadline: stepping down"
                     );
                     leading.send_replace(false);
-                    return Err(crate::Error::Action("lost leadership".into()));
+                    return Err(crate::Error::LostLeadership);
                 }
             }
         }
@@ -76,7 +67,7 @@ pub async fn run(client: Client, cfg: Config, leading: watch::Sender<bool>) -> c
     }
 }
 
-async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &Config) -> kube::Result<Attempt> {
+async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderConfig) -> kube::Result<Attempt> {
     let now = Timestamp::now();
     let duration_s = cfg.lease_duration.as_secs().max(1) as i32;
     let Some(mut lease) = api.get_opt(&cfg.lease_name).await? else {

@@ -139,16 +139,18 @@ async fn run(args: RunArgs) -> Result<()> {
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "secretguard".into());
-    let leader = args.leader_elect.then(|| secretguard::leader::Config {
-        namespace: args.namespace.clone(),
-        lease_name: args.leader_election_id.clone(),
-        // Unique even for two processes on one host.
-        identity: format!("{instance}-{}", std::process::id()),
-        lease_duration: args.leader_election_lease_duration,
-        renew_deadline: args.leader_election_renew_deadline,
-        retry_period: args.leader_election_retry_period,
-    });
-    let config = controller::Config {
+    let leader = args
+        .leader_elect
+        .then(|| secretguard::config::LeaderConfig {
+            namespace: args.namespace.clone(),
+            lease_name: args.leader_election_id.clone(),
+            // Unique even for two processes on one host.
+            identity: format!("{instance}-{}", std::process::id()),
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+            retry_period: args.leader_election_retry_period,
+        });
+    let config = secretguard::config::Config {
         leader,
         operator_namespace: args.namespace,
         audit_interval: args.audit_interval,

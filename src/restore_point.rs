@@ -14,6 +14,7 @@ use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 use crate::labels;
+use crate::object_key::ObjectKey;
 
 /// Annotations on a restore point describing its origin.
 pub mod annotation {
@@ -361,13 +362,13 @@ pub fn snapshot_resource_version(secret: &Secret) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Origin namespace, name and kind of any restore point, without parsing the rest.
-pub fn origin(secret: &Secret) -> Option<(String, String, String)> {
+/// The Secret any restore point (or ServiceAccount snapshot) belongs to, without parsing
+/// the rest.
+pub fn origin_key(secret: &Secret) -> Option<ObjectKey> {
     let a = secret.metadata.annotations.as_ref()?;
-    Some((
-        a.get(annotation::ORIGIN_NAMESPACE)?.clone(),
-        a.get(annotation::ORIGIN_NAME)?.clone(),
-        a.get(annotation::ORIGIN_KIND)?.clone(),
+    Some(ObjectKey::new(
+        a.get(annotation::ORIGIN_NAMESPACE)?,
+        a.get(annotation::ORIGIN_NAME)?,
     ))
 }
 
@@ -553,12 +554,8 @@ mod tests {
         let snap = build_sa_snapshot(&sa, "writer-token", "op");
         assert_eq!(snapshot_resource_version(&snap), Some("7"));
         assert_eq!(
-            origin(&snap),
-            Some((
-                "ingest".into(),
-                "writer-token".into(),
-                SERVICE_ACCOUNT_KIND.into()
-            ))
+            origin_key(&snap),
+            Some(ObjectKey::new("ingest", "writer-token"))
         );
         let back = parse_sa_snapshot(&snap).expect("parse");
         assert_eq!(back.metadata.name.as_deref(), Some("writer"));

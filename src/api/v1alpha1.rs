@@ -144,6 +144,16 @@ pub enum Severity {
     Warning,
 }
 
+impl Severity {
+    /// As written in the spec, alerts and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
 /// What the operator observed, for `kubectl get` / `describe`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

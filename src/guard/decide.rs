@@ -1,5 +1,5 @@
 //! What to do about one guarded object, given what is observed. Pure: no I/O, no clock
-//! (the caller passes `now`), so every row of DESIGN.md §4 is a table test here.
+//! (the caller passes `now`), so every row of the behaviour table (docs/architecture.md, Behaviour) is a table test here.
 
 use std::time::Duration;
 
@@ -155,6 +155,36 @@ pub enum Action {
     SaveServiceAccountSnapshot,
 }
 
+impl Action {
+    /// Brings back something that was deleted: the Secret (identical, or empty for the
+    /// tokens controller to refill) or the ServiceAccount. Creating a token Secret that
+    /// never existed restores nothing.
+    pub fn is_restore(&self) -> bool {
+        matches!(
+            self,
+            Action::RestoreIdentical
+                | Action::CreateTokenSecret {
+                    restore_of: Some(_)
+                }
+                | Action::RecreateServiceAccount
+        )
+    }
+
+    /// The action's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::CreateTokenSecret { .. } => "CreateTokenSecret",
+            Action::RestoreIdentical => "RestoreIdentical",
+            Action::Label => "Label",
+            Action::SaveRestorePoint => "SaveRestorePoint",
+            Action::RemoveInvalidLabel => "RemoveInvalidLabel",
+            Action::RotateServiceAccount { .. } => "RotateServiceAccount",
+            Action::RecreateServiceAccount => "RecreateServiceAccount",
+            Action::SaveServiceAccountSnapshot => "SaveServiceAccountSnapshot",
+        }
+    }
+}
+
 /// Why an incident is reported; also the Event reason and the metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
@@ -214,7 +244,7 @@ impl Decision {
     }
 }
 
-/// Decide what to do about a guarded ServiceAccount token (DESIGN.md §4, token rows).
+/// Decide what to do about a guarded ServiceAccount token (docs/architecture.md, Behaviour: token rows).
 pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
     if obs.namespace_terminating {
         return Decision::new(TargetState::Terminating);
@@ -261,7 +291,10 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
 /// never there to be deleted (a guard written before its ServiceAccount, or a typo).
 fn service_account_seen_before(obs: &TokenObservation) -> bool {
     obs.has_sa_snapshot
-        || obs.restore_point.as_ref().is_some_and(|rp| rp.sa_uid.is_some())
+        || obs
+            .restore_point
+            .as_ref()
+            .is_some_and(|rp| rp.sa_uid.is_some())
         || obs.secret.as_ref().is_some_and(|s| s.sa_uid.is_some())
 }
 
@@ -373,7 +406,7 @@ pub struct SecretObservation {
     pub restore_point: Option<RestorePointView>,
 }
 
-/// Decide what to do about a guarded generic Secret (DESIGN.md §4, generic row). `Fresh`
+/// Decide what to do about a guarded generic Secret (docs/architecture.md, Behaviour: generic row). `Fresh`
 /// means nothing for a Secret that no controller would refill: it restores like `Identical`.
 pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
     if obs.namespace_terminating {

@@ -1,4 +1,4 @@
-//! Table tests of token decisions: one row per situation of DESIGN.md §4.
+//! Table tests of decisions: one row per situation of the behaviour table (docs/architecture.md, Behaviour).
 
 use super::*;
 

@@ -3,56 +3,13 @@
 //! to that object, never to the size of its guard.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
+use super::spec::{TargetSpec, targets_of};
 use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
-
-/// Namespace and name of an object.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ObjectKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// What a guard asks for one Secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TargetSpec {
-    /// The legacy token Secret of a ServiceAccount.
-    Token {
-        service_account: String,
-        recreate_service_account: bool,
-    },
-    /// Any other Secret, named in spec.secrets.
-    Secret,
-}
-
-impl TargetSpec {
-    /// Kind as shown in status, Events and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TargetSpec::Token { .. } => "ServiceAccountToken",
-            TargetSpec::Secret => "Secret",
-        }
-    }
-}
+pub use crate::object_key::ObjectKey;
 
 /// A guard as the index holds it.
 #[derive(Clone, Debug)]
@@ -81,24 +38,6 @@ pub struct Index {
     service_accounts: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Namespace → guards with a secretSelector there.
     selectors: HashMap<String, BTreeMap<ObjectKey, Selector>>,
-}
-
-/// The Secrets a guard spec names, with what it asks of each.
-pub fn targets_of(namespace: &str, spec: &SecretGuardSpec) -> Vec<(ObjectKey, TargetSpec)> {
-    let tokens = spec.service_accounts.iter().map(|sa| {
-        (
-            ObjectKey::new(namespace, sa.token_secret_name()),
-            TargetSpec::Token {
-                service_account: sa.name.clone(),
-                recreate_service_account: sa.recreate_service_account,
-            },
-        )
-    });
-    let secrets = spec
-        .secrets
-        .iter()
-        .map(|s| (ObjectKey::new(namespace, &s.name), TargetSpec::Secret));
-    tokens.chain(secrets).collect()
 }
 
 impl Index {
@@ -259,31 +198,10 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1alpha1::{SecretTarget, ServiceAccountTarget};
+    use crate::guard::fixtures::{self, spec};
 
     fn guard(ns: &str, name: &str, sas: &[&str], secrets: &[&str]) -> SecretGuard {
-        let spec = SecretGuardSpec {
-            service_accounts: sas
-                .iter()
-                .map(|n| ServiceAccountTarget {
-                    name: (*n).into(),
-                    token_secret_name: None,
-                    recreate_service_account: false,
-                })
-                .collect(),
-            secrets: secrets
-                .iter()
-                .map(|n| SecretTarget { name: (*n).into() })
-                .collect(),
-            secret_selector: None,
-            restore: Default::default(),
-            revalidate: true,
-            severity: Default::default(),
-            paused: false,
-        };
-        let mut g = SecretGuard::new(name, spec);
-        g.metadata.namespace = Some(ns.into());
-        g
+        fixtures::guard(ns, name, spec(sas, secrets))
     }
 
     #[test]

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 
 use super::decide::{Policy, RestorePointView, SecretView, ServiceAccountView};
-use super::index::TargetSpec;
+use super::spec::TargetSpec;
 use crate::api::v1alpha1::SecretGuardSpec;
 use crate::labels;
 use crate::restore_point::{self, RestorePoint};

@@ -1,0 +1,228 @@
+//! What every step of a reconcile reads and writes: the client, the settings, the caches
+//! the watches fill, the guard index, what is remembered between reconciles, the work
+//! queue and the reporters. Built by `Context::new` without starting anything that
+//! watches, so a test can build one over a mock apiserver and fill its caches by hand.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::Client;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+
+use super::index::Index;
+use super::state::Records;
+use crate::alerts::Alerter;
+use crate::api::v1alpha1::SecretGuard;
+use crate::config::Config;
+use crate::labels;
+use crate::metrics::Metrics;
+use crate::object_key::ObjectKey;
+use crate::queue::WorkQueue;
+
+/// A unit of work.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Work {
+    /// Reconcile one guarded (or formerly guarded) Secret: the key of the Secret.
+    Target(ObjectKey),
+    /// Write one guard's status: the key of the guard.
+    Status(ObjectKey),
+}
+
+/// The caches the watches fill (src/controller/watches.rs).
+pub struct Stores {
+    pub guards: Store<SecretGuard>,
+    /// Secrets labelled secretguard.dev/guarded only.
+    pub secrets: Store<Secret>,
+    /// Restore points and ServiceAccount snapshots, in the operator namespace.
+    pub restore_points: Store<Secret>,
+    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+/// The write side of the caches: handed to the watches that fill them.
+pub struct StoreWriters {
+    pub guards: Writer<SecretGuard>,
+    pub secrets: Writer<Secret>,
+    pub restore_points: Writer<Secret>,
+    pub service_accounts: Writer<PartialObjectMeta<ServiceAccount>>,
+    pub namespaces: Writer<PartialObjectMeta<Namespace>>,
+}
+
+impl Stores {
+    fn new() -> (Stores, StoreWriters) {
+        let (guards, guards_w) = reflector::store();
+        let (secrets, secrets_w) = reflector::store();
+        let (restore_points, restore_points_w) = reflector::store();
+        let (service_accounts, service_accounts_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store();
+        (
+            Stores {
+                guards,
+                secrets,
+                restore_points,
+                service_accounts,
+                namespaces,
+            },
+            StoreWriters {
+                guards: guards_w,
+                secrets: secrets_w,
+                restore_points: restore_points_w,
+                service_accounts: service_accounts_w,
+                namespaces: namespaces_w,
+            },
+        )
+    }
+
+    pub fn guard(&self, key: &ObjectKey) -> Option<Arc<SecretGuard>> {
+        self.guards
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    pub fn secret(&self, key: &ObjectKey) -> Option<Arc<Secret>> {
+        self.secrets
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    pub fn restore_point(&self, operator_namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.restore_points
+            .get(&ObjectRef::new(name).within(operator_namespace))
+    }
+
+    pub fn service_account(
+        &self,
+        key: &ObjectKey,
+    ) -> Option<Arc<PartialObjectMeta<ServiceAccount>>> {
+        self.service_accounts
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
+        self.namespaces.get(&ObjectRef::new(name))
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub stores: Stores,
+    pub index: RwLock<Index>,
+    pub records: Mutex<Records>,
+    pub queue: Arc<WorkQueue<Work>>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub alerter: Option<Alerter>,
+
+    // Signals of the runtime around the reconciles (src/controller/), read by the HTTP
+    // endpoints, tests and benchmarks.
+    /// Units of work finished since start (tests and benchmarks wait on it).
+    pub processed: AtomicU64,
+    /// Units of work failing right now, with their attempts (retrying with backoff).
+    pub failures: Mutex<HashMap<Work, u32>>,
+    /// Stores synced (ready: leader or warm standby).
+    pub synced: tokio::sync::watch::Sender<bool>,
+    /// This process holds the leader Lease (always true without leader election).
+    pub leading: tokio::sync::watch::Sender<bool>,
+    /// The leader's first pass over everything is done (the queue drained once).
+    pub startup_done: tokio::sync::watch::Sender<bool>,
+    /// One watch per guard with a secretSelector: (selector, task).
+    pub selector_watches: Mutex<SelectorWatches>,
+}
+
+/// The selector watches by guard: (selector, task).
+pub type SelectorWatches = HashMap<ObjectKey, (String, tokio::task::AbortHandle)>;
+
+/// A lock whose holder panicked still guards consistent enough data: every critical
+/// section here leaves it usable, and losing the operator over it would drop protection.
+fn recover<G>(result: Result<G, std::sync::PoisonError<G>>) -> G {
+    result.unwrap_or_else(|e| e.into_inner())
+}
+
+impl Context {
+    /// A context with empty caches and nothing running but the Alertmanager push task
+    /// (when Alertmanagers are configured; it needs a Tokio runtime). The caches fill
+    /// through the returned writers.
+    pub fn new(client: Client, config: Config) -> (Context, StoreWriters) {
+        let (stores, writers) = Stores::new();
+        let reporter = Reporter {
+            controller: labels::MANAGER.into(),
+            instance: Some(config.instance.clone()),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let ctx = Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            stores,
+            index: RwLock::new(Index::default()),
+            records: Mutex::new(Records::default()),
+            queue: WorkQueue::new(),
+            alerter: Alerter::start(
+                config.alertmanager_urls.clone(),
+                config.runbook_base_url.clone(),
+                Arc::clone(&metrics),
+            ),
+            metrics,
+            processed: AtomicU64::new(0),
+            failures: Mutex::new(HashMap::new()),
+            synced: tokio::sync::watch::Sender::new(false),
+            leading: tokio::sync::watch::Sender::new(config.leader.is_none()),
+            startup_done: tokio::sync::watch::Sender::new(false),
+            selector_watches: Mutex::new(HashMap::new()),
+            config,
+        };
+        (ctx, writers)
+    }
+
+    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
+        recover(self.index.read())
+    }
+
+    pub fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        recover(self.index.write())
+    }
+
+    pub fn records(&self) -> MutexGuard<'_, Records> {
+        recover(self.records.lock())
+    }
+
+    pub fn failures(&self) -> MutexGuard<'_, HashMap<Work, u32>> {
+        recover(self.failures.lock())
+    }
+
+    pub fn selector_watches(&self) -> MutexGuard<'_, SelectorWatches> {
+        recover(self.selector_watches.lock())
+    }
+
+    /// Work items failing right now (retrying with backoff).
+    pub fn failing(&self) -> usize {
+        self.failures().len()
+    }
+
+    /// Ready to serve: caches synced, and, when leading, the first audit done.
+    pub fn ready(&self) -> bool {
+        *self.synced.borrow() && (!*self.leading.borrow() || *self.startup_done.borrow())
+    }
+
+    /// Nothing queued, nothing being processed, no status write waiting for its turn.
+    pub fn idle(&self) -> bool {
+        self.queue.is_idle() && !self.records().guards.values().any(|g| g.status_pending)
+    }
+
+    /// Queue a target because something happened to it (not the audit).
+    pub fn touch(&self, key: ObjectKey) {
+        self.records().audit_pending.remove(&key);
+        self.queue.add(Work::Target(key));
+    }
+
+    /// Drift found by audits since start in one guard's objects.
+    pub fn audit_drift(&self, guard: &ObjectKey) -> u64 {
+        self.records()
+            .guards
+            .get(guard)
+            .map(|g| g.audit_drift)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,316 @@
+//! What carrying out a decision achieved (`Executed`, with a typed `Failure`), and what
+//! that means for each incident (`Outcome`). Pure.
+
+use super::decide::{Action, Reason};
+use crate::error::ActionError;
+
+/// An action that failed, with why.
+#[derive(Debug)]
+pub struct Failure {
+    pub action: Action,
+    pub error: ActionError,
+}
+
+impl Failure {
+    /// Someone (or an earlier attempt of ours) created the object first: not a failure,
+    /// a reason to look again.
+    pub fn is_already_exists(&self) -> bool {
+        self.error.is_already_exists()
+    }
+
+    /// The one answer to "did a restore fail?": the metric secretguard_restore_failing,
+    /// the RestoreFailed Event and the pushed SecretGuardRestoreFailing alert all use it.
+    pub fn is_restore_failure(&self) -> bool {
+        self.action.is_restore() && !self.is_already_exists()
+    }
+
+    /// Why, for people: the error's text, at most 300 bytes (whole characters).
+    pub fn why(&self) -> String {
+        let mut why = self.error.to_string();
+        if why.len() > 300 {
+            let mut end = 300;
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why.truncate(end);
+        }
+        why
+    }
+}
+
+/// What carrying out the actions achieved.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub done: Vec<Action>,
+    pub failed: Option<Failure>,
+    /// For an identical token restore: did a TokenReview accept the restored token?
+    pub verified: Option<bool>,
+}
+
+impl Executed {
+    pub fn did(&self, action: &Action) -> bool {
+        self.done.contains(action)
+    }
+
+    /// A token Secret was created (for the tokens controller to fill).
+    pub fn created_token(&self) -> bool {
+        self.done
+            .iter()
+            .any(|a| matches!(a, Action::CreateTokenSecret { .. }))
+    }
+
+    /// Anything was written.
+    pub fn wrote(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// A restore was attempted and failed (see `Failure::is_restore_failure`).
+    pub fn restore_failed(&self) -> bool {
+        self.failed
+            .as_ref()
+            .is_some_and(Failure::is_restore_failure)
+    }
+
+    /// A failure worth reporting: anything but AlreadyExists.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failed.as_ref().filter(|f| !f.is_already_exists())
+    }
+}
+
+/// What the operator did about an incident; shown in status and Events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Restored,
+    RestoredUnverified,
+    RestoredFresh,
+    FreshTokenRequested,
+    Revalidated,
+    Recreated,
+    AlertOnly,
+    Paused,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Restored => "Restored",
+            Outcome::RestoredUnverified => "RestoredUnverified",
+            Outcome::RestoredFresh => "RestoredFresh",
+            Outcome::FreshTokenRequested => "FreshTokenRequested",
+            Outcome::Revalidated => "Revalidated",
+            Outcome::Recreated => "Recreated",
+            Outcome::AlertOnly => "AlertOnly",
+            Outcome::Paused => "Paused",
+            Outcome::Failed => "Failed",
+        }
+    }
+
+    pub fn of(reason: Reason, executed: &Executed, paused: bool) -> Outcome {
+        let fixed = match reason {
+            Reason::TokenDeleted | Reason::SecretDeleted => {
+                if executed.did(&Action::RestoreIdentical) {
+                    Some(if executed.verified == Some(false) {
+                        Outcome::RestoredUnverified
+                    } else {
+                        Outcome::Restored
+                    })
+                } else if executed.created_token() {
+                    Some(Outcome::RestoredFresh)
+                } else {
+                    None
+                }
+            }
+            Reason::TokenInvalidated => executed
+                .did(&Action::RemoveInvalidLabel)
+                .then_some(Outcome::Revalidated),
+            Reason::ServiceAccountDeleted => executed
+                .did(&Action::RecreateServiceAccount)
+                .then_some(Outcome::Recreated),
+            Reason::ServiceAccountRecreated | Reason::TokenRotated => (executed.created_token()
+                || executed
+                    .done
+                    .iter()
+                    .any(|a| matches!(a, Action::RotateServiceAccount { .. })))
+            .then_some(Outcome::FreshTokenRequested),
+            Reason::TokenNotPopulated | Reason::ServiceAccountNotFound => None,
+        };
+        match fixed {
+            Some(o) => o,
+            None if executed.failed.is_some() => Outcome::Failed,
+            None if paused => Outcome::Paused,
+            None => Outcome::AlertOnly,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executed(done: &[Action], failed: Option<(Action, ActionError)>) -> Executed {
+        Executed {
+            done: done.to_vec(),
+            failed: failed.map(|(action, error)| Failure { action, error }),
+            verified: None,
+        }
+    }
+
+    fn already_exists() -> ActionError {
+        ActionError::Kube(kube::Error::Api(
+            kube::core::Status::failure("secrets \"x\" already exists", "AlreadyExists")
+                .with_code(409)
+                .boxed(),
+        ))
+    }
+
+    fn forbidden() -> ActionError {
+        ActionError::Kube(kube::Error::Api(
+            kube::core::Status::failure("forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        ))
+    }
+
+    #[test]
+    fn outcomes_say_what_was_done_about_each_incident() {
+        let restore_of = Some("uid".to_owned());
+        let rows: Vec<(&str, Reason, Executed, bool, Outcome)> = vec![
+            (
+                "identical restore, token accepted",
+                Reason::TokenDeleted,
+                Executed {
+                    verified: Some(true),
+                    ..executed(&[Action::RestoreIdentical], None)
+                },
+                false,
+                Outcome::Restored,
+            ),
+            (
+                "identical restore, TokenReview refused it",
+                Reason::TokenDeleted,
+                Executed {
+                    verified: Some(false),
+                    ..executed(&[Action::RestoreIdentical], None)
+                },
+                false,
+                Outcome::RestoredUnverified,
+            ),
+            (
+                "fresh restore",
+                Reason::TokenDeleted,
+                executed(
+                    &[Action::CreateTokenSecret {
+                        restore_of: restore_of.clone(),
+                    }],
+                    None,
+                ),
+                false,
+                Outcome::RestoredFresh,
+            ),
+            (
+                "Secret restored",
+                Reason::SecretDeleted,
+                executed(&[Action::RestoreIdentical], None),
+                false,
+                Outcome::Restored,
+            ),
+            (
+                "restore refused",
+                Reason::SecretDeleted,
+                executed(&[], Some((Action::RestoreIdentical, forbidden()))),
+                false,
+                Outcome::Failed,
+            ),
+            (
+                "paused: nothing done",
+                Reason::SecretDeleted,
+                executed(&[], None),
+                true,
+                Outcome::Paused,
+            ),
+            (
+                "restore Off: alert only",
+                Reason::TokenDeleted,
+                executed(&[], None),
+                false,
+                Outcome::AlertOnly,
+            ),
+            (
+                "revalidated",
+                Reason::TokenInvalidated,
+                executed(&[Action::RemoveInvalidLabel], None),
+                false,
+                Outcome::Revalidated,
+            ),
+            (
+                "ServiceAccount re-created from its snapshot",
+                Reason::ServiceAccountDeleted,
+                executed(&[Action::RecreateServiceAccount], None),
+                false,
+                Outcome::Recreated,
+            ),
+            (
+                "rotation requested a fresh token",
+                Reason::TokenRotated,
+                executed(&[Action::RotateServiceAccount { uid: "u".into() }], None),
+                false,
+                Outcome::FreshTokenRequested,
+            ),
+            (
+                "a ServiceAccount never seen: nothing to do",
+                Reason::ServiceAccountNotFound,
+                executed(&[], None),
+                false,
+                Outcome::AlertOnly,
+            ),
+        ];
+        for (name, reason, executed, paused, want) in rows {
+            assert_eq!(Outcome::of(reason, &executed, paused), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_a_failed_restore_is_a_restore_failure() {
+        let label = executed(&[], Some((Action::Label, forbidden())));
+        assert!(label.failure().is_some() && !label.restore_failed());
+        let snapshot = executed(&[], Some((Action::SaveRestorePoint, forbidden())));
+        assert!(!snapshot.restore_failed());
+        let restore = executed(&[], Some((Action::RestoreIdentical, forbidden())));
+        assert!(restore.restore_failed());
+        let fresh = executed(
+            &[],
+            Some((
+                Action::CreateTokenSecret {
+                    restore_of: Some("uid".into()),
+                },
+                forbidden(),
+            )),
+        );
+        assert!(fresh.restore_failed());
+        let provision = executed(
+            &[],
+            Some((Action::CreateTokenSecret { restore_of: None }, forbidden())),
+        );
+        assert!(
+            !provision.restore_failed(),
+            "creating a token Secret that never existed restores nothing"
+        );
+        let raced = executed(&[], Some((Action::RestoreIdentical, already_exists())));
+        assert!(raced.failure().is_none() && !raced.restore_failed());
+    }
+
+    #[test]
+    fn why_is_cut_at_300_bytes_on_a_character_boundary() {
+        let long = Failure {
+            action: Action::Label,
+            error: ActionError::Kube(kube::Error::Api(
+                kube::core::Status::failure(&"é".repeat(400), "Invalid")
+                    .with_code(422)
+                    .boxed(),
+            )),
+        };
+        let why = long.why();
+        assert!(why.len() <= 300 && why.ends_with('é'));
+    }
+}

@@ -1,0 +1,127 @@
+//! Step 4 of a reconcile: update what is remembered about the target and its guard, and
+//! say what is new. No I/O: the report step tells the world what this returns.
+
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::decide::{Action, Decision, Reason, TargetState};
+use super::load::ObservedTarget;
+use super::outcome::{Executed, Outcome};
+use super::state::{Records, TargetRecord};
+use crate::api::v1alpha1::Incident;
+
+/// What changed in the records, for the report step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recorded {
+    /// The state the target is now in (None: the decision had none; nothing recorded).
+    pub state: Option<TargetState>,
+    /// The state differs from the last one recorded.
+    pub changed: bool,
+    /// Incidents not reported before in this unhealthy spell, with what was done.
+    pub new: Vec<(Reason, Outcome)>,
+    /// The target was brought back in this reconcile.
+    pub restored: bool,
+    /// From the first sighting of it missing to its restore.
+    pub restore_seconds: Option<f64>,
+    /// A restore failed in this reconcile.
+    pub restore_failing: bool,
+    /// A restore had failed before and none failed now: resolve its alert.
+    pub restore_failing_cleared: bool,
+    /// The audit found something the watches had not acted on.
+    pub drift: bool,
+}
+
+/// Update the records for one reconcile of `target`. `started`: when the reconcile began
+/// acting (a restore is timed from the first sighting of the object missing).
+pub fn update(
+    records: &mut Records,
+    target: &ObservedTarget,
+    decision: &Decision,
+    executed: &Executed,
+    started: Instant,
+    from_audit: bool,
+) -> Recorded {
+    let drift = from_audit && executed.wrote();
+    if drift {
+        records
+            .guards
+            .entry(target.guard.clone())
+            .or_default()
+            .audit_drift += 1;
+    }
+    let Some(decided) = decision.state else {
+        return Recorded {
+            drift,
+            ..Default::default()
+        };
+    };
+    let restored = executed.did(&Action::RestoreIdentical)
+        || (executed.created_token() && decision.incidents.contains(&Reason::TokenDeleted));
+    // A restored object is on its way back: Pending until its watch event says it is here.
+    let state = if restored {
+        TargetState::Pending
+    } else {
+        decided
+    };
+    let restore_failing = executed.restore_failed();
+    let rec = records
+        .targets
+        .entry(target.key.clone())
+        .or_insert_with(|| TargetRecord {
+            guard: target.guard.clone(),
+            kind: target.spec.kind(),
+            state,
+            reported: Default::default(),
+            missing_since: None,
+            restore_failing: false,
+        });
+    rec.guard = target.guard.clone();
+    rec.kind = target.spec.kind();
+    if decided.is_missing() {
+        rec.missing_since.get_or_insert(started);
+    }
+    let new: Vec<(Reason, Outcome)> = decision
+        .incidents
+        .iter()
+        .copied()
+        .filter(|r| !rec.reported.contains(r))
+        .map(|r| (r, Outcome::of(r, executed, target.policy.paused)))
+        .collect();
+    rec.reported.extend(new.iter().map(|(r, _)| *r));
+    let restore_seconds = restored
+        .then(|| rec.missing_since.take().map(|s| s.elapsed().as_secs_f64()))
+        .flatten();
+    if state == TargetState::Healthy {
+        rec.reported.clear();
+        rec.missing_since = None;
+    }
+    let changed = rec.state != state;
+    rec.state = state;
+    let restore_failing_cleared = rec.restore_failing && !restore_failing;
+    rec.restore_failing = restore_failing;
+    if let Some((reason, outcome)) = new.last() {
+        records
+            .guards
+            .entry(target.guard.clone())
+            .or_default()
+            .last_incident = Some(Incident {
+            time: Time(k8s_openapi::jiff::Timestamp::now()),
+            kind: target.spec.kind().as_str().into(),
+            name: target.key.name.clone(),
+            reason: reason.as_str().into(),
+            outcome: outcome.as_str().into(),
+            restore_seconds,
+        });
+    }
+    Recorded {
+        state: Some(state),
+        changed,
+        new,
+        restored,
+        restore_seconds,
+        restore_failing,
+        restore_failing_cleared,
+        drift,
+    }
+}

@@ -1,0 +1,85 @@
+//! Alerts about one reconcile, pushed straight to Alertmanager (when configured): new
+//! incidents fire, a failing restore fires, and what is fixed is resolved. The names are
+//! those of the Prometheus rules (deploy/prometheus/secretguard-rules.yaml).
+
+use crate::alerts::Alert;
+use crate::guard::context::Context;
+use crate::guard::decide::{Reason, TargetState};
+use crate::guard::load::ObservedTarget;
+use crate::guard::outcome::Executed;
+use crate::guard::record::Recorded;
+use crate::guard::report::events::explain;
+
+pub const RESTORE_FAILING: &str = "SecretGuardRestoreFailing";
+const TOKEN_DELETED: &str = "SecretGuardTokenDeleted";
+const TOKEN_ROTATED: &str = "SecretGuardTokenRotated";
+
+/// The alert for an incident reason; None for a reason that is no emergency (a
+/// ServiceAccount that never existed: the guard's status and a Warning Event say so).
+pub fn alert_name(reason: Reason) -> Option<&'static str> {
+    Some(match reason {
+        Reason::TokenDeleted => TOKEN_DELETED,
+        Reason::SecretDeleted | Reason::ServiceAccountDeleted => "SecretGuardObjectMissing",
+        Reason::TokenRotated | Reason::ServiceAccountRecreated => TOKEN_ROTATED,
+        Reason::TokenInvalidated => "SecretGuardTokenInvalidated",
+        Reason::TokenNotPopulated => "SecretGuardTokenNotPopulated",
+        Reason::ServiceAccountNotFound => return None,
+    })
+}
+
+/// Event alerts fire for a fixed window even when the restore took milliseconds: resolved
+/// at once, Alertmanager could drop them before its group_wait, and nobody would hear of
+/// the deletion. The others are state alerts, firing until the object is fixed.
+fn is_event(alertname: &str) -> bool {
+    alertname == TOKEN_DELETED || alertname == TOKEN_ROTATED
+}
+
+pub fn push(
+    ctx: &Context,
+    target: &ObservedTarget,
+    state: TargetState,
+    executed: &Executed,
+    recorded: &Recorded,
+) {
+    let Some(alerter) = &ctx.alerter else {
+        return;
+    };
+    let kind = target.spec.kind().as_str();
+    let alert = |alertname: &'static str, reason: &str, description: String| Alert {
+        alertname,
+        event: is_event(alertname),
+        object: target.key.clone(),
+        guard: target.guard.name.clone(),
+        kind: kind.into(),
+        reason: reason.into(),
+        severity: target.severity.as_str().into(),
+        summary: format!("{reason}: {kind} {}", target.key),
+        description,
+    };
+    for (reason, _) in &recorded.new {
+        if let Some(alertname) = alert_name(*reason) {
+            alerter.fire(alert(
+                alertname,
+                reason.as_str(),
+                explain(*reason, kind, &target.key),
+            ));
+        }
+    }
+    if let Some(failure) = executed.failed.as_ref().filter(|f| f.is_restore_failure()) {
+        alerter.fire(alert(
+            RESTORE_FAILING,
+            "RestoreFailed",
+            format!(
+                "{:?} for {kind} {} keeps failing: {}",
+                failure.action,
+                target.key,
+                failure.why()
+            ),
+        ));
+    } else if recorded.restore_failing_cleared {
+        alerter.resolve_one(target.key.clone(), RESTORE_FAILING);
+    }
+    if state == TargetState::Healthy && recorded.changed {
+        alerter.resolve(target.key.clone());
+    }
+}

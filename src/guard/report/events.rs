@@ -1,0 +1,228 @@
+//! Kubernetes Events about a reconcile, on the guard and on the affected Secret, and the
+//! log line of each incident. Names, UIDs and outcomes only: no Secret data or token
+//! bytes ever reach an Event or a log line.
+
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+
+use crate::api::v1alpha1::SecretGuard;
+use crate::guard::context::Context;
+use crate::guard::decide::{Action, Decision, Reason};
+use crate::guard::load::ObservedTarget;
+use crate::guard::outcome::Executed;
+use crate::guard::record::Recorded;
+use crate::guard::spec::TargetSpec;
+use crate::labels;
+use crate::object_key::ObjectKey;
+
+/// What an incident means, in words (Event notes and alert descriptions).
+pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
+    match reason {
+        Reason::TokenDeleted => format!(
+            "token Secret {key} was deleted; every holder of the token is locked out until it is back"
+        ),
+        Reason::SecretDeleted => format!("{kind} {key} was deleted"),
+        Reason::TokenRotated => format!(
+            "token in {key} is being replaced by a new one (its ServiceAccount is re-created, which revokes every token of it): consumers must update to the new token"
+        ),
+        Reason::ServiceAccountDeleted => format!(
+            "the ServiceAccount of token Secret {key} was deleted: the token no longer authenticates"
+        ),
+        Reason::ServiceAccountNotFound => format!(
+            "the ServiceAccount of token Secret {key} does not exist and was never seen: nothing is guarded until it is created"
+        ),
+        Reason::ServiceAccountRecreated => format!(
+            "the ServiceAccount of token Secret {key} was re-created with a new UID: old tokens can never work again; a fresh token is issued and consumers must update"
+        ),
+        Reason::TokenInvalidated => format!(
+            "token in {key} was marked {} by the legacy token cleaner and is rejected",
+            labels::LEGACY_TOKEN_INVALID_SINCE
+        ),
+        Reason::TokenNotPopulated => {
+            format!("token Secret {key} is still empty: is the tokens controller running?")
+        }
+    }
+}
+
+fn guard_ref(target: &ObservedTarget) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(SecretGuard::api_version(&()).into_owned()),
+        kind: Some(SecretGuard::kind(&()).into_owned()),
+        namespace: Some(target.guard.namespace.clone()),
+        name: Some(target.guard.name.clone()),
+        uid: Some(target.guard_uid.clone()),
+        ..Default::default()
+    }
+}
+
+fn secret_ref(key: &ObjectKey, live: Option<&Secret>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        namespace: Some(key.namespace.clone()),
+        name: Some(key.name.clone()),
+        uid: live.and_then(|s| s.metadata.uid.clone()),
+        ..Default::default()
+    }
+}
+
+/// Publish an Event on each of `regarding`.
+async fn publish(
+    ctx: &Context,
+    regarding: &[ObjectReference],
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Guard".into(),
+        secondary: None,
+    };
+    for r in regarding {
+        if let Err(e) = ctx.recorder.publish(&event, r).await {
+            tracing::warn!(reason, error = %e, "could not publish Event");
+        }
+    }
+}
+
+/// Report each new incident: a Warning Event on the guard and, when it exists, on the
+/// Secret; one log line.
+pub async fn incidents(ctx: &Context, target: &ObservedTarget, recorded: &Recorded) {
+    let kind = target.spec.kind().as_str();
+    let severity = target.severity.as_str();
+    for (reason, outcome) in &recorded.new {
+        let note = format!(
+            "{} (severity {severity}); outcome: {}",
+            explain(*reason, kind, &target.key),
+            outcome.as_str()
+        );
+        tracing::warn!(
+            guard = %target.guard, kind, target = %target.key, reason = reason.as_str(),
+            outcome = outcome.as_str(), severity,
+            restore_ms = recorded.restore_seconds.map(|s| (s * 1000.0) as u64),
+            "incident"
+        );
+        let mut regarding = vec![guard_ref(target)];
+        let live = target.live.as_ref();
+        if live.is_some_and(|s| s.metadata.deletion_timestamp.is_none()) {
+            regarding.push(secret_ref(&target.key, live));
+        }
+        publish(ctx, &regarding, EventType::Warning, reason.as_str(), note).await;
+    }
+}
+
+/// Events for what went well (or failed) after the incident itself.
+pub async fn follow_ups(
+    ctx: &Context,
+    target: &ObservedTarget,
+    decision: &Decision,
+    executed: &Executed,
+    recorded: &Recorded,
+) {
+    let key = &target.key;
+    let both = || vec![guard_ref(target), secret_ref(key, None)];
+    let took = recorded
+        .restore_seconds
+        .map(|s| format!(" in {:.0} ms", s * 1000.0))
+        .unwrap_or_default();
+    if executed.did(&Action::RestoreIdentical) {
+        let (reason, type_, note) = match (&target.spec, executed.verified) {
+            (
+                TargetSpec::Token {
+                    service_account, ..
+                },
+                Some(true),
+            ) => (
+                "TokenRestored",
+                EventType::Normal,
+                format!(
+                    "restored {key} with identical bytes{took}; TokenReview: authenticates as system:serviceaccount:{}:{service_account}",
+                    key.namespace
+                ),
+            ),
+            (TargetSpec::Token { .. }, _) => (
+                "RestoreUnverified",
+                EventType::Warning,
+                format!(
+                    "restored {key} with identical bytes{took}, but TokenReview did not accept the token"
+                ),
+            ),
+            (TargetSpec::Secret, _) => (
+                "SecretRestored",
+                EventType::Normal,
+                format!("restored {key} from its restore point{took}"),
+            ),
+        };
+        tracing::info!(guard = %target.guard, target = %key, reason, verified = ?executed.verified, restore_ms = recorded.restore_seconds.map(|s| (s * 1000.0) as u64), "restored");
+        publish(ctx, &both(), type_, reason, note).await;
+    }
+    if executed.created_token() && decision.incidents.is_empty() {
+        publish(
+            ctx,
+            &both(),
+            EventType::Normal,
+            "TokenCreated",
+            format!("created token Secret {key} for the tokens controller to populate"),
+        )
+        .await;
+    }
+    if executed.did(&Action::SaveRestorePoint) && target.content_changed() {
+        publish(
+            ctx,
+            &both(),
+            EventType::Normal,
+            "SecretChanged",
+            format!("the content of {key} changed; its restore point now holds the new content"),
+        )
+        .await;
+    }
+    if executed.did(&Action::RemoveInvalidLabel) {
+        publish(
+            ctx,
+            &both(),
+            EventType::Normal,
+            "TokenRevalidated",
+            format!(
+                "removed {} from {key}: the token authenticates again",
+                labels::LEGACY_TOKEN_INVALID_SINCE
+            ),
+        )
+        .await;
+    }
+    if executed.did(&Action::RecreateServiceAccount) {
+        publish(
+            ctx,
+            &[guard_ref(target)],
+            EventType::Normal,
+            "ServiceAccountRestored",
+            format!("re-created the ServiceAccount of {key} from its snapshot"),
+        )
+        .await;
+    }
+    if let Some(failure) = executed.failure() {
+        // A failed restore is an incident of its own; any other failed write is retried
+        // with backoff and said once per attempt.
+        let reason = if failure.is_restore_failure() {
+            "RestoreFailed"
+        } else {
+            "ActionFailed"
+        };
+        publish(
+            ctx,
+            &[guard_ref(target)],
+            EventType::Warning,
+            reason,
+            format!(
+                "{:?} for {key} failed (severity {}): {}",
+                failure.action,
+                target.severity.as_str(),
+                failure.why()
+            ),
+        )
+        .await;
+    }
+}
