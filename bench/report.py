@@ -35,7 +35,7 @@ out = [
     "## Restore latency",
     "",
     "Delete → the same Secret, with the same bytes, delivered again to a watching client. Floor: one create plus "
-    "the delivery of its watch event to the same client, in the same run and under the same pacing (200 creates). Targets (DESIGN.md §8): p99 ≤ 50 ms and "
+    "the delivery of its watch event to the same client, in the same run and under the same pacing (200 creates). Targets (docs/architecture.md, Targets): p99 ≤ 50 ms and "
     "p50 ≤ 3× floor at 10,000 guarded. Token guards list at most 256 ServiceAccounts, so tokens have no one-guard "
     "row above 256; many-guards means 100 objects per guard. Load: back-to-back deletes the next object 2 ms after "
     "the previous one is seen restored, so the operator's follow-up writes for one restore (restore point refresh, "
@@ -113,7 +113,7 @@ out += [
     "",
     "## Against the targets",
     "",
-    "| target (DESIGN.md §8) | measured | met |",
+    "| target (docs/architecture.md, Targets) | measured | met |",
     "|---|---|---|",
 ]
 
