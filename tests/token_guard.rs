@@ -667,9 +667,13 @@ async fn a_namespace_its_service_account_and_a_guard_applied_together_get_a_toke
         whoami(&token).await.expect("token works"),
         sa_user(&ns.name, "writer")
     );
-    wait_guard_status(&client, &ns.name, "g", "the token guarded and healthy", |s| {
-        s.targets.first().is_some_and(|t| t.state == "Healthy")
-    })
+    wait_guard_status(
+        &client,
+        &ns.name,
+        "g",
+        "the token guarded and healthy",
+        |s| s.targets.first().is_some_and(|t| t.state == "Healthy"),
+    )
     .await;
     assert!(
         events(&client, &ns.name, "ServiceAccountDeleted")
@@ -694,12 +698,18 @@ async fn a_service_account_that_never_existed_is_not_found_rather_than_deleted()
         json!({"serviceAccounts": [{"name": "writer"}]}),
     )
     .await;
-    wait_guard_status(&client, &ns.name, "g", "the token reported ServiceAccountNotFound", |s| {
-        s.targets
-            .first()
-            .is_some_and(|t| t.state == "ServiceAccountNotFound")
-            && condition(s, "Degraded") == Some(("True", "ServiceAccountNotFound"))
-    })
+    wait_guard_status(
+        &client,
+        &ns.name,
+        "g",
+        "the token reported ServiceAccountNotFound",
+        |s| {
+            s.targets
+                .first()
+                .is_some_and(|t| t.state == "ServiceAccountNotFound")
+                && condition(s, "Degraded") == Some(("True", "ServiceAccountNotFound"))
+        },
+    )
     .await;
     wait_event(&client, &ns.name, "ServiceAccountNotFound", "SecretGuard").await;
     assert!(
