@@ -26,7 +26,9 @@ const ORDER: &[&str] = &[
     // Guard: pure decisions and state.
     "guard/spec.rs",
     "guard/index.rs",
-    "guard/decide.rs",
+    "guard/decide/mod.rs",
+    "guard/decide/token.rs",
+    "guard/decide/secret.rs",
     "guard/observe.rs",
     "guard/outcome.rs",
     "guard/state.rs",
@@ -60,7 +62,7 @@ const ORDER: &[&str] = &[
 /// Files compiled only into tests.
 const TEST_ONLY: &[&str] = &[
     "guard/fixtures.rs",
-    "guard/decide_tests.rs",
+    "guard/decide/tests.rs",
     "guard/reconcile_tests.rs",
 ];
 

@@ -4,7 +4,7 @@
 //! Pure decisions and state (no I/O):
 //! - `spec`: what a guard's spec means (targets, kinds, checks the schema cannot make)
 //! - `index`: which guard guards which Secret
-//! - `decide` (+ `decide_tests`): what to do, given what is observed: the behaviour table
+//! - `decide`: what to do, given what is observed (types; `token`, `secret`; table tests)
 //! - `observe`: Kubernetes objects -> the views decisions take
 //! - `outcome`: what carrying out actions achieved, typed failures, incident outcomes
 //! - `state`: what is remembered between reconciles

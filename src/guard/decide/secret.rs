@@ -1,0 +1,45 @@
+//! Decisions for a guarded generic Secret (docs/architecture.md, Behaviour: generic row).
+
+use super::{
+    Action, Decision, MISSING_RECHECK, Policy, Reason, RestorePointView, SecretView, TargetState,
+};
+
+/// Everything observed about one guarded generic Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretObservation {
+    pub namespace_terminating: bool,
+    pub secret: Option<SecretView>,
+    pub restore_point: Option<RestorePointView>,
+}
+
+/// Decide what to do about a guarded generic Secret (docs/architecture.md, Behaviour: generic row). `Fresh`
+/// means nothing for a Secret that no controller would refill: it restores like `Identical`.
+pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
+    if obs.namespace_terminating {
+        return Decision::new(TargetState::Terminating);
+    }
+    let Some(secret) = &obs.secret else {
+        let mut d = Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
+        if obs.restore_point.is_some() && policy.restores() {
+            d = d.act(Action::RestoreIdentical);
+        } else {
+            d.requeue_after = Some(MISSING_RECHECK);
+        }
+        return d;
+    };
+    if secret.terminating {
+        return Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
+    }
+    let mut d = Decision::new(TargetState::Healthy);
+    if !secret.labelled && policy.writes() {
+        d = d.act(Action::Label);
+    }
+    let saved = obs
+        .restore_point
+        .as_ref()
+        .is_some_and(|rp| rp.content_hash == secret.content_hash && rp.origin_uid == secret.uid);
+    if !saved && policy.writes() {
+        d = d.act(Action::SaveRestorePoint);
+    }
+    d
+}

@@ -1,0 +1,163 @@
+//! Decisions for a guarded ServiceAccount token (docs/architecture.md, Behaviour: token rows).
+
+use std::time::Duration;
+
+use super::{
+    Action, Decision, MISSING_RECHECK, Policy, Reason, SecretView, ServiceAccountView, TargetState,
+    TokenObservation,
+};
+use crate::api::v1alpha1::RestoreMode;
+
+/// Decide what to do about a guarded ServiceAccount token (docs/architecture.md, Behaviour: token rows).
+pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
+    if obs.namespace_terminating {
+        return Decision::new(TargetState::Terminating);
+    }
+    let sa = match &obs.service_account {
+        Some(sa) if !sa.terminating => sa,
+        None if !service_account_seen_before(obs) => {
+            return Decision::new(TargetState::ServiceAccountNotFound)
+                .incident(Reason::ServiceAccountNotFound);
+        }
+        _ => {
+            let mut d = Decision::new(TargetState::ServiceAccountMissing)
+                .incident(Reason::ServiceAccountDeleted);
+            if policy.recreate_service_account && policy.restores() && obs.has_sa_snapshot {
+                d = d.act(Action::RecreateServiceAccount);
+            }
+            return d;
+        }
+    };
+    // A restore point for another ServiceAccount UID holds a token that can never work again.
+    let rp_for_this_sa = obs
+        .restore_point
+        .as_ref()
+        .filter(|rp| rp.sa_uid.as_deref() == Some(sa.uid.as_str()));
+
+    let snapshot = if policy.recreate_service_account && policy.writes() && !obs.sa_snapshot_current
+    {
+        vec![Action::SaveServiceAccountSnapshot]
+    } else {
+        vec![]
+    };
+    let Some(secret) = &obs.secret else {
+        let mut d = decide_missing_token(policy, obs, rp_for_this_sa.is_some());
+        d.actions.splice(0..0, snapshot);
+        return d;
+    };
+    let mut d = decide_present_token(policy, obs, sa, secret);
+    d.actions.splice(0..0, snapshot);
+    d
+}
+
+/// Whether anything shows the ServiceAccount existed: a token issued for it, a restore
+/// point of such a token, or a snapshot of it. Without any, a missing ServiceAccount was
+/// never there to be deleted (a guard written before its ServiceAccount, or a typo).
+fn service_account_seen_before(obs: &TokenObservation) -> bool {
+    obs.has_sa_snapshot
+        || obs
+            .restore_point
+            .as_ref()
+            .is_some_and(|rp| rp.sa_uid.is_some())
+        || obs.secret.as_ref().is_some_and(|s| s.sa_uid.is_some())
+}
+
+fn decide_present_token(
+    policy: &Policy,
+    obs: &TokenObservation,
+    sa: &ServiceAccountView,
+    secret: &SecretView,
+) -> Decision {
+    if secret.terminating {
+        // Already rejected by the apiserver; it can be re-created once it is gone.
+        return Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
+    }
+    if secret.sa_uid.as_deref().is_some_and(|uid| uid != sa.uid) {
+        // The ServiceAccount was re-created: this token can never work again. The tokens
+        // controller deletes it (UID mismatch); that deletion brings a fresh token at once.
+        // (The operator never deletes Secrets outside its own namespace.)
+        return Decision::new(TargetState::Pending).incident(Reason::ServiceAccountRecreated);
+    }
+
+    let mut d = Decision::new(TargetState::Healthy);
+    if !secret.labelled && policy.writes() {
+        d = d.act(Action::Label);
+    }
+    if secret.rotate_requested && policy.writes() {
+        // The stale token Secret (annotation included) is replaced once the new
+        // ServiceAccount is seen, like after any ServiceAccount re-creation.
+        d.state = Some(TargetState::Pending);
+        return d
+            .act(Action::RotateServiceAccount {
+                uid: sa.uid.clone(),
+            })
+            .incident(Reason::TokenRotated);
+    }
+    if !secret.token_populated {
+        let age = obs.now.duration_since(secret.created);
+        let deadline = k8s_openapi::jiff::SignedDuration::try_from(policy.populate_deadline)
+            .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+        if age >= deadline {
+            d.state = Some(TargetState::NotPopulated);
+            return d.incident(Reason::TokenNotPopulated);
+        }
+        d.state = Some(TargetState::Pending);
+        d.requeue_after = Some(
+            Duration::try_from(deadline - age).unwrap_or(Duration::ZERO)
+                + Duration::from_millis(100),
+        );
+        return d;
+    }
+    let saved = obs.restore_point.as_ref().is_some_and(|rp| {
+        rp.content_hash == secret.content_hash
+            && rp.origin_uid == secret.uid
+            && rp.sa_uid.as_deref() == Some(sa.uid.as_str())
+    });
+    if !saved && policy.writes() && secret.sa_uid.is_some() {
+        d = d.act(Action::SaveRestorePoint);
+    }
+    if secret.invalidated {
+        d.state = Some(TargetState::Invalidated);
+        d = d.incident(Reason::TokenInvalidated);
+        if policy.revalidate && policy.restores() {
+            d = d.act(Action::RemoveInvalidLabel);
+        }
+    }
+    d
+}
+
+fn decide_missing_token(policy: &Policy, obs: &TokenObservation, can_revive: bool) -> Decision {
+    match &obs.restore_point {
+        // Never existed as far as we know: provision it for the tokens controller.
+        None => {
+            let mut d = Decision::new(TargetState::Pending);
+            if policy.writes() {
+                d = d.act(Action::CreateTokenSecret { restore_of: None });
+            }
+            d
+        }
+        Some(rp) => {
+            let restore_of = Some(rp.origin_uid.clone());
+            let mut d = Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
+            if !policy.restores() {
+                d.requeue_after = Some(MISSING_RECHECK);
+                return d;
+            }
+            if can_revive && policy.restore == RestoreMode::Identical {
+                d = d.act(Action::RestoreIdentical);
+            } else if can_revive {
+                // Fresh: let the tokens controller fill it. Legacy tokens are a pure function
+                // of namespace, Secret name, ServiceAccount name and UID and the signing key,
+                // so for an unchanged ServiceAccount it mints the same bytes: nobody has to
+                // update. The restore point stays valid.
+                d = d.act(Action::CreateTokenSecret { restore_of });
+            } else {
+                d = d
+                    .incident(Reason::ServiceAccountRecreated)
+                    .incident(Reason::TokenRotated)
+                    .act(Action::CreateTokenSecret { restore_of });
+            }
+            d
+        }
+    }
+}
