@@ -1,0 +1,186 @@
+//! The local control plane (e2e/cluster.sh): started once per test binary, clients for it,
+//! kubectl, a namespace per test, the CRDs, and restarts of its parts.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use super::{repo_root, tools_bin};
+
+/// Where the operator under test keeps restore points.
+pub const OPERATOR_NAMESPACE: &str = "secretguard-system";
+
+/// Path of the admin kubeconfig of the local control plane, starting the control plane
+/// the first time it is asked for in this test binary.
+pub fn kubeconfig_path() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new(repo_root().join("e2e/cluster.sh"))
+            .arg("up")
+            .env("TOOLS_BIN", tools_bin())
+            .output()
+            .expect("run e2e/cluster.sh up");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "e2e/cluster.sh up failed ({}):\n{}\n{}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("KUBECONFIG="))
+            .expect("e2e/cluster.sh up prints KUBECONFIG=<path> last");
+        PathBuf::from(line)
+    })
+}
+
+/// Client configuration for the cluster admin (a client certificate in system:masters).
+pub async fn admin_config() -> Config {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("read admin kubeconfig");
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("load admin kubeconfig")
+}
+
+pub async fn admin_client() -> Client {
+    Client::try_from(admin_config().await).expect("admin client")
+}
+
+/// A client that authenticates with nothing but the given bearer token.
+pub async fn token_client(token: &str) -> Client {
+    let mut config = admin_config().await;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(secrecy::SecretString::from(token.to_owned())),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("token client")
+}
+
+/// Run kubectl against the local control plane as admin.
+pub fn kubectl(args: &[&str]) -> std::process::Output {
+    Command::new(tools_bin().join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+/// A namespace of its own for one test, deleted (without waiting) when the test ends,
+/// whether it passed or panicked.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> TestNamespace {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{prefix}-")),
+                labels: Some([("secretguard.dev/test".to_owned(), "true".to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let created = api
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        TestNamespace {
+            name: created.metadata.name.expect("generated name"),
+        }
+    }
+
+    /// Delete it now and keep the test's hands off it; used by tests of deletion itself.
+    pub async fn delete(&self, client: &Client) {
+        let api: Api<Namespace> = Api::all(client.clone());
+        api.delete(&self.name, &DeleteParams::default())
+            .await
+            .expect("delete namespace");
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Blocking and synchronous on purpose: it runs on panic too, outside any runtime.
+        let _ = kubectl(&[
+            "delete",
+            "namespace",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// Install the CRDs (server-side apply of crds/) and wait until they are served.
+pub fn install_crds() {
+    let crds = repo_root().join("crds");
+    let out = kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crds.to_str().unwrap_or_default(),
+    ]);
+    assert!(
+        out.status.success(),
+        "apply CRDs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/secretguards.secretguard.dev",
+    ]);
+    assert!(
+        out.status.success(),
+        "CRD established: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Restart kube-controller-manager with other settings; the returned guard restarts it
+/// with the defaults again when dropped (also when the test panics). Only for test
+/// binaries of their own: other tests would see the controller-manager go away.
+pub fn reconfigure_kcm(env: &[(&str, &str)]) -> KcmDefaults {
+    restart_kcm(env);
+    KcmDefaults
+}
+
+fn restart_kcm(env: &[(&str, &str)]) {
+    kubeconfig_path();
+    let out = Command::new(repo_root().join("e2e/cluster.sh"))
+        .arg("restart-kcm")
+        .env("TOOLS_BIN", tools_bin())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run e2e/cluster.sh restart-kcm");
+    assert!(
+        out.status.success(),
+        "restart-kcm failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct KcmDefaults;
+
+impl Drop for KcmDefaults {
+    fn drop(&mut self) {
+        restart_kcm(&[
+            ("LEGACY_TOKEN_CLEANUP_PERIOD", "8760h"),
+            ("KUBE_CONTROLLER_MANAGER_EXTRA_ARGS", ""),
+        ]);
+    }
+}
