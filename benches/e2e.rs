@@ -66,7 +66,7 @@ impl Operator {
                 .to_string()
         });
         let (m, h) = (free_port(), free_port());
-        let log = test_log(&format!("bench-{log}.log"));
+        let log = test_log(&format!("operator-{log}.log"));
         let child = Command::new(bin)
             .args([
                 "run",
@@ -148,9 +148,7 @@ struct Usage {
 
 impl Usage {
     async fn take(client: &Client, operator_pid: u32) -> Usage {
-        let dir = std::env::var_os("SECRETGUARD_CLUSTER_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| repo_root().join(".cluster"));
+        let dir = cluster_dir();
         let mut cpu_s = BTreeMap::new();
         for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
             if let Some(pid) = std::fs::read_to_string(dir.join(format!("{c}.pid")))
@@ -530,7 +528,6 @@ async fn run() {
     let alerts = env_num("BENCH_ALERTS", 100);
     let kinds = env_words("BENCH_KINDS", "secret,token");
     let layouts = env_words("BENCH_LAYOUTS", "one-guard,many-guards");
-    std::fs::create_dir_all(repo_root().join("target/test-logs")).expect("logs");
     std::fs::create_dir_all(repo_root().join("bench")).expect("bench dir");
     let client = admin_client().await;
     install_crds();
@@ -550,7 +547,7 @@ async fn run() {
         .await
         .expect("version")
         .git_version;
-    let am = start_alertmanager("bench-alertmanager.log");
+    let am = start_alertmanager();
     let mut op = Operator::start(&am, "main");
     op.wait_ready().await;
 

@@ -349,7 +349,7 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     });
     std::fs::write(&kubeconfig, serde_json::to_vec(&config).expect("json"))
         .expect("write kubeconfig");
-    let log = test_log("chart-operator.log");
+    let log = test_log("operator-chart.log");
     let mut op = Command::new(env!("CARGO_BIN_EXE_secretguard"))
         .args([
             "run",
@@ -411,8 +411,7 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     let _ = op.kill();
     let _ = op.wait();
     let _ = std::fs::remove_file(&kubeconfig);
-    let log = std::fs::read_to_string(repo_root().join("target/test-logs/chart-operator.log"))
-        .expect("log");
+    let log = std::fs::read_to_string(test_dir().join("operator-chart.log")).expect("log");
     assert!(
         !log.contains("forbidden"),
         "the operator was refused something it needs:\n{log}"

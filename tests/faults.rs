@@ -3,7 +3,7 @@
 //! apiserver restarted under it; a namespace deleted with guarded Secrets in it.
 //!
 //! The operator runs as a subprocess here (one at a time: the tests take a lock), so it
-//! can really be killed. Its logs are in target/test-logs/faults-<name>.log.
+//! can really be killed. Its logs are in target/test-logs/<test>/operator-<name>.log.
 
 mod support;
 
@@ -24,13 +24,12 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Operator {
     child: Child,
+    log: std::path::PathBuf,
 }
 
 impl Operator {
     fn start(log: &str, fault: Option<&str>, extra: &[&str]) -> Operator {
-        let dir = repo_root().join("target/test-logs");
-        std::fs::create_dir_all(&dir).expect("log dir");
-        let file = std::fs::File::create(dir.join(format!("faults-{log}.log"))).expect("log file");
+        let file = test_log(&format!("operator-{log}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretguard"));
         cmd.args([
             "run",
@@ -52,6 +51,7 @@ impl Operator {
         }
         Operator {
             child: cmd.spawn().expect("start the operator binary"),
+            log: test_dir().join(format!("operator-{log}.log")),
         }
     }
 
@@ -75,6 +75,7 @@ impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+        keep_if_failed(&self.log);
     }
 }
 
@@ -230,8 +231,8 @@ async fn a_deleted_namespace_completes_and_its_restore_points_expire_after_the_r
         kept.as_secs() >= 4,
         "kept for the retention at least, was {kept:?}"
     );
-    let log = std::fs::read_to_string(repo_root().join("target/test-logs/faults-retention.log"))
-        .expect("operator log");
+    let log =
+        std::fs::read_to_string(test_dir().join("operator-retention.log")).expect("operator log");
     assert!(
         !log.lines()
             .any(|l| l.contains("reconcile failed") && l.contains(&ns.name)),

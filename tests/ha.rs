@@ -1,6 +1,7 @@
 //! High availability: two operator processes, one Lease. Only the leader writes; killing it
 //! hands over to the warm standby, and a deletion made during the handover is still
-//! restored. The failover time is measured and written to target/test-logs/failover.txt.
+//! restored. The failover time is measured and written to
+//! target/test-logs/<test>/failover.txt, next to the replicas' logs.
 
 mod support;
 
@@ -20,12 +21,13 @@ struct Replica {
     metrics: String,
     health: String,
     child: Child,
+    log: std::path::PathBuf,
 }
 
 impl Replica {
     fn start(name: &str, lease_name: &str) -> Replica {
         let (m, h) = (free_port(), free_port());
-        let log = test_log(&format!("ha-{name}.log"));
+        let log = test_log(&format!("operator-{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_secretguard"))
             .args([
                 "run",
@@ -55,6 +57,7 @@ impl Replica {
             metrics: format!("http://127.0.0.1:{m}/metrics"),
             health: format!("http://127.0.0.1:{h}/readyz"),
             child,
+            log: test_dir().join(format!("operator-{name}.log")),
         }
     }
 
@@ -77,6 +80,7 @@ impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        keep_if_failed(&self.log);
     }
 }
 
@@ -187,6 +191,6 @@ async fn only_the_leader_writes_and_a_killed_leader_is_replaced_in_time_to_resto
         failover.as_secs_f64(),
         restore_done.as_secs_f64()
     );
-    std::fs::write(repo_root().join("target/test-logs/failover.txt"), &report).expect("report");
+    std::fs::write(test_dir().join("failover.txt"), &report).expect("report");
     eprintln!("{report}");
 }

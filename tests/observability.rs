@@ -29,13 +29,10 @@ fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
         install_crds();
         let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
-        let dir = repo_root().join("target/test-logs");
-        std::fs::create_dir_all(&dir).expect("log dir");
-
-        let alertmanager = start_alertmanager("observability-alertmanager.log");
+        let alertmanager = start_alertmanager();
 
         let (mport, hport) = (free_port(), free_port());
-        let log = dir.join("observability-operator.log");
+        let (log, file) = shared_log("operator-shared.log");
         let mut op = Command::new(env!("CARGO_BIN_EXE_secretguard"));
         op.args([
             "run",
@@ -54,7 +51,7 @@ fn shared() -> &'static Shared {
             "debug,hyper=info,tower=info,rustls=info,kube_client=info",
         )
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"));
+        .stderr(file);
         spawn_for_life(op);
         let health = format!("http://127.0.0.1:{hport}");
         wait_http_ok(&format!("{health}/readyz"));

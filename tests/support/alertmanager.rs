@@ -1,16 +1,21 @@
 //! A real Alertmanager, for tests and the bench that check what the operator pushes.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use super::{DEADLINE, free_port, http_ok, spawn_for_life, test_log, tools_bin};
+use super::{
+    DEADLINE, binary_name, free_port, shared_log, spawn_for_life, tools_bin, wait_http_ok,
+};
 
 /// A real Alertmanager on a free loopback port, living as long as this process, with a
-/// receiver that drops notifications (tests read alerts from its API). Returns its URL,
-/// once it is ready.
-pub fn start_alertmanager(log: &str) -> String {
+/// receiver that drops notifications (tests read alerts from its API), logging to
+/// target/test-logs/<test binary>/alertmanager.log. Returns its URL, once it is ready.
+pub fn start_alertmanager() -> String {
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("sg-alertmanager-{}-{log}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "sg-alertmanager-{}-{}",
+        std::process::id(),
+        binary_name()
+    ));
     std::fs::create_dir_all(&dir).expect("alertmanager dir");
     let config = dir.join("alertmanager.yml");
     std::fs::write(
@@ -18,22 +23,16 @@ pub fn start_alertmanager(log: &str) -> String {
         "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
     )
     .expect("alertmanager config");
+    let (_, log) = shared_log("alertmanager.log");
     let mut cmd = Command::new(tools_bin().join("alertmanager"));
     cmd.arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.path={}", dir.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(test_log(log));
+        .stdout(Stdio::null())
+        .stderr(log);
     spawn_for_life(cmd);
     let url = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while !http_ok(&format!("{url}/-/ready")) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "Alertmanager never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_http_ok(&format!("{url}/-/ready"), DEADLINE);
     url
 }

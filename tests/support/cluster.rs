@@ -10,14 +10,24 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use super::{repo_root, tools_bin};
+use super::{begin_test, repo_root, tools_bin};
 
 /// Where the operator under test keeps restore points.
 pub const OPERATOR_NAMESPACE: &str = "secretguard-system";
 
+/// The state directory of the local control plane, as e2e/cluster.sh chooses it; its
+/// components log to `logs/<component>.log` in it.
+pub fn cluster_dir() -> PathBuf {
+    std::env::var_os("SECRETGUARD_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cluster"))
+}
+
 /// Path of the admin kubeconfig of the local control plane, starting the control plane
-/// the first time it is asked for in this test binary.
+/// the first time it is asked for in this test binary. A test that asks for it has begun
+/// (see `logs`): from here on, its failure keeps the logs.
 pub fn kubeconfig_path() -> &'static PathBuf {
+    begin_test();
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let out = Command::new(repo_root().join("e2e/cluster.sh"))

@@ -5,6 +5,7 @@
 //!
 //! By file:
 //! - `cluster`: the control plane, clients, kubectl, test namespaces, the CRDs;
+//! - `logs`: where each test's logs go, and what a failed test keeps;
 //! - `operator`: the operator inside the test process, shared by a test binary;
 //! - `process`: processes that live as long as the test binary, free ports, HTTP probes;
 //! - `alertmanager`: a real Alertmanager;
@@ -17,13 +18,16 @@ mod alertmanager;
 mod cluster;
 mod events;
 mod guards;
+mod logs;
 mod operator;
 mod process;
 mod tokens;
 
 // Each test binary uses some of them.
 #[allow(unused_imports)]
-pub use {alertmanager::*, cluster::*, events::*, guards::*, operator::*, process::*, tokens::*};
+pub use {
+    alertmanager::*, cluster::*, events::*, guards::*, logs::*, operator::*, process::*, tokens::*,
+};
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -8,22 +8,18 @@ use std::time::{Duration, Instant};
 use secretguard::controller::{Context, Controller};
 
 use super::{
-    DEADLINE, OPERATOR_NAMESPACE, admin_client, install_crds, kubectl, repo_root, wait_for,
+    DEADLINE, OPERATOR_NAMESPACE, admin_client, install_crds, kubectl, shared_log, wait_for,
 };
 
-/// The operator under test: started once per test binary, on a runtime of its own, with
-/// its log in target/test-logs/<test binary>.log. Returns its context once its caches
-/// have synced.
+/// The operator under test, with its log in target/test-logs/<test binary>/operator.log
+/// (a failed test keeps the part written while it ran). Returns its context once its
+/// caches have synced.
 pub fn operator() -> Arc<Context> {
     static CTX: OnceLock<Arc<Context>> = OnceLock::new();
     CTX.get_or_init(|| {
         install_crds();
         let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
-        let log_dir = repo_root().join("target/test-logs");
-        std::fs::create_dir_all(&log_dir).expect("log dir");
-        let exe = std::env::current_exe().expect("exe");
-        let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("test");
-        let file = std::fs::File::create(log_dir.join(format!("{stem}.log"))).expect("log file");
+        let (_, file) = shared_log("operator.log");
         let _ = tracing_subscriber::fmt()
             .with_writer(std::sync::Mutex::new(file))
             .with_ansi(false)

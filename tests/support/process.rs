@@ -1,9 +1,10 @@
 //! Local processes a test starts: ones that live as long as the test binary, free ports
-//! and log files for them, and a blocking probe of what they serve (no runtime needed).
+//! and log files for them, and blocking probes of what they serve (no runtime needed).
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use super::repo_root;
+use super::test_dir;
 
 /// Start a process that lives as long as this test process: it is spawned from a thread
 /// that never ends, with PR_SET_PDEATHSIG, so the kernel kills it when we exit (shared
@@ -40,14 +41,12 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A log file under target/test-logs/ (created if need be), for a process a test starts.
+/// A new log file in the running test's log directory (see `logs`), for a process it starts.
 pub fn test_log(name: &str) -> std::fs::File {
-    let dir = repo_root().join("target/test-logs");
-    std::fs::create_dir_all(&dir).expect("create target/test-logs");
-    std::fs::File::create(dir.join(name)).expect("create log file")
+    std::fs::File::create(test_dir().join(name)).expect("create log file")
 }
 
-/// A blocking GET (no runtime needed) that answers whether `url` returned 200.
+/// A blocking GET that answers whether `url` (plain http) returned 200.
 pub fn http_ok(url: &str) -> bool {
     use std::io::{Read, Write};
     let Some(rest) = url.strip_prefix("http://") else {
@@ -57,9 +56,24 @@ pub fn http_ok(url: &str) -> bool {
     let Ok(mut stream) = std::net::TcpStream::connect(host) else {
         return false;
     };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     if write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
         return false;
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+/// Wait (blocking) until `url` answers 200, or fail the test after `deadline`; returns
+/// how long it took.
+pub fn wait_http_ok(url: &str, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    while !http_ok(url) {
+        assert!(
+            start.elapsed() < deadline,
+            "{url} did not answer 200 within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
 }
