@@ -2,7 +2,7 @@
 //! kubectl, a namespace per test, the CRDs, and restarts of its parts.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -23,6 +23,24 @@ pub fn cluster_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".cluster"))
 }
 
+/// Run `e2e/cluster.sh <verb>` with the given environment; fails the test if it fails.
+pub fn cluster_script(verb: &str, env: &[(&str, &str)]) -> Output {
+    let out = Command::new(repo_root().join("e2e/cluster.sh"))
+        .arg(verb)
+        .env("TOOLS_BIN", tools_bin())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("run e2e/cluster.sh {verb}: {e}"));
+    assert!(
+        out.status.success(),
+        "e2e/cluster.sh {verb} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Path of the admin kubeconfig of the local control plane, starting the control plane
 /// the first time it is asked for in this test binary. A test that asks for it has begun
 /// (see `logs`): from here on, its failure keeps the logs.
@@ -30,23 +48,11 @@ pub fn kubeconfig_path() -> &'static PathBuf {
     begin_test();
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let out = Command::new(repo_root().join("e2e/cluster.sh"))
-            .arg("up")
-            .env("TOOLS_BIN", tools_bin())
-            .output()
-            .expect("run e2e/cluster.sh up");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "e2e/cluster.sh up failed ({}):\n{}\n{}",
-            out.status,
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = stdout
+        let out = cluster_script("up", &[]);
+        let line = String::from_utf8_lossy(&out.stdout)
             .lines()
             .rev()
-            .find_map(|l| l.strip_prefix("KUBECONFIG="))
+            .find_map(|l| l.strip_prefix("KUBECONFIG=").map(str::to_owned))
             .expect("e2e/cluster.sh up prints KUBECONFIG=<path> last");
         PathBuf::from(line)
     })
@@ -74,14 +80,28 @@ pub async fn token_client(token: &str) -> Client {
     Client::try_from(config).expect("token client")
 }
 
+fn kubectl_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(tools_bin().join("kubectl"));
+    cmd.arg("--kubeconfig").arg(kubeconfig_path()).args(args);
+    cmd
+}
+
 /// Run kubectl against the local control plane as admin.
-pub fn kubectl(args: &[&str]) -> std::process::Output {
-    Command::new(tools_bin().join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(args)
-        .output()
-        .expect("run kubectl")
+pub fn kubectl(args: &[&str]) -> Output {
+    kubectl_command(args).output().expect("run kubectl")
+}
+
+/// Run kubectl as admin with `input` on its standard input (for `-f -`).
+pub fn kubectl_with_input(args: &[&str], input: &str) -> Output {
+    let mut child = kubectl_command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes())
+        .expect("write to kubectl");
+    child.wait_with_output().expect("kubectl output")
 }
 
 /// A namespace of its own for one test, deleted (without waiting) when the test ends,
@@ -160,37 +180,37 @@ pub fn install_crds() {
     );
 }
 
+/// What an operator needs before it starts: the CRDs, and its namespace (OPERATOR_NAMESPACE).
+pub fn prepare_operator() {
+    install_crds();
+    let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+}
+
+/// Restart kube-apiserver (same flags, same port).
+pub fn restart_apiserver() {
+    kubeconfig_path();
+    cluster_script("restart-apiserver", &[]);
+}
+
 /// Restart kube-controller-manager with other settings; the returned guard restarts it
 /// with the defaults again when dropped (also when the test panics). Only for test
 /// binaries of their own: other tests would see the controller-manager go away.
 pub fn reconfigure_kcm(env: &[(&str, &str)]) -> KcmDefaults {
-    restart_kcm(env);
-    KcmDefaults
-}
-
-fn restart_kcm(env: &[(&str, &str)]) {
     kubeconfig_path();
-    let out = Command::new(repo_root().join("e2e/cluster.sh"))
-        .arg("restart-kcm")
-        .env("TOOLS_BIN", tools_bin())
-        .envs(env.iter().copied())
-        .output()
-        .expect("run e2e/cluster.sh restart-kcm");
-    assert!(
-        out.status.success(),
-        "restart-kcm failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster_script("restart-kcm", env);
+    KcmDefaults
 }
 
 pub struct KcmDefaults;
 
 impl Drop for KcmDefaults {
     fn drop(&mut self) {
-        restart_kcm(&[
-            ("LEGACY_TOKEN_CLEANUP_PERIOD", "8760h"),
-            ("KUBE_CONTROLLER_MANAGER_EXTRA_ARGS", ""),
-        ]);
+        cluster_script(
+            "restart-kcm",
+            &[
+                ("LEGACY_TOKEN_CLEANUP_PERIOD", "8760h"),
+                ("KUBE_CONTROLLER_MANAGER_EXTRA_ARGS", ""),
+            ],
+        );
     }
 }

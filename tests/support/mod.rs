@@ -11,13 +11,15 @@
 //! - `alertmanager`: a real Alertmanager;
 //! - `guards`: SecretGuards, their status, restore points;
 //! - `tokens`: ServiceAccounts, their token Secrets, who a token is;
-//! - `events`: Events.
+//! - `events`: Events;
+//! - `helm`: the helm binary and what the chart renders.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 mod alertmanager;
 mod cluster;
 mod events;
 mod guards;
+mod helm;
 mod logs;
 mod operator;
 mod process;
@@ -26,7 +28,8 @@ mod tokens;
 // Each test binary uses some of them.
 #[allow(unused_imports)]
 pub use {
-    alertmanager::*, cluster::*, events::*, guards::*, logs::*, operator::*, process::*, tokens::*,
+    alertmanager::*, cluster::*, events::*, guards::*, helm::*, logs::*, operator::*, process::*,
+    tokens::*,
 };
 
 use std::future::Future;

@@ -1,15 +1,14 @@
 //! The operator inside the test process, against the local control plane: started once per
 //! test binary, on a runtime of its own, so tests can read its context (caches, counters)
-//! and trigger an audit.
+//! and trigger an audit. Tests that kill it, run two, or read what it serves start the
+//! binary instead (`OperatorProcess`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use secretguard::controller::{Context, Controller};
 
-use super::{
-    DEADLINE, OPERATOR_NAMESPACE, admin_client, install_crds, kubectl, shared_log, wait_for,
-};
+use super::{DEADLINE, OPERATOR_NAMESPACE, admin_client, prepare_operator, shared_log, wait_for};
 
 /// The operator under test, with its log in target/test-logs/<test binary>/operator.log
 /// (a failed test keeps the part written while it ran). Returns its context once its
@@ -17,8 +16,7 @@ use super::{
 pub fn operator() -> Arc<Context> {
     static CTX: OnceLock<Arc<Context>> = OnceLock::new();
     CTX.get_or_init(|| {
-        install_crds();
-        let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+        prepare_operator();
         let (_, file) = shared_log("operator.log");
         let _ = tracing_subscriber::fmt()
             .with_writer(std::sync::Mutex::new(file))

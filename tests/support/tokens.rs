@@ -5,8 +5,9 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
+use serde_json::json;
 
-use super::{token_client, wait_for};
+use super::{TestNamespace, create_guard, holds_token, token_client, wait_for, wait_restore_point};
 
 pub async fn create_service_account(client: &Client, ns: &str, name: &str) -> ServiceAccount {
     let sa = ServiceAccount {
@@ -52,4 +53,31 @@ pub async fn whoami(token: &str) -> Result<Option<String>, kube::Error> {
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
         .map(|r| r.status.and_then(|s| s.user_info).and_then(|u| u.username))
+}
+
+/// A namespace with a ServiceAccount `writer` guarded by guard `g` (serviceAccounts:
+/// [writer], and the fields of `extra`), its token Secret populated and saved in a restore
+/// point. An operator (in process or not) must be running. Returns the token.
+pub async fn guarded_writer(
+    client: &Client,
+    prefix: &str,
+    extra: serde_json::Value,
+) -> (TestNamespace, String) {
+    let ns = TestNamespace::new(client, prefix).await;
+    create_service_account(client, &ns.name, "writer").await;
+    let mut spec = json!({"serviceAccounts": [{"name": "writer"}]});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    create_guard(client, &ns.name, "g", spec).await;
+    let token = wait_for_token(client, &ns.name, "writer-token").await;
+    wait_restore_point(
+        client,
+        &ns.name,
+        "writer-token",
+        "the restore point to hold the token",
+        |rp| holds_token(rp, &token),
+    )
+    .await;
+    (ns, token)
 }
