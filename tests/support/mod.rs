@@ -7,6 +7,7 @@
 //! - `cluster`: the control plane, clients, kubectl, test namespaces, the CRDs;
 //! - `logs`: where each test's logs go, and what a failed test keeps;
 //! - `operator`: the operator inside the test process, shared by a test binary;
+//! - `operator_process`: the operator binary as a process of its own (`OperatorProcess`);
 //! - `process`: processes that live as long as the test binary, free ports, HTTP probes;
 //! - `alertmanager`: a real Alertmanager;
 //! - `guards`: SecretGuards, their status, restore points;
@@ -22,14 +23,15 @@ mod guards;
 mod helm;
 mod logs;
 mod operator;
+mod operator_process;
 mod process;
 mod tokens;
 
 // Each test binary uses some of them.
 #[allow(unused_imports)]
 pub use {
-    alertmanager::*, cluster::*, events::*, guards::*, helm::*, logs::*, operator::*, process::*,
-    tokens::*,
+    alertmanager::*, cluster::*, events::*, guards::*, helm::*, logs::*, operator::*,
+    operator_process::*, process::*, tokens::*,
 };
 
 use std::future::Future;

@@ -1,10 +1,8 @@
 //! Local processes a test starts: ones that live as long as the test binary, free ports
-//! and log files for them, and blocking probes of what they serve (no runtime needed).
+//! for them, and blocking probes of what they serve (no runtime needed).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use super::test_dir;
 
 /// Start a process that lives as long as this test process: it is spawned from a thread
 /// that never ends, with PR_SET_PDEATHSIG, so the kernel kills it when we exit (shared
@@ -39,11 +37,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-/// A new log file in the running test's log directory (see `logs`), for a process it starts.
-pub fn test_log(name: &str) -> std::fs::File {
-    std::fs::File::create(test_dir().join(name)).expect("create log file")
 }
 
 /// A blocking GET that answers whether `url` (plain http) returned 200.
