@@ -1,7 +1,7 @@
 //! `make bench`: restore latency, memory, startup and alert latency of the release operator
-//! binary on the local control plane (DESIGN.md §8). Writes bench/results.json, from which
-//! bench/report.py writes BENCHMARKS.md. Not part of `make test`. The operator's logs are in
-//! target/test-logs/e2e/.
+//! binary on the local control plane, against the targets of docs/architecture.md (Targets).
+//! Writes bench/results.json, from which bench/report.py writes BENCHMARKS.md. Not part of
+//! `make test`. The operator's logs are in target/test-logs/e2e/.
 //!
 //! Knobs (environment): BENCH_SCALES (default "100,1000,10000"), BENCH_DELETIONS (1000),
 //! BENCH_UNGUARDED (50000), BENCH_ALERTS (100), BENCH_KINDS ("secret,token"),

@@ -1,5 +1,5 @@
-//! Guarding ServiceAccount tokens on the real control plane: every token row of
-//! DESIGN.md §4. Token bytes are compared, never printed.
+//! Guarding ServiceAccount tokens on the real control plane: every token row of the
+//! behaviour table (docs/architecture.md, Behaviour). Token bytes are compared, never printed.
 //!
 //! Note on the apiserver's token cache: kube-apiserver remembers successful token
 //! authentications for about 10 s. A test that wants to prove a restored token works
