@@ -21,6 +21,8 @@ use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
+use k8s_openapi::jiff::Timestamp;
+
 use super::{cluster_dir, repo_root};
 
 /// The most kept of one log, from its end.
@@ -81,6 +83,7 @@ static SHARED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 struct TestRun {
     name: String,
+    began_at: Timestamp,
     /// Where each shared and control plane log ended when the test began.
     began: BTreeMap<PathBuf, u64>,
     /// Where this test's logs were kept, once it failed.
@@ -127,6 +130,7 @@ pub fn begin_test() {
             .collect();
         *run = Some(TestRun {
             name,
+            began_at: Timestamp::now(),
             began,
             kept: None,
         });
@@ -162,8 +166,15 @@ fn keep_logs_of_failed_test() {
         let Some(kept) = failed_dir(&logs_root().join(&run.name)) else {
             return;
         };
+        let mut index = format!(
+            "{} began at {} and failed at {}. Kept here (from byte N: what the log gained while the test ran):\n",
+            run.name,
+            run.began_at,
+            Timestamp::now()
+        );
         for own in files_in(&logs_root().join(&run.name)) {
             if let Some(name) = own.file_name() {
+                index += &format!("- {}: the test's own, whole\n", name.to_string_lossy());
                 let _ = std::fs::copy(&own, kept.join(name));
             }
         }
@@ -171,14 +182,23 @@ fn keep_logs_of_failed_test() {
         for shared in SHARED.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let name = shared.file_name().unwrap_or_default().to_string_lossy();
             let from = run.began.get(shared).copied().unwrap_or(0);
-            copy_since(shared, from, &kept.join(format!("{binary}-{name}")));
+            let to = format!("{binary}-{name}");
+            index += &format!("- {to}: {} from byte {from}\n", shared.display());
+            copy_since(shared, from, &kept.join(to));
         }
         let control_plane = kept.join("control-plane");
         for log in files_in(&cluster_dir().join("logs")) {
             let _ = std::fs::create_dir_all(&control_plane);
             let from = run.began.get(&log).copied().unwrap_or(0);
-            copy_since(&log, from, &control_plane.join(log.file_name().unwrap_or_default()));
+            let name = log.file_name().unwrap_or_default();
+            index += &format!(
+                "- control-plane/{}: {} from byte {from}\n",
+                name.to_string_lossy(),
+                log.display()
+            );
+            copy_since(&log, from, &control_plane.join(name));
         }
+        let _ = std::fs::write(kept.join("KEPT.txt"), index);
         eprintln!(
             "logs of this failed test (its operators', and the control plane's since it began) kept in {}",
             kept.display()
