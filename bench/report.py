@@ -162,7 +162,7 @@ out += [
     "",
     "Knobs: `BENCH_SCALES` (100,1000,10000), `BENCH_DELETIONS` (1000), `BENCH_UNGUARDED` (50000), "
     "`BENCH_ALERTS` (100), `BENCH_KINDS` (secret,token), `BENCH_LAYOUTS` (one-guard,many-guards). "
-    "Operator logs: `target/test-logs/bench-*.log`. To profile the apiserver during a run: "
+    "Operator logs: `target/test-logs/e2e/operator-*.log`. To profile the apiserver during a run: "
     "`KUBE_APISERVER_EXTRA_ARGS=--profiling=true e2e/cluster.sh restart-apiserver`, then "
     "`kubectl get --raw '/debug/pprof/profile?seconds=15' > cpu.pprof; go tool pprof -top cpu.pprof`.",
     "",

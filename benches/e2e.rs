@@ -1,6 +1,7 @@
 //! `make bench`: restore latency, memory, startup and alert latency of the release operator
-//! binary on the local control plane (DESIGN.md §8). Writes bench/results.json, from which
-//! bench/report.py writes BENCHMARKS.md. Not part of `make test`.
+//! binary on the local control plane, against the targets of docs/architecture.md (Targets).
+//! Writes bench/results.json, from which bench/report.py writes BENCHMARKS.md. Not part of
+//! `make test`. The operator's logs are in target/test-logs/e2e/.
 //!
 //! Knobs (environment): BENCH_SCALES (default "100,1000,10000"), BENCH_DELETIONS (1000),
 //! BENCH_UNGUARDED (50000), BENCH_ALERTS (100), BENCH_KINDS ("secret,token"),
@@ -15,7 +16,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -27,6 +27,9 @@ use kube::runtime::watcher;
 use serde_json::json;
 use support::*;
 use tokio::sync::mpsc;
+
+/// How long the operator may take to become ready, at the largest scale.
+const READY_DEADLINE: Duration = Duration::from_secs(600);
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
@@ -52,72 +55,29 @@ fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-struct Operator {
-    child: Child,
-    health: String,
+/// The release operator (make bench builds it), pushing to `alertmanager`, logging to
+/// target/test-logs/e2e/operator-<name>.log.
+fn start_operator(alertmanager: &str, name: &str) -> OperatorProcess {
+    let bin = std::env::var("SECRETGUARD_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target/release/secretguard"));
+    OperatorProcess::builder(name)
+        .binary(bin)
+        .alertmanager(alertmanager)
+        .rust_log("info")
+        .args(["--restore-point-retention=1s"])
+        .start()
 }
 
-impl Operator {
-    fn start(alertmanager: &str, log: &str) -> Operator {
-        let bin = std::env::var("SECRETGUARD_BENCH_BIN").unwrap_or_else(|_| {
-            repo_root()
-                .join("target/release/secretguard")
-                .display()
-                .to_string()
-        });
-        let (m, h) = (free_port(), free_port());
-        let log = test_log(&format!("bench-{log}.log"));
-        let child = Command::new(bin)
-            .args([
-                "run",
-                "--namespace",
-                OPERATOR_NAMESPACE,
-                "--leader-elect=false",
-                "--restore-point-retention=1s",
-            ])
-            .arg(format!("--metrics-bind-address=127.0.0.1:{m}"))
-            .arg(format!("--health-bind-address=127.0.0.1:{h}"))
-            .arg(format!("--alertmanager-url={alertmanager}"))
-            .env("KUBECONFIG", kubeconfig_path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the release operator (make bench builds it)");
-        Operator {
-            child,
-            health: format!("http://127.0.0.1:{h}/readyz"),
-        }
-    }
-
-    async fn wait_ready(&self) -> Duration {
-        let start = Instant::now();
-        loop {
-            if reqwest::get(&self.health)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(600),
-                "operator never ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Peak RSS (MiB) and CPU seconds, from /proc.
-    fn usage(&self) -> (f64, f64) {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let hwm_kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
-        (hwm_kb / 1024.0, cpu_seconds(pid))
-    }
+/// Peak RSS (MiB) and CPU seconds of a process, from /proc.
+fn usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    (hwm_kb / 1024.0, cpu_seconds(pid))
 }
 
 /// CPU time (user + system, seconds) a process has used so far, from /proc.
@@ -148,9 +108,7 @@ struct Usage {
 
 impl Usage {
     async fn take(client: &Client, operator_pid: u32) -> Usage {
-        let dir = std::env::var_os("SECRETGUARD_CLUSTER_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| repo_root().join(".cluster"));
+        let dir = cluster_dir();
         let mut cpu_s = BTreeMap::new();
         for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
             if let Some(pid) = std::fs::read_to_string(dir.join(format!("{c}.pid")))
@@ -209,13 +167,6 @@ impl Usage {
             "cpu_ms": diff(&self.cpu_s, &before.cpu_s, 1000.0),
             "requests": diff(&self.requests, &before.requests, 1.0),
         })
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -530,11 +481,9 @@ async fn run() {
     let alerts = env_num("BENCH_ALERTS", 100);
     let kinds = env_words("BENCH_KINDS", "secret,token");
     let layouts = env_words("BENCH_LAYOUTS", "one-guard,many-guards");
-    std::fs::create_dir_all(repo_root().join("target/test-logs")).expect("logs");
     std::fs::create_dir_all(repo_root().join("bench")).expect("bench dir");
     let client = admin_client().await;
-    install_crds();
-    let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+    prepare_operator();
     // A clean slate: restore points left by tests or an interrupted run would be cached by
     // the operator too, and counted in its memory.
     let _ = kubectl(&[
@@ -550,9 +499,9 @@ async fn run() {
         .await
         .expect("version")
         .git_version;
-    let am = start_alertmanager("bench-alertmanager.log");
-    let mut op = Operator::start(&am, "main");
-    op.wait_ready().await;
+    let am = start_alertmanager();
+    let mut op = start_operator(&am, "main");
+    op.wait_ready_within(READY_DEADLINE);
 
     let mut restore_rows = Vec::new();
     let mut alert_ms = Vec::new();
@@ -590,11 +539,11 @@ async fn run() {
                     ("20/s", Some(Duration::from_millis(50))),
                 ] {
                     let fl = floor(&client, &ns, &mut rx, 200.min(deletions), pace).await;
-                    let before = Usage::take(&client, op.child.id()).await;
+                    let before = Usage::take(&client, op.pid()).await;
                     let lat = restores(&client, &ns, &mut rx, &targets, deletions, pace).await;
                     // Let the follow-up writes of the last restores (status, restore points) land.
                     tokio::time::sleep(Duration::from_secs(2)).await;
-                    let profile = Usage::take(&client, op.child.id())
+                    let profile = Usage::take(&client, op.pid())
                         .await
                         .since(&before, lat.len());
                     eprintln!(
@@ -635,11 +584,11 @@ async fn run() {
                     })
                     .await;
                     drop(op);
-                    op = Operator::start(&am, "startup");
-                    let ready = op.wait_ready().await;
+                    op = start_operator(&am, "startup");
+                    let ready = op.wait_ready_within(READY_DEADLINE);
                     let more =
                         restores(&client, &ns, &mut rx, &targets, 200.min(deletions), None).await;
-                    let (rss, cpu) = op.usage();
+                    let (rss, cpu) = usage(op.pid());
                     eprintln!(
                         "bench: startup {:.2} s; peak RSS {rss:.1} MiB; CPU {cpu:.1} s; {} more restores",
                         ready.as_secs_f64(),

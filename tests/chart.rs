@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
@@ -13,39 +11,6 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use support::*;
-
-fn helm(args: &[&str]) -> std::process::Output {
-    Command::new(tools_bin().join("helm"))
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .current_dir(repo_root())
-        .output()
-        .expect("helm")
-}
-
-fn render(extra: &[&str]) -> (String, Vec<serde_yaml::Value>) {
-    let mut args = vec![
-        "template",
-        "secretguard",
-        "charts/secretguard",
-        "--namespace",
-        "secretguard-system",
-    ];
-    args.extend_from_slice(extra);
-    let out = helm(&args);
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let docs = serde_yaml::Deserializer::from_str(&text)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .filter(|v: &serde_yaml::Value| !v.is_null())
-        .collect();
-    (text, docs)
-}
 
 fn find<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value {
     docs.iter()
@@ -72,28 +37,19 @@ fn the_chart_lints_and_what_it_renders_passes_a_server_side_dry_run() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    install_crds();
-    let _ = kubectl(&["create", "namespace", "secretguard-system"]);
-    let (text, _) = render(&["--set", "networkPolicy.enabled=true"]);
-    let mut child = Command::new(tools_bin().join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args([
+    prepare_operator();
+    let (text, _) = helm_template(&["--set", "networkPolicy.enabled=true"]);
+    let out = kubectl_with_input(
+        &[
             "apply",
             "--server-side",
             "--force-conflicts",
             "--dry-run=server",
             "-f",
             "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("kubectl");
+        ],
+        &text,
+    );
     assert!(
         out.status.success(),
         "server-side dry run: {}",
@@ -111,7 +67,7 @@ fn the_chart_lints_and_what_it_renders_passes_a_server_side_dry_run() {
 
 #[test]
 fn the_chart_is_hardened_by_default() {
-    let (_, docs) = render(&[]);
+    let (_, docs) = helm_template(&[]);
     let dep = find(&docs, "Deployment");
     assert_eq!(dep["spec"]["replicas"], 2);
     let pod = &dep["spec"]["template"]["spec"];
@@ -190,7 +146,7 @@ fn the_chart_is_hardened_by_default() {
 
 #[test]
 fn the_chart_crd_and_the_plain_manifests_are_in_sync() {
-    let (text, docs) = render(&[]);
+    let (text, docs) = helm_template(&[]);
     let crd = find(&docs, "CustomResourceDefinition");
     let checked_in: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(repo_root().join("crds/secretguard.dev_secretguards.yaml"))
@@ -205,7 +161,7 @@ fn the_chart_crd_and_the_plain_manifests_are_in_sync() {
         crd["metadata"]["annotations"]["helm.sh/resource-policy"],
         "keep"
     );
-    let (_, without) = render(&["--set", "crds.install=false"]);
+    let (_, without) = helm_template(&["--set", "crds.install=false"]);
     assert!(
         without
             .iter()
@@ -241,7 +197,7 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     let client = admin_client().await;
     install_crds();
     let release_ns = TestNamespace::new(&client, "sg-release").await;
-    let out = helm(&[
+    let out = helm_on_cluster(&[
         "install",
         "secretguard",
         "charts/secretguard",
@@ -349,20 +305,11 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     });
     std::fs::write(&kubeconfig, serde_json::to_vec(&config).expect("json"))
         .expect("write kubeconfig");
-    let log = test_log("chart-operator.log");
-    let mut op = Command::new(env!("CARGO_BIN_EXE_secretguard"))
-        .args([
-            "run",
-            "--namespace",
-            &release_ns.name,
-            "--metrics-bind-address=127.0.0.1:0",
-            "--health-bind-address=127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("operator");
+    let mut op = OperatorProcess::builder("chart")
+        .namespace(&release_ns.name)
+        .kubeconfig(&kubeconfig)
+        .leader_election()
+        .start();
 
     let ns = TestNamespace::new(&client, "sg-rbac").await;
     create_service_account(&client, &ns.name, "writer").await;
@@ -374,11 +321,14 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     )
     .await;
     let token = wait_for_token(&client, &ns.name, "writer-token").await;
-    let rps: Api<Secret> = Api::namespaced(client.clone(), &release_ns.name);
-    let rp = secretguard::restore_point::name_for(&ns.name, "writer-token");
-    wait_for("a restore point in the release namespace", || async {
-        rps.get_opt(&rp).await.ok()?.map(|_| ())
-    })
+    wait_restore_point_in(
+        &client,
+        &release_ns.name,
+        &ns.name,
+        "writer-token",
+        "a restore point in the release namespace",
+        |_| true,
+    )
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     secrets
@@ -408,16 +358,14 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
         Some(format!("system:serviceaccount:{}:writer", ns.name))
     );
 
-    let _ = op.kill();
-    let _ = op.wait();
+    op.kill();
     let _ = std::fs::remove_file(&kubeconfig);
-    let log = std::fs::read_to_string(repo_root().join("target/test-logs/chart-operator.log"))
-        .expect("log");
+    let log = op.read_log();
     assert!(
         !log.contains("forbidden"),
         "the operator was refused something it needs:\n{log}"
     );
-    let out = helm(&["uninstall", "secretguard", "--namespace", &release_ns.name]);
+    let out = helm_on_cluster(&["uninstall", "secretguard", "--namespace", &release_ns.name]);
     assert!(
         out.status.success(),
         "helm uninstall: {}",

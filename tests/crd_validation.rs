@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use support::*;
 
 /// `kubectl apply --dry-run=server` of a SecretGuard with this spec (YAML); returns
@@ -14,22 +11,7 @@ fn apply(ns: &str, spec_yaml: &str) -> (bool, String) {
     let doc = format!(
         "apiVersion: secretguard.dev/v1alpha1\nkind: SecretGuard\nmetadata:\n  name: g\n  namespace: {ns}\nspec:\n{spec_yaml}"
     );
-    let mut child = Command::new(tools_bin().join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(["apply", "--dry-run=server", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(doc.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("kubectl output");
+    let out = kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &doc);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -1,10 +1,10 @@
 //! High availability: two operator processes, one Lease. Only the leader writes; killing it
 //! hands over to the warm standby, and a deletion made during the handover is still
-//! restored. The failover time is measured and written to target/test-logs/failover.txt.
+//! restored. The failover time is measured and written to
+//! target/test-logs/<test>/failover.txt, next to the replicas' logs.
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -15,76 +15,22 @@ use support::*;
 
 const LEASE: Duration = Duration::from_secs(4);
 
-struct Replica {
-    name: String,
-    metrics: String,
-    health: String,
-    child: Child,
-}
-
-impl Replica {
-    fn start(name: &str, lease_name: &str) -> Replica {
-        let (m, h) = (free_port(), free_port());
-        let log = test_log(&format!("ha-{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_secretguard"))
-            .args([
-                "run",
-                "--namespace",
-                OPERATOR_NAMESPACE,
-                "--leader-elect=true",
-            ])
-            .arg(format!("--leader-election-id={lease_name}"))
-            .arg(format!(
-                "--leader-election-lease-duration={}s",
-                LEASE.as_secs()
-            ))
-            .args([
-                "--leader-election-renew-deadline=3s",
-                "--leader-election-retry-period=500ms",
-            ])
-            .arg(format!("--metrics-bind-address=127.0.0.1:{m}"))
-            .arg(format!("--health-bind-address=127.0.0.1:{h}"))
-            .env("KUBECONFIG", kubeconfig_path())
-            .env("POD_NAME", name)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("operator");
-        Replica {
-            name: name.into(),
-            metrics: format!("http://127.0.0.1:{m}/metrics"),
-            health: format!("http://127.0.0.1:{h}/readyz"),
-            child,
-        }
-    }
-
-    /// 1 if leading, 0 if standing by, None if not answering.
-    async fn leader(&self) -> Option<i64> {
-        let text = reqwest::get(&self.metrics).await.ok()?.text().await.ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("secretguard_leader "))
-            .and_then(|v| v.trim().parse().ok())
-    }
-
-    async fn ready(&self) -> bool {
-        reqwest::get(&self.health)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One of the two replicas, on the Lease `lease`, with short leader-election timings.
+fn replica(name: &str, lease: &str) -> OperatorProcess {
+    OperatorProcess::builder(name)
+        .lease(lease)
+        .args([
+            format!("--leader-election-lease-duration={}s", LEASE.as_secs()),
+            "--leader-election-renew-deadline=3s".into(),
+            "--leader-election-retry-period=500ms".into(),
+        ])
+        .start()
 }
 
 #[tokio::test]
 async fn only_the_leader_writes_and_a_killed_leader_is_replaced_in_time_to_restore() {
     let client = admin_client().await;
-    install_crds();
-    let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+    prepare_operator();
     let ns = TestNamespace::new(&client, "ha").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let db: Secret =
@@ -97,13 +43,10 @@ async fn only_the_leader_writes_and_a_killed_leader_is_replaced_in_time_to_resto
     create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
 
     let lease = format!("ha-{}", std::process::id());
-    let mut replicas = vec![
-        Replica::start("replica-a", &lease),
-        Replica::start("replica-b", &lease),
-    ];
+    let mut replicas = vec![replica("replica-a", &lease), replica("replica-b", &lease)];
     let leader_idx = wait_for("exactly one leader and one warm standby", || async {
         let (a, b) = (replicas[0].leader().await?, replicas[1].leader().await?);
-        let ready = replicas[0].ready().await && replicas[1].ready().await;
+        let ready = replicas[0].ready() && replicas[1].ready();
         match (a, b, ready) {
             (1, 0, true) => Some(0),
             (0, 1, true) => Some(1),
@@ -111,18 +54,13 @@ async fn only_the_leader_writes_and_a_killed_leader_is_replaced_in_time_to_resto
         }
     })
     .await;
-    let leader_name = replicas[leader_idx].name.clone();
-    let standby_name = replicas[1 - leader_idx].name.clone();
+    let leader_name = replicas[leader_idx].name().to_owned();
+    let standby_name = replicas[1 - leader_idx].name().to_owned();
     wait_guard_status(&client, &ns.name, "g", "guarded", |s| {
         s.guarded == 1 && s.missing == 0
     })
     .await;
-    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let rp = secretguard::restore_point::name_for(&ns.name, "db");
-    wait_for("the restore point", || async {
-        rps.get_opt(&rp).await.ok()?.map(|_| ())
-    })
-    .await;
+    wait_restore_point(&client, &ns.name, "db", "the restore point", |_| true).await;
 
     let restored = |uid: Option<String>| {
         let secrets = secrets.clone();
@@ -187,6 +125,6 @@ async fn only_the_leader_writes_and_a_killed_leader_is_replaced_in_time_to_resto
         failover.as_secs_f64(),
         restore_done.as_secs_f64()
     );
-    std::fs::write(repo_root().join("target/test-logs/failover.txt"), &report).expect("report");
+    std::fs::write(test_dir().join("failover.txt"), &report).expect("report");
     eprintln!("{report}");
 }

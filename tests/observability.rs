@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -17,63 +17,27 @@ use serde_json::json;
 use support::*;
 
 struct Shared {
-    metrics: String,
-    health: String,
+    operator: OperatorProcess,
     alertmanager: String,
-    log: std::path::PathBuf,
 }
 
-/// One Alertmanager and one operator (pushing to it) for this test binary.
+/// One Alertmanager and one operator (pushing to it, logging JSON) for this test binary.
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        install_crds();
-        let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
-        let dir = repo_root().join("target/test-logs");
-        std::fs::create_dir_all(&dir).expect("log dir");
-
-        let alertmanager = start_alertmanager("observability-alertmanager.log");
-
-        let (mport, hport) = (free_port(), free_port());
-        let log = dir.join("observability-operator.log");
-        let mut op = Command::new(env!("CARGO_BIN_EXE_secretguard"));
-        op.args([
-            "run",
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--leader-elect=false",
-            "--log-format",
-            "json",
-        ])
-        .arg(format!("--metrics-bind-address=127.0.0.1:{mport}"))
-        .arg(format!("--health-bind-address=127.0.0.1:{hport}"))
-        .arg(format!("--alertmanager-url={alertmanager}"))
-        .env("KUBECONFIG", kubeconfig_path())
-        .env(
-            "RUST_LOG",
-            "debug,hyper=info,tower=info,rustls=info,kube_client=info",
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"));
-        spawn_for_life(op);
-        let health = format!("http://127.0.0.1:{hport}");
-        wait_http_ok(&format!("{health}/readyz"));
+        prepare_operator();
+        let alertmanager = start_alertmanager();
+        let operator = OperatorProcess::builder("shared")
+            .alertmanager(&alertmanager)
+            .json_logs()
+            .rust_log("debug,hyper=info,tower=info,rustls=info,kube_client=info")
+            .start_for_life();
+        operator.wait_ready();
         Shared {
-            metrics: format!("http://127.0.0.1:{mport}/metrics"),
-            health,
+            operator,
             alertmanager,
-            log,
         }
     })
-}
-
-/// Wait (blocking, no runtime needed) until `url` answers 200.
-fn wait_http_ok(url: &str) {
-    let start = std::time::Instant::now();
-    while !http_ok(url) {
-        assert!(start.elapsed() < DEADLINE, "{url} never answered 200");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }
 
 async fn get_text(url: &str) -> String {
@@ -94,37 +58,32 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn guarded_token(
-    client: &Client,
-    prefix: &str,
-    spec: serde_json::Value,
-) -> (TestNamespace, String) {
+/// `guarded_writer`, with this binary's operator, once the guard is healthy.
+async fn healthy_guarded_writer(client: &Client, prefix: &str) -> TestNamespace {
     shared();
-    let ns = TestNamespace::new(client, prefix).await;
-    create_service_account(client, &ns.name, "writer").await;
-    create_guard(client, &ns.name, "g", spec).await;
-    let token = wait_for_token(client, &ns.name, "writer-token").await;
+    let (ns, _) = guarded_writer(client, prefix, json!({})).await;
     wait_guard_status(client, &ns.name, "g", "healthy", |s| {
         condition(s, "Degraded") == Some(("False", "AllHealthy"))
     })
     .await;
-    (ns, token)
+    ns
 }
 
 #[tokio::test]
 async fn metrics_show_what_a_real_delete_and_restore_moved() {
     let client = admin_client().await;
     let s = shared();
-    assert_eq!(get_text(&format!("{}/healthz", s.health)).await, "ok");
-    assert_eq!(get_text(&format!("{}/readyz", s.health)).await, "ready");
-    let (ns, _) = guarded_token(
-        &client,
-        "metrics",
-        json!({"serviceAccounts": [{"name": "writer"}]}),
-    )
-    .await;
+    assert_eq!(
+        get_text(&format!("{}/healthz", s.operator.health_url())).await,
+        "ok"
+    );
+    assert_eq!(
+        get_text(&format!("{}/readyz", s.operator.health_url())).await,
+        "ready"
+    );
+    let ns = healthy_guarded_writer(&client, "metrics").await;
     let nsl = format!("namespace=\"{}\"", ns.name);
-    let before = get_text(&s.metrics).await;
+    let before = get_text(s.operator.metrics_url()).await;
     assert_eq!(
         sample(
             &before,
@@ -141,7 +100,7 @@ async fn metrics_show_what_a_real_delete_and_restore_moved() {
         .expect("delete");
     wait_guard_status(&client, &ns.name, "g", "restored", |st| st.restores == 1).await;
     let after = wait_for("the restore in /metrics", || async {
-        let t = get_text(&s.metrics).await;
+        let t = get_text(s.operator.metrics_url()).await;
         sample(
             &t,
             "secretguard_restores_total",
@@ -228,12 +187,7 @@ async fn incidents_reach_a_real_alertmanager_and_are_resolved_when_fixed() {
     let am = shared().alertmanager.clone();
 
     // A token deleted and restored in milliseconds is still alerted (for a window).
-    let (ns, _) = guarded_token(
-        &client,
-        "amtoken",
-        json!({"serviceAccounts": [{"name": "writer"}]}),
-    )
-    .await;
+    let ns = healthy_guarded_writer(&client, "amtoken").await;
     Api::<Secret>::namespaced(client.clone(), &ns.name)
         .delete("writer-token", &DeleteParams::default())
         .await
@@ -267,12 +221,7 @@ async fn incidents_reach_a_real_alertmanager_and_are_resolved_when_fixed() {
         st.guarded == 1 && st.missing == 0
     })
     .await;
-    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let rp = secretguard::restore_point::name_for(&ns2.name, "db");
-    wait_for("the restore point", || async {
-        rps.get_opt(&rp).await.ok()?.map(|_| ())
-    })
-    .await;
+    wait_restore_point(&client, &ns2.name, "db", "the restore point", |_| true).await;
     secrets
         .delete("db", &DeleteParams::default())
         .await
@@ -329,13 +278,8 @@ async fn no_token_or_secret_bytes_reach_logs_events_status_or_metrics() {
         st.guarded == 2 && condition(st, "Degraded") == Some(("False", "AllHealthy"))
     })
     .await;
-    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     for name in ["db", "writer-token"] {
-        let rp = secretguard::restore_point::name_for(&ns.name, name);
-        wait_for("a restore point", || async {
-            rps.get_opt(&rp).await.ok()?.map(|_| ())
-        })
-        .await;
+        wait_restore_point(&client, &ns.name, name, "a restore point", |_| true).await;
     }
 
     // Delete and restore both, then rotate the token: every path that reports.
@@ -374,12 +318,12 @@ async fn no_token_or_secret_bytes_reach_logs_events_status_or_metrics() {
         // A JWT's signature alone is distinctive too.
         token.rsplit('.').next().unwrap_or_default().to_owned(),
     ];
-    let log = std::fs::read_to_string(&s.log).expect("operator log");
+    let log = s.operator.read_log();
     let events = kubectl(&["-n", &ns.name, "get", "events", "-o", "json"]);
     let events = String::from_utf8_lossy(&events.stdout).into_owned();
     let status = kubectl(&["-n", &ns.name, "get", "sguard", "g", "-o", "json"]);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
-    let metrics = get_text(&s.metrics).await;
+    let metrics = get_text(s.operator.metrics_url()).await;
     assert!(
         events.contains("TokenRestored") && status.contains("restores") && log.contains(&ns.name)
     );
@@ -451,28 +395,6 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     }
 }
 
-fn helm_template(values: &[&str]) -> Vec<serde_yaml::Value> {
-    let mut args = vec!["template", "t", "charts/secretguard"];
-    for v in values {
-        args.extend(["--set", v]);
-    }
-    let out = Command::new(tools_bin().join("helm"))
-        .args(&args)
-        .current_dir(repo_root())
-        .output()
-        .expect("helm");
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    serde_yaml::Deserializer::from_str(&text)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .filter(|v: &serde_yaml::Value| !v.is_null())
-        .collect()
-}
-
 #[test]
 fn the_chart_prometheus_rule_is_the_plain_rules_file() {
     let plain =
@@ -486,7 +408,7 @@ fn the_chart_prometheus_rule_is_the_plain_rules_file() {
         plain == chart,
         "charts/secretguard/files/secretguard-rules.yaml differs from deploy/prometheus/secretguard-rules.yaml: copy it"
     );
-    let docs = helm_template(&["prometheusRule.enabled=true"]);
+    let (_, docs) = helm_template(&["--set", "prometheusRule.enabled=true"]);
     let rule = docs
         .iter()
         .find(|d| d["kind"] == "PrometheusRule")
@@ -498,6 +420,7 @@ fn the_chart_prometheus_rule_is_the_plain_rules_file() {
     );
     assert!(
         helm_template(&[])
+            .1
             .iter()
             .all(|d| d["kind"] != "PrometheusRule"),
         "opt-in"
@@ -506,7 +429,7 @@ fn the_chart_prometheus_rule_is_the_plain_rules_file() {
 
 #[test]
 fn the_dashboard_parses_and_every_query_names_an_existing_metric() {
-    let docs = helm_template(&["grafanaDashboard.enabled=true"]);
+    let (_, docs) = helm_template(&["--set", "grafanaDashboard.enabled=true"]);
     let cm = docs
         .iter()
         .find(|d| d["kind"] == "ConfigMap")

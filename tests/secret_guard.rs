@@ -42,15 +42,13 @@ async fn wait_saved(client: &Client, ns: &str, name: &str) {
         .await
         .expect("get");
     let want = restore_point::secret_hash(&live);
-    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let rp_name = restore_point::name_for(ns, name);
-    wait_for(&format!("a restore point of {name}"), || {
-        let (rps, rp_name, want) = (rps.clone(), rp_name.clone(), want.clone());
-        async move {
-            let rp = restore_point::parse(&rps.get_opt(&rp_name).await.ok()??).ok()?;
-            (rp.content_hash == want).then_some(())
-        }
-    })
+    wait_restore_point(
+        client,
+        ns,
+        name,
+        &format!("a restore point of {name}"),
+        |rp| restore_point::parse(rp).is_ok_and(|rp| rp.content_hash == want),
+    )
     .await;
 }
 
@@ -323,11 +321,12 @@ async fn a_selector_guards_matching_secrets_as_they_appear_and_lets_go_of_those_
         || async { (!labelled(&api.get("after").await.ok()?)).then_some(()) },
     )
     .await;
-    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let rp_name = restore_point::name_for(&ns.name, "after");
-    wait_for("its restore point to be deleted", || async {
-        rps.get_opt(&rp_name).await.ok()?.is_none().then_some(())
-    })
+    wait_restore_point_gone(
+        &client,
+        &ns.name,
+        "after",
+        "its restore point to be deleted",
+    )
     .await;
     wait_guard_status(&client, &ns.name, "g", "two guarded again", |s| {
         s.guarded == 2 && s.restores == 1

@@ -1,5 +1,5 @@
-//! Guarding ServiceAccount tokens on the real control plane: every token row of
-//! DESIGN.md §4. Token bytes are compared, never printed.
+//! Guarding ServiceAccount tokens on the real control plane: every token row of the
+//! behaviour table (docs/architecture.md, Behaviour). Token bytes are compared, never printed.
 //!
 //! Note on the apiserver's token cache: kube-apiserver remembers successful token
 //! authentications for about 10 s. A test that wants to prove a restored token works
@@ -28,39 +28,10 @@ async fn rejected(token: &str) -> bool {
     matches!(whoami(token).await, Err(kube::Error::Api(s)) if s.code == 401)
 }
 
-/// A namespace with a ServiceAccount `writer` guarded by guard `g` with this spec, and the
-/// token Secret populated and saved.
-async fn guarded_writer(
-    client: &Client,
-    prefix: &str,
-    extra: serde_json::Value,
-) -> (TestNamespace, String) {
-    operator();
-    let ns = TestNamespace::new(client, prefix).await;
-    create_service_account(client, &ns.name, "writer").await;
-    let mut spec = json!({"serviceAccounts": [{"name": "writer"}]});
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        s.extend(e.clone());
-    }
-    create_guard(client, &ns.name, "g", spec).await;
-    let token = wait_for_token(client, &ns.name, "writer-token").await;
-    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let rp_name = restore_point::name_for(&ns.name, "writer-token");
-    wait_for("the restore point to hold the token", || {
-        let rps = rps.clone();
-        let (rp_name, token) = (rp_name.clone(), token.clone());
-        async move {
-            let rp = rps.get_opt(&rp_name).await.ok()??;
-            (rp.data?.get("token")?.0 == token.as_bytes()).then_some(())
-        }
-    })
-    .await;
-    (ns, token)
-}
-
 #[tokio::test]
 async fn creates_a_missing_token_secret_labels_it_and_never_lists_it_in_the_service_account() {
     let client = admin_client().await;
+    operator();
     let (ns, token) = guarded_writer(&client, "create", json!({})).await;
 
     let s = secrets(&client, &ns.name)
@@ -99,6 +70,7 @@ async fn creates_a_missing_token_secret_labels_it_and_never_lists_it_in_the_serv
 #[tokio::test]
 async fn restores_a_deleted_token_with_identical_bytes_that_the_old_holder_can_use() {
     let client = admin_client().await;
+    operator();
     let (ns, token) = guarded_writer(&client, "identical", json!({})).await;
     let api = secrets(&client, &ns.name);
     let before = api.get("writer-token").await.expect("token Secret");
@@ -163,6 +135,7 @@ async fn restores_a_deleted_token_with_identical_bytes_that_the_old_holder_can_u
 #[tokio::test]
 async fn restore_fresh_recreates_the_secret_empty_and_the_tokens_controller_refills_it() {
     let client = admin_client().await;
+    operator();
     let (ns, token) = guarded_writer(&client, "fresh", json!({"restore": "Fresh"})).await;
     let api = secrets(&client, &ns.name);
     let before = api.get("writer-token").await.expect("get");
@@ -197,6 +170,7 @@ async fn restore_fresh_recreates_the_secret_empty_and_the_tokens_controller_refi
 #[tokio::test]
 async fn restore_off_and_paused_only_alert() {
     let client = admin_client().await;
+    operator();
     for (prefix, extra) in [
         ("off", json!({"restore": "Off"})),
         ("paused", json!({"paused": true})),
@@ -249,6 +223,7 @@ async fn restore_off_and_paused_only_alert() {
 #[tokio::test]
 async fn a_recreated_service_account_gets_a_fresh_token_at_once() {
     let client = admin_client().await;
+    operator();
     let (ns, token) = guarded_writer(&client, "sarecreate", json!({})).await;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
     sas.delete("writer", &DeleteParams::default())
@@ -277,6 +252,7 @@ async fn a_recreated_service_account_gets_a_fresh_token_at_once() {
 #[tokio::test]
 async fn a_deleted_service_account_is_reported_and_recreated_when_asked() {
     let client = admin_client().await;
+    operator();
     // Without recreateServiceAccount: a critical incident, nothing re-created.
     let (ns, _) = guarded_writer(&client, "sadel", json!({})).await;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
@@ -370,6 +346,7 @@ async fn a_deleted_service_account_is_reported_and_recreated_when_asked() {
 #[tokio::test]
 async fn the_rotate_annotation_revokes_the_old_token_and_mints_a_new_one() {
     let client = admin_client().await;
+    operator();
     let (ns, token) = guarded_writer(&client, "rotate", json!({})).await;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
     let sa_before = sas.get("writer").await.expect("SA").metadata.uid;
@@ -401,15 +378,13 @@ async fn the_rotate_annotation_revokes_the_old_token_and_mints_a_new_one() {
         "the rotate annotation is removed"
     );
     // The restore point follows the new token, so a later deletion brings back the new one.
-    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let rp_name = restore_point::name_for(&ns.name, "writer-token");
-    wait_for("the restore point to hold the new token", || {
-        let (rps, rp_name, new) = (rps.clone(), rp_name.clone(), new.clone());
-        async move {
-            (rps.get_opt(&rp_name).await.ok()??.data?.get("token")?.0 == new.as_bytes())
-                .then_some(())
-        }
-    })
+    wait_restore_point(
+        &client,
+        &ns.name,
+        "writer-token",
+        "the restore point to hold the new token",
+        |rp| holds_token(rp, &new),
+    )
     .await;
     wait_event(&client, &ns.name, "TokenRotated", "SecretGuard").await;
 }
@@ -417,8 +392,8 @@ async fn the_rotate_annotation_revokes_the_old_token_and_mints_a_new_one() {
 #[tokio::test]
 async fn a_second_reconcile_writes_nothing() {
     let client = admin_client().await;
-    let (ns, _) = guarded_writer(&client, "idem", json!({})).await;
     let ctx = operator();
+    let (ns, _) = guarded_writer(&client, "idem", json!({})).await;
     wait_guard_status(&client, &ns.name, "g", "healthy", |s| {
         condition(s, "Degraded") == Some(("False", "AllHealthy"))
     })
@@ -470,6 +445,7 @@ async fn a_second_reconcile_writes_nothing() {
 #[tokio::test]
 async fn deleting_the_guard_removes_its_labels_and_restore_points() {
     let client = admin_client().await;
+    operator();
     let (ns, _) = guarded_writer(&client, "unguard", json!({})).await;
     let guards: Api<secretguard::api::v1alpha1::SecretGuard> =
         Api::namespaced(client.clone(), &ns.name);
@@ -490,12 +466,12 @@ async fn deleting_the_guard_removes_its_labels_and_restore_points() {
         }
     })
     .await;
-    let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let rp_name = restore_point::name_for(&ns.name, "writer-token");
-    wait_for("the restore point to be deleted", || {
-        let (rps, rp_name) = (rps.clone(), rp_name.clone());
-        async move { rps.get_opt(&rp_name).await.ok()?.is_none().then_some(()) }
-    })
+    wait_restore_point_gone(
+        &client,
+        &ns.name,
+        "writer-token",
+        "the restore point to be deleted",
+    )
     .await;
     // No longer guarded: a deletion now stays a deletion.
     api.delete("writer-token", &DeleteParams::default())
@@ -553,8 +529,8 @@ async fn a_guard_with_an_invalid_spec_reports_it_without_disturbing_another_guar
 #[tokio::test]
 async fn a_terminating_namespace_is_left_alone() {
     let client = admin_client().await;
-    let (ns, _) = guarded_writer(&client, "nsgone", json!({})).await;
     let ctx = operator();
+    let (ns, _) = guarded_writer(&client, "nsgone", json!({})).await;
     ns.delete(&client).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     wait_for("the namespace to be gone", || {
@@ -580,8 +556,8 @@ async fn a_terminating_namespace_is_left_alone() {
 #[tokio::test]
 async fn the_audit_repairs_and_counts_drift_the_watches_do_not_act_on() {
     let client = admin_client().await;
-    let (ns, token) = guarded_writer(&client, "drift", json!({})).await;
     let ctx = operator();
+    let (ns, token) = guarded_writer(&client, "drift", json!({})).await;
     let guard = secretguard::guard::index::ObjectKey::new(&ns.name, "g");
     let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let rp_name = restore_point::name_for(&ns.name, "writer-token");

@@ -1,0 +1,38 @@
+//! A real Alertmanager, for tests and the bench that check what the operator pushes.
+
+use std::process::{Command, Stdio};
+
+use super::{
+    DEADLINE, binary_name, free_port, shared_log, spawn_for_life, tools_bin, wait_http_ok,
+};
+
+/// A real Alertmanager on a free loopback port, living as long as this process, with a
+/// receiver that drops notifications (tests read alerts from its API), logging to
+/// target/test-logs/<test binary>/alertmanager.log. Returns its URL, once it is ready.
+pub fn start_alertmanager() -> String {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!(
+        "sg-alertmanager-{}-{}",
+        std::process::id(),
+        binary_name()
+    ));
+    std::fs::create_dir_all(&dir).expect("alertmanager dir");
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .expect("alertmanager config");
+    let (_, log) = shared_log("alertmanager.log");
+    let mut cmd = Command::new(tools_bin().join("alertmanager"));
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(log);
+    spawn_for_life(cmd);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&format!("{url}/-/ready"), DEADLINE);
+    url
+}

@@ -1,0 +1,122 @@
+//! SecretGuards and what the operator keeps for them: status, and restore points.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use secretguard::api::v1alpha1::{SecretGuard, SecretGuardStatus};
+use secretguard::restore_point;
+
+use super::{OPERATOR_NAMESPACE, wait_for};
+
+pub async fn create_guard(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> SecretGuard {
+    let guard: SecretGuard = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secretguard.dev/v1alpha1",
+        "kind": "SecretGuard",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .expect("guard JSON");
+    Api::<SecretGuard>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &guard)
+        .await
+        .expect("create SecretGuard")
+}
+
+/// Wait until the guard's status satisfies `check`; returns it.
+pub async fn wait_guard_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&SecretGuardStatus) -> bool,
+) -> SecretGuardStatus {
+    let api: Api<SecretGuard> = Api::namespaced(client.clone(), ns);
+    wait_for(what, || {
+        let api = api.clone();
+        let check = &check;
+        async move {
+            let g = api.get_opt(name).await.ok()??;
+            g.status.filter(|s| check(s))
+        }
+    })
+    .await
+}
+
+pub fn condition<'a>(s: &'a SecretGuardStatus, type_: &str) -> Option<(&'a str, &'a str)> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// The restore point of `ns/name` that an operator of namespace `operator_ns` keeps, if
+/// there is one now.
+pub async fn get_restore_point_in(
+    client: &Client,
+    operator_ns: &str,
+    ns: &str,
+    name: &str,
+) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), operator_ns)
+        .get_opt(&restore_point::name_for(ns, name))
+        .await
+        .ok()?
+}
+
+/// The restore point of `ns/name` in OPERATOR_NAMESPACE, if there is one now.
+pub async fn get_restore_point(client: &Client, ns: &str, name: &str) -> Option<Secret> {
+    get_restore_point_in(client, OPERATOR_NAMESPACE, ns, name).await
+}
+
+/// Wait until the restore point of `ns/name` in OPERATOR_NAMESPACE exists and satisfies
+/// `check`; returns it.
+pub async fn wait_restore_point(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Secret) -> bool,
+) -> Secret {
+    wait_restore_point_in(client, OPERATOR_NAMESPACE, ns, name, what, check).await
+}
+
+/// Wait until the restore point of `ns/name` that an operator of namespace `operator_ns`
+/// keeps exists and satisfies `check`; returns it.
+pub async fn wait_restore_point_in(
+    client: &Client,
+    operator_ns: &str,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Secret) -> bool,
+) -> Secret {
+    wait_for(what, || async {
+        get_restore_point_in(client, operator_ns, ns, name)
+            .await
+            .filter(|rp| check(rp))
+    })
+    .await
+}
+
+/// Wait until there is no restore point of `ns/name` in OPERATOR_NAMESPACE.
+pub async fn wait_restore_point_gone(client: &Client, ns: &str, name: &str, what: &str) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let rp_name = restore_point::name_for(ns, name);
+    wait_for(what, || async {
+        api.get_opt(&rp_name).await.ok()?.is_none().then_some(())
+    })
+    .await
+}
+
+/// Whether a restore point of a token Secret holds this token (compared, never printed).
+pub fn holds_token(rp: &Secret, token: &str) -> bool {
+    rp.data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .is_some_and(|t| t.0 == token.as_bytes())
+}

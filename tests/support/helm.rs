@@ -1,0 +1,48 @@
+//! The helm binary, and what the chart renders.
+
+use std::process::{Command, Output};
+
+use super::{OPERATOR_NAMESPACE, kubeconfig_path, repo_root, tools_bin};
+
+/// Run helm in the repository root, without a cluster (lint, template).
+pub fn helm(args: &[&str]) -> Output {
+    Command::new(tools_bin().join("helm"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("helm")
+}
+
+/// Run helm in the repository root against the local control plane (install, uninstall).
+pub fn helm_on_cluster(args: &[&str]) -> Output {
+    let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
+    let mut all = args.to_vec();
+    all.extend(["--kubeconfig", &kubeconfig]);
+    helm(&all)
+}
+
+/// `helm template` of charts/secretguard as `make manifests` renders it (release
+/// secretguard in OPERATOR_NAMESPACE), with `extra` arguments (e.g. `--set`, `k=v`):
+/// the text and its documents.
+pub fn helm_template(extra: &[&str]) -> (String, Vec<serde_yaml::Value>) {
+    let mut args = vec![
+        "template",
+        "secretguard",
+        "charts/secretguard",
+        "--namespace",
+        OPERATOR_NAMESPACE,
+    ];
+    args.extend_from_slice(extra);
+    let out = helm(&args);
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let docs = serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .filter(|v: &serde_yaml::Value| !v.is_null())
+        .collect();
+    (text, docs)
+}
