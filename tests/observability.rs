@@ -472,3 +472,77 @@ fn the_dashboard_parses_and_every_query_names_an_existing_metric() {
         assert!(used.contains(must), "the dashboard shows {must}");
     }
 }
+
+/// A policy refuses the label secretguard.dev/guarded on Secrets of one namespace.
+fn label_refusing_policy(ns: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\n\
+         metadata: {{name: refuse-guard-label-{ns}}}\n\
+         spec:\n  failurePolicy: Fail\n  matchConstraints:\n    resourceRules:\n\
+         \x20   - {{apiGroups: [''], apiVersions: [v1], operations: [UPDATE], resources: [secrets]}}\n\
+         \x20 validations:\n\
+         \x20 - expression: \"!(has(object.metadata.labels) && 'secretguard.dev/guarded' in object.metadata.labels) || (has(oldObject.metadata.labels) && 'secretguard.dev/guarded' in oldObject.metadata.labels)\"\n\
+         \x20   message: test policy refuses the guarded label\n---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\n\
+         metadata: {{name: refuse-guard-label-{ns}}}\n\
+         spec:\n  policyName: refuse-guard-label-{ns}\n  validationActions: [Deny]\n\
+         \x20 matchResources:\n    namespaceSelector:\n      matchLabels: {{kubernetes.io/metadata.name: {ns}}}\n"
+    )
+}
+
+/// A failed write that is no restore (here a policy refuses our label on a healthy
+/// Secret) is an ActionFailed Event and a retry, never SecretGuardRestoreFailing. Before,
+/// that alert was pushed for any failed write and stayed firing while the Secret was
+/// healthy.
+#[tokio::test]
+async fn a_failed_label_on_a_healthy_secret_never_fires_restore_failing() {
+    let client = admin_client().await;
+    let am = shared().alertmanager.clone();
+    let ns = TestNamespace::new(&client, "amlabel").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"k": "v"}}))
+            .expect("secret");
+    secrets
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create");
+    let policy = label_refusing_policy(&ns.name);
+    let out = kubectl_with_input(&["apply", "-f", "-"], &policy);
+    assert!(
+        out.status.success(),
+        "apply policy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let label = format!("{}=true", labels::GUARDED);
+    wait_for("the policy to refuse the label", || async {
+        let out = kubectl(&[
+            "label",
+            "secret",
+            "db",
+            &label,
+            "-n",
+            &ns.name,
+            "--dry-run=server",
+        ]);
+        String::from_utf8_lossy(&out.stderr)
+            .contains("test policy refuses the guarded label")
+            .then_some(())
+    })
+    .await;
+
+    create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
+    let note = wait_event(&client, &ns.name, "ActionFailed", "SecretGuard").await;
+    assert!(note.contains("Label"), "{note}");
+    assert!(events(&client, &ns.name, "RestoreFailed").await.is_empty());
+
+    // Lift the policy: the retry labels it and saves its restore point.
+    let out = kubectl_with_input(&["delete", "-f", "-"], &policy);
+    assert!(out.status.success(), "delete policy");
+    wait_restore_point(&client, &ns.name, "db", "the restore point", |_| true).await;
+    let firing = alerts_in(&am, &ns.name).await;
+    assert!(
+        !firing.iter().any(|(n, _)| n == "SecretGuardRestoreFailing"),
+        "no restore failed, nothing may say so: {firing:?}"
+    );
+}

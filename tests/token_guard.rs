@@ -630,19 +630,20 @@ async fn a_namespace_its_service_account_and_a_guard_applied_together_get_a_toke
          apiVersion: secretguard.dev/v1alpha1\nkind: SecretGuard\nmetadata: {{name: g, namespace: {name}}}\n\
          spec: {{serviceAccounts: [{{name: writer}}]}}\n"
     );
-    let file = repo_root().join(format!("target/{name}.yaml"));
-    std::fs::write(&file, bundle).expect("write bundle");
-    let out = kubectl(&["apply", "-f", file.to_str().unwrap_or_default()]);
+    let out = kubectl_with_input(&["apply", "-f", "-"], &bundle);
     assert!(
         out.status.success(),
         "kubectl apply: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let token = wait_for_token(&client, &ns.name, "writer-token").await;
-    assert_eq!(
-        whoami(&token).await.expect("token works"),
-        sa_user(&ns.name, "writer")
-    );
+    // The apiserver reads ServiceAccounts and token Secrets for authentication through its
+    // own caches: a token of objects this new may be refused for a moment.
+    let user = sa_user(&ns.name, "writer");
+    wait_for("the token to authenticate as writer", || async {
+        (whoami(&token).await.ok() == Some(user.clone())).then_some(())
+    })
+    .await;
     wait_guard_status(
         &client,
         &ns.name,
@@ -697,10 +698,11 @@ async fn a_service_account_that_never_existed_is_not_found_rather_than_deleted()
 
     create_service_account(&client, &ns.name, "writer").await;
     let token = wait_for_token(&client, &ns.name, "writer-token").await;
-    assert_eq!(
-        whoami(&token).await.expect("token works"),
-        sa_user(&ns.name, "writer")
-    );
+    let user = sa_user(&ns.name, "writer");
+    wait_for("the token to authenticate as writer", || async {
+        (whoami(&token).await.ok() == Some(user.clone())).then_some(())
+    })
+    .await;
     wait_guard_status(&client, &ns.name, "g", "the guard healthy", |s| {
         condition(s, "Degraded") == Some(("False", "AllHealthy"))
     })
