@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The outage secretguard exists for (DESIGN.md §1), replayed on the real local control
+# The outage secretguard exists for (docs/architecture.md, Why), replayed on the real local control
 # plane with the real operator and a real Alertmanager:
 #   1. a deploy deletes the token Secret that services authenticate with;
 #   2. later, a deploy deletes and re-creates the ServiceAccount itself.
