@@ -13,6 +13,14 @@ export SECRETGUARD_CACHE ?= $(HOME)/.cache/secretguard
 export TOOLS_BIN := $(CURDIR)/.tools/bin
 TOOLS := $(SECRETGUARD_CACHE)/tools
 CARGO ?= cargo
+STAGE := .ci/stage
+
+# Integration test binaries (tests/<name>.rs) that `make integration` runs; '*' is all.
+INTEGRATION_TESTS ?= *
+CARGO_INTEGRATION = $(CARGO) test --features fault-injection $(foreach t,$(INTEGRATION_TESTS),--test '$(t)')
+
+# Build one tool into the cache; a real build (not cached yet) is timed as a stage.
+build_tool = [[ -f $(TOOLS)/$(1)-$(2)/.complete ]] || $(STAGE) "build $(1) $(2)" e2e/tools/build.sh $(1) $(2)
 
 .PHONY: help
 help: ## list the targets
@@ -20,11 +28,11 @@ help: ## list the targets
 
 .PHONY: tools
 tools: ## build the control plane and test tools from the Go module proxy (cached) and link them into .tools/bin
-	@e2e/tools/build.sh kubernetes $(K8S_VERSION)
-	@e2e/tools/build.sh etcd $(ETCD_VERSION)
-	@e2e/tools/build.sh helm $(HELM_VERSION)
-	@e2e/tools/build.sh prometheus $(PROMETHEUS_VERSION)
-	@e2e/tools/build.sh alertmanager $(ALERTMANAGER_VERSION)
+	@$(call build_tool,kubernetes,$(K8S_VERSION))
+	@$(call build_tool,etcd,$(ETCD_VERSION))
+	@$(call build_tool,helm,$(HELM_VERSION))
+	@$(call build_tool,prometheus,$(PROMETHEUS_VERSION))
+	@$(call build_tool,alertmanager,$(ALERTMANAGER_VERSION))
 	@mkdir -p $(TOOLS_BIN)
 	@for b in kube-apiserver kube-controller-manager kubectl; do ln -sfn $(TOOLS)/kubernetes-$(K8S_VERSION)/bin/$$b $(TOOLS_BIN)/$$b; done
 	@ln -sfn $(TOOLS)/etcd-$(ETCD_VERSION)/bin/etcd $(TOOLS_BIN)/etcd
@@ -59,15 +67,26 @@ lint: ## rustfmt check and clippy with warnings denied
 unit: ## unit tests (no cluster)
 	$(CARGO) test --lib --bins
 
+.PHONY: build-tests
+build-tests: ## build the integration test binaries (with fault injection)
+	$(CARGO_INTEGRATION) --no-run
+
 .PHONY: integration
-integration: cluster ## integration tests against the local control plane (with fault injection)
-	$(CARGO) test --features fault-injection --test '*' -- --test-threads=4
+integration: cluster ## integration tests against the local control plane (with fault injection); INTEGRATION_TESTS selects binaries
+	$(CARGO_INTEGRATION) -- --test-threads=4
 
 .PHONY: test
-test: ## everything CI runs: lint, unit tests, tools, cluster, integration tests
-	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory lint unit integration; \
-	echo "make test: passed in $$(( $$(date +%s) - start ))s"
+test: ## everything CI runs, each stage timed: lint, unit tests, tools, cluster, integration tests
+	@if [[ -z $${STAGE_TIMES:-} ]]; then \
+	  mkdir -p target; export STAGE_TIMES=$(CURDIR)/target/stage-times; rm -f "$$STAGE_TIMES"; \
+	fi; \
+	$(STAGE) --begin; \
+	trap '$(STAGE) --summary' EXIT; \
+	$(STAGE) lint $(MAKE) --no-print-directory lint; \
+	$(STAGE) unit $(MAKE) --no-print-directory unit; \
+	$(MAKE) --no-print-directory tools; \
+	$(STAGE) "build integration tests" $(MAKE) --no-print-directory build-tests; \
+	$(STAGE) "integration, Kubernetes $(K8S_VERSION)" $(MAKE) --no-print-directory integration
 
 .PHONY: demo
 demo: tools ## replay the outage of DESIGN.md §1 with the operator and Alertmanager, with a timeline
