@@ -116,7 +116,7 @@ test: ## everything CI runs, each stage timed: lint, unit, tools, all integratio
 	$(MAKE) --no-print-directory cluster-down-oldest
 
 .PHONY: demo
-demo: tools ## replay the outage of DESIGN.md §1 with the operator and Alertmanager, with a timeline
+demo: tools ## replay the outage of docs/architecture.md (Why) with the operator and Alertmanager, with a timeline
 	$(CARGO) build --quiet
 	@e2e/demo.sh
 
