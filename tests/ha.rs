@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
 use support::*;
 
@@ -33,13 +33,7 @@ async fn only_the_leader_writes_and_a_killed_leader_is_replaced_in_time_to_resto
     prepare_operator();
     let ns = TestNamespace::new(&client, "ha").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let db: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"k": "v"}}))
-            .expect("secret");
-    secrets
-        .create(&PostParams::default(), &db)
-        .await
-        .expect("create");
+    create_secret(&client, &ns.name, "db").await;
     create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
 
     let lease = format!("ha-{}", std::process::id());

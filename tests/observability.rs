@@ -203,13 +203,7 @@ async fn incidents_reach_a_real_alertmanager_and_are_resolved_when_fixed() {
     // A Secret missing with restore Off fires until it is back, then resolves.
     let ns2 = TestNamespace::new(&client, "amstate").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns2.name);
-    let s: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"k": "v"}}))
-            .expect("secret");
-    secrets
-        .create(&PostParams::default(), &s)
-        .await
-        .expect("create");
+    let s = create_secret(&client, &ns2.name, "db").await;
     create_guard(
         &client,
         &ns2.name,
@@ -499,14 +493,7 @@ async fn a_failed_label_on_a_healthy_secret_never_fires_restore_failing() {
     let client = admin_client().await;
     let am = shared().alertmanager.clone();
     let ns = TestNamespace::new(&client, "amlabel").await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let s: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"k": "v"}}))
-            .expect("secret");
-    secrets
-        .create(&PostParams::default(), &s)
-        .await
-        .expect("create");
+    create_secret(&client, &ns.name, "db").await;
     let policy = label_refusing_policy(&ns.name);
     let out = kubectl_with_input(&["apply", "-f", "-"], &policy);
     assert!(

@@ -8,6 +8,19 @@ use secretguard::restore_point;
 
 use super::{OPERATOR_NAMESPACE, wait_for};
 
+/// Create a plain Secret `name` in `ns` holding k=v; returns what was sent.
+pub async fn create_secret(client: &Client, ns: &str, name: &str) -> Secret {
+    let secret: Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name}, "stringData": {"k": "v"}}),
+    )
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
+    secret
+}
+
 pub async fn create_guard(
     client: &Client,
     ns: &str,
