@@ -426,7 +426,7 @@ async fn a_second_reconcile_writes_nothing() {
     wait_operator_idle(&ctx, 0).await;
     let before = versions().await;
     let guard = secretguard::guard::index::ObjectKey::new(&ns.name, "g");
-    let drift = secretguard::controller::guard_audit_drift(&ctx, &guard);
+    let drift = ctx.audit_drift(&guard);
     let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
     secretguard::controller::audit(&ctx);
     wait_operator_idle(&ctx, processed).await;
@@ -436,7 +436,7 @@ async fn a_second_reconcile_writes_nothing() {
         "a reconcile of a healthy guard wrote something"
     );
     assert_eq!(
-        secretguard::controller::guard_audit_drift(&ctx, &guard),
+        ctx.audit_drift(&guard),
         drift,
         "the audit found drift where there was none"
     );
@@ -578,14 +578,11 @@ async fn the_audit_repairs_and_counts_drift_the_watches_do_not_act_on() {
         },
     )
     .await;
-    let drift = secretguard::controller::guard_audit_drift(&ctx, &guard);
+    let drift = ctx.audit_drift(&guard);
     let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
     secretguard::controller::audit(&ctx);
     wait_operator_idle(&ctx, processed).await;
-    assert_eq!(
-        secretguard::controller::guard_audit_drift(&ctx, &guard),
-        drift + 1
-    );
+    assert_eq!(ctx.audit_drift(&guard), drift + 1);
     // What /metrics serves: SecretGuardAuditDrift fires on this counter.
     let exposition = ctx.metrics.encode();
     let counted = exposition

@@ -72,8 +72,3 @@ impl Controller {
         Ok(())
     }
 }
-
-/// Drift found by audits since start in one guard's objects.
-pub fn guard_audit_drift(ctx: &Context, guard: &crate::object_key::ObjectKey) -> u64 {
-    ctx.audit_drift(guard)
-}
