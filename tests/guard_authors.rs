@@ -16,23 +16,9 @@ struct AuthorPolicy {
 
 impl AuthorPolicy {
     fn apply(release: &str, namespace: &str, extra: &[&str]) -> AuthorPolicy {
-        let mut args = vec![
-            "template",
-            release,
-            "charts/secretguard",
-            "--namespace",
-            namespace,
-            "--show-only",
-            "templates/admission-policy.yaml",
-        ];
+        let mut args = vec!["--show-only", "templates/admission-policy.yaml"];
         args.extend_from_slice(extra);
-        let out = helm(&args);
-        assert!(
-            out.status.success(),
-            "helm template: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let manifest = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (manifest, _) = helm_template_release(release, namespace, &args);
         let applied = kubectl_with_input(&["apply", "-f", "-"], &manifest);
         assert!(
             applied.status.success(),
