@@ -16,6 +16,7 @@ use crate::guard::spec::{self, TargetKind};
 use crate::guard::status;
 use crate::metrics::GuardKind;
 use crate::object_key::ObjectKey;
+use crate::queue::Lane;
 use crate::restore_point;
 
 pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
@@ -56,12 +57,13 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
             }
         }
     };
+    // A guard edit is not an incident: its targets wait behind restores.
     for t in touched {
-        ctx.touch(t);
+        ctx.touch_in(t, Lane::Background);
     }
     selectors::update(ctx, &key);
     if !deleted {
-        ctx.queue.add(Work::Status(key));
+        ctx.queue.add_background(Work::Status(key));
     }
 }
 
@@ -105,7 +107,7 @@ pub fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, delet
         let name = ns.name_any();
         let targets = ctx.index().targets_in(&name);
         for t in targets {
-            ctx.touch(t);
+            ctx.touch_in(t, Lane::Background);
         }
         if deleted {
             // Its guards are gone too: start the retention of its restore points.
@@ -113,7 +115,7 @@ pub fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, delet
                 if let Some(origin) = restore_point::origin_key(&rp)
                     && origin.namespace == name
                 {
-                    ctx.touch(origin);
+                    ctx.touch_in(origin, Lane::Background);
                 }
             }
         }
@@ -147,6 +149,8 @@ fn queue_all(ctx: &Context, count_drift: bool) {
         ctx.records().audit_pending.extend(keys.iter().cloned());
     }
     tracing::debug!(targets = keys.len(), "audit");
-    ctx.queue.add_all(keys.into_iter().map(Work::Target));
-    ctx.queue.add_all(guards.into_iter().map(Work::Status));
+    ctx.queue
+        .add_all(keys.into_iter().map(Work::Target), Lane::Background);
+    ctx.queue
+        .add_all(guards.into_iter().map(Work::Status), Lane::Background);
 }

@@ -61,7 +61,7 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
             action: failure.action.name(),
             source: failure.error,
         }),
-        _ => Ok(decision.requeue_after),
+        _ => Ok(recorded.requeue_after),
     }
 }
 

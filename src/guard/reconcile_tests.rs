@@ -316,3 +316,33 @@ async fn a_failed_label_is_an_action_failure_not_a_failed_restore() {
             .is_some_and(|r| !r.restore_failing)
     );
 }
+
+#[tokio::test]
+async fn a_listed_secret_that_does_not_exist_is_looked_at_again_less_and_less_often() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = fixtures::context();
+    let guard = fixtures::guard(NS, "g", spec(&[], &["db"]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.namespaces, namespace(NS));
+    let mut waits = Vec::new();
+    for round in 0..6 {
+        let mut script = vec![expect(
+            Method::GET,
+            format!("{SECRETS}/db"),
+            Reply::NotFound,
+        )];
+        if round == 0 {
+            // Reported once per spell, on the guard (the object is not there).
+            script.push(expect(Method::POST, EVENTS, Reply::Created));
+        }
+        let (result, _) = tokio::join!(reconcile_target(&ctx, &target), server.serve(script));
+        waits.push(
+            result
+                .expect("reconciled")
+                .expect("looked at again")
+                .as_secs(),
+        );
+    }
+    server.assert_nothing_else();
+    assert_eq!(waits, [10, 20, 40, 80, 160, 160]);
+}

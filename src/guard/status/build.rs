@@ -178,6 +178,7 @@ mod tests {
                 reported: Default::default(),
                 missing_since: None,
                 restore_failing: false,
+                rechecks: 0,
             },
         )
     }
