@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 
 use super::selectors;
-use crate::api::v1alpha1::SecretGuard;
+use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
 use crate::guard::context::{Context, Work};
 use crate::guard::spec::{self, TargetKind};
 use crate::guard::status;
@@ -53,7 +53,16 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
             Err(why) => {
                 // Keep guarding with the last usable spec: a bad edit must not drop protection.
                 ctx.records().guards.entry(key.clone()).or_default().invalid = Some(why);
-                Vec::new()
+                if ctx.index().guard(&key).is_some() {
+                    Vec::new()
+                } else {
+                    // Not seen valid since start (a restart or failover): the spec in force
+                    // is in its status.
+                    match spec_in_force(guard) {
+                        Some(last) => ctx.index_mut().upsert(&last),
+                        None => Vec::new(),
+                    }
+                }
             }
         }
     };
@@ -65,6 +74,24 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     if !deleted {
         ctx.queue.add_background(Work::Status(key));
     }
+}
+
+/// The guard with the spec its status says is in force (the last valid one), if that
+/// spec is readable and valid.
+fn spec_in_force(guard: &SecretGuard) -> Option<SecretGuard> {
+    let json = guard.status.as_ref()?.spec_in_force.as_deref()?;
+    let spec: SecretGuardSpec = match serde_json::from_str(json) {
+        Ok(spec) => spec,
+        Err(e) => {
+            tracing::warn!(guard = %ObjectKey::of(guard), error = %e, "status.specInForce unreadable; not used");
+            return None;
+        }
+    };
+    spec::validate(&spec).ok()?;
+    Some(SecretGuard {
+        spec,
+        ..guard.clone()
+    })
 }
 
 pub fn on_secret(ctx: &Arc<Context>, secret: &Secret, deleted: bool) {

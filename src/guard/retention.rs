@@ -11,6 +11,7 @@ use serde_json::json;
 use super::act::tolerate;
 use super::context::Context;
 use super::load::{self, NamespaceState};
+use super::spec;
 use super::status;
 use crate::object_key::ObjectKey;
 use crate::{Result, labels, restore_point};
@@ -19,7 +20,18 @@ use crate::{Result, labels, restore_point};
 /// Restore points of a deleted namespace are kept for `restore_point_retention` (it may be
 /// re-created from a backup, guards included), then dropped.
 pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
+    if named_by_a_guard(ctx, key) {
+        // A guard names it but is not in the index: its spec is invalid and none was
+        // in force since start. Never unguard what an existing guard names.
+        return Ok(None);
+    }
     let removed = ctx.records().targets.remove(key);
+    // Deleting a guard (or every guard, with the CRD) must not wipe its restore points:
+    // like a deleted namespace's, they are kept for the retention. Only a target removed
+    // from a guard that still exists loses them at once.
+    let guard_gone = removed
+        .as_ref()
+        .is_none_or(|r| ctx.stores.guard(&r.guard).is_none());
     if let Some(rec) = &removed {
         status::request(ctx, rec.guard.clone());
         ctx.metrics.forget_object(
@@ -48,6 +60,9 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
             &[404],
         )?;
     }
+    if guard_gone {
+        return expire_restore_points(ctx, key).await;
+    }
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
     for name in restore_point_names(key) {
         if ctx
@@ -64,6 +79,15 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
     Ok(None)
 }
 
+/// Whether a guard that exists names this Secret in its spec, whether the index holds
+/// that guard or not.
+fn named_by_a_guard(ctx: &Context, key: &ObjectKey) -> bool {
+    ctx.stores.guards.state().iter().any(|g| {
+        g.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+            && spec::names(&g.spec, &key.name)
+    })
+}
+
 fn restore_point_names(key: &ObjectKey) -> [String; 2] {
     [
         restore_point::name_for(&key.namespace, &key.name),
@@ -75,7 +99,15 @@ fn restore_point_names(key: &ObjectKey) -> [String; 2] {
 /// server-side applies of the restore point must neither keep nor drop it.
 const RETENTION_MANAGER: &str = "secretguard-retention";
 
-/// Stamp restore points of a gone namespace, and drop them once the retention has passed.
+fn retention_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(RETENTION_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Stamp restore points of a gone namespace or guard, and drop them once the retention has
+/// passed.
 async fn expire_restore_points(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
     let opns = &ctx.config.operator_namespace;
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), opns);
@@ -88,18 +120,17 @@ async fn expire_restore_points(ctx: &Context, key: &ObjectKey) -> Result<Option<
         };
         let left = match restore_point::orphaned_since(&rp) {
             None => {
-                let stamp = json!({
-                    "apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": name, "namespace": opns,
-                                 "annotations": {restore_point::annotation::ORPHANED_SINCE: now.to_string()}},
-                });
-                rps.patch(
-                    &name,
-                    &PatchParams::apply(RETENTION_MANAGER).force(),
-                    &Patch::Apply(&stamp),
-                )
-                .await?;
-                tracing::info!(target = %key, retention = ?retention, "namespace gone: restore point kept for the retention");
+                // A merge patch, not an apply: an apply would create a stub if the point
+                // was deleted since the cache saw it.
+                let stamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: now.to_string()}}});
+                match rps
+                    .patch(&name, &retention_params(), &Patch::Merge(&stamp))
+                    .await
+                {
+                    Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                    r => r.map(|_| ())?,
+                }
+                tracing::info!(target = %key, retention = ?retention, "no longer guarded (guard or namespace gone): restore point kept for the retention");
                 retention
             }
             Some(since) => {
@@ -127,14 +158,13 @@ pub async fn keep_restore_points(ctx: &Context, key: &ObjectKey) -> Result<()> {
             .restore_point(opns, &name)
             .is_some_and(|rp| restore_point::orphaned_since(&rp).is_some())
         {
-            let unstamp = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": opns}});
-            Api::<Secret>::namespaced(ctx.client.clone(), opns)
-                .patch(
-                    &name,
-                    &PatchParams::apply(RETENTION_MANAGER).force(),
-                    &Patch::Apply(&unstamp),
-                )
-                .await?;
+            let unstamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: null}}});
+            tolerate(
+                Api::<Secret>::namespaced(ctx.client.clone(), opns)
+                    .patch(&name, &retention_params(), &Patch::Merge(&unstamp))
+                    .await,
+                &[404],
+            )?;
         }
     }
     Ok(())

@@ -65,6 +65,15 @@ pub fn targets_of(namespace: &str, spec: &SecretGuardSpec) -> Vec<(ObjectKey, Ta
 
 /// Checks the schema cannot express. A guard failing them is reported InvalidSpec and
 /// changes nothing (a previously valid spec stays in force).
+/// Whether a spec names this Secret, valid or not: in `secrets`, or as a token Secret.
+pub fn names(spec: &SecretGuardSpec, secret: &str) -> bool {
+    spec.secrets.iter().any(|s| s.name == secret)
+        || spec
+            .service_accounts
+            .iter()
+            .any(|sa| sa.token_secret_name() == secret)
+}
+
 pub fn validate(spec: &SecretGuardSpec) -> Result<(), String> {
     if let Some(sel) = &spec.secret_selector {
         Selector::try_from(sel.clone())
