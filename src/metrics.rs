@@ -255,12 +255,14 @@ impl Metrics {
 
     fn counted(&self, namespace: &str, guard: &str, note: impl FnOnce(&mut Counted)) {
         let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
-        note(counted
-            .entry(Guard {
-                namespace: namespace.into(),
-                guard: guard.into(),
-            })
-            .or_default());
+        note(
+            counted
+                .entry(Guard {
+                    namespace: namespace.into(),
+                    guard: guard.into(),
+                })
+                .or_default(),
+        );
     }
 
     /// One more incident.

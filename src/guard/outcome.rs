@@ -383,7 +383,10 @@ mod tests {
             "secrets is forbidden: User \"x\" cannot create resource",
         );
         assert_eq!(rbac.why(), "403 Forbidden");
-        assert_eq!(api_error(422, "Invalid", &"é".repeat(400)).why(), "422 Invalid");
+        assert_eq!(
+            api_error(422, "Invalid", &"é".repeat(400)).why(),
+            "422 Invalid"
+        );
         assert_eq!(api_error(599, "", "x").why(), "599 error");
         let ours = Failure {
             action: Action::RestoreIdentical,

@@ -184,7 +184,12 @@ impl MetricsAuth {
             .await?
             .status
             .is_some_and(|s| s.allowed && s.denied != Some(true));
-        tracing::debug!(user = user.username.as_deref().unwrap_or_default(), path, allowed, "metrics access reviewed");
+        tracing::debug!(
+            user = user.username.as_deref().unwrap_or_default(),
+            path,
+            allowed,
+            "metrics access reviewed"
+        );
         Ok(if allowed {
             Verdict::Allowed
         } else {
@@ -317,7 +322,10 @@ mod tests {
                    "nonResourceAttributes": {"path": "/metrics", "verb": "get"}})
         );
         // The next scrape costs nothing.
-        let again = auth.verdict("tok", "get", "/metrics").await.expect("cached");
+        let again = auth
+            .verdict("tok", "get", "/metrics")
+            .await
+            .expect("cached");
         assert_eq!(again, Verdict::Allowed);
         api.assert_nothing_else();
         // Another path or verb is another question.

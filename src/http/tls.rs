@@ -48,7 +48,12 @@ pub fn self_signed(names: &[String]) -> io::Result<Arc<ServerConfig>> {
 /// `tls.crt` (the chain, PEM) and `tls.key` (PEM) in `dir`: the layout of a
 /// kubernetes.io/tls Secret mounted as a volume.
 pub fn from_dir(dir: &Path) -> io::Result<Arc<ServerConfig>> {
-    let pem = |e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", dir.display()));
+    let pem = |e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", dir.display()),
+        )
+    };
     let chain = CertificateDer::pem_file_iter(dir.join("tls.crt"))
         .map_err(pem)?
         .collect::<Result<Vec<_>, _>>()
