@@ -12,35 +12,10 @@ use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use support::*;
 
-struct Shared {
-    operator: OperatorProcess,
-    alertmanager: String,
-}
-
 /// One Alertmanager and one operator (pushing to it) for this test binary.
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        prepare_operator();
-        let alertmanager = start_alertmanager();
-        let operator = OperatorProcess::builder("exposure")
-            .alertmanager(&alertmanager)
-            .start_for_life();
-        operator.wait_ready();
-        Shared {
-            operator,
-            alertmanager,
-        }
-    })
-}
-
-async fn get_text(url: &str) -> String {
-    ::reqwest::get(url)
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body")
+fn shared() -> &'static WithAlertmanager {
+    static SHARED: OnceLock<WithAlertmanager> = OnceLock::new();
+    SHARED.get_or_init(|| operator_with_alertmanager(OperatorProcess::builder("exposure")))
 }
 
 /// Every alert Alertmanager holds for one namespace, as JSON.
@@ -52,6 +27,15 @@ async fn alerts_in(am: &str, ns: &str) -> Vec<serde_json::Value> {
         .json::<Vec<serde_json::Value>>()
         .await
         .expect("JSON")
+}
+
+/// A namespace with a Secret `db` guarded by guard `g`, its restore point written.
+async fn guarded_db(client: &kube::Client, prefix: &str) -> TestNamespace {
+    let ns = TestNamespace::new(client, prefix).await;
+    create_secret(client, &ns.name, "db").await;
+    create_guard(client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
+    wait_restore_point(client, &ns.name, "db", "the restore point", |_| true).await;
+    ns
 }
 
 /// A ValidatingAdmissionPolicy, bound to namespace `ns`, that refuses every Secret
@@ -79,10 +63,7 @@ fn create_refusing_policy(ns: &str, marker: &str) -> String {
 async fn a_refused_restore_is_reported_by_status_code_never_by_the_servers_words() {
     let client = admin_client().await;
     let s = shared();
-    let ns = TestNamespace::new(&client, "leak").await;
-    create_secret(&client, &ns.name, "db").await;
-    create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
-    wait_restore_point(&client, &ns.name, "db", "the restore point", |_| true).await;
+    let ns = guarded_db(&client, "leak").await;
     let marker = format!("SGMARKER{}", std::process::id());
     let policy = create_refusing_policy(&ns.name, &marker);
     let out = kubectl_with_input(&["apply", "-f", "-"], &policy);
@@ -180,10 +161,7 @@ fn has_series(text: &str, labels: &[&str]) -> bool {
 async fn a_deleted_guard_leaves_no_series_in_metrics() {
     let client = admin_client().await;
     let s = shared();
-    let ns = TestNamespace::new(&client, "churn").await;
-    create_secret(&client, &ns.name, "db").await;
-    create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
-    wait_restore_point(&client, &ns.name, "db", "the restore point", |_| true).await;
+    let ns = guarded_db(&client, "churn").await;
     Api::<Secret>::namespaced(client.clone(), &ns.name)
         .delete("db", &DeleteParams::default())
         .await

@@ -251,6 +251,24 @@ mod tests {
         [n; 32]
     }
 
+    /// The apiserver's answer to a review `kind` (TokenReview, SubjectAccessReview) in
+    /// `group`, with this status.
+    fn review(
+        group: &str,
+        kind: &str,
+        status: serde_json::Value,
+    ) -> crate::guard::fixtures::Expect {
+        let plural = format!("{}s", kind.to_lowercase());
+        expect(
+            Method::POST,
+            format!("/apis/{group}/v1/{plural}"),
+            Reply::Json(
+                201,
+                json!({"apiVersion": format!("{group}/v1"), "kind": kind, "spec": {}, "status": status}),
+            ),
+        )
+    }
+
     #[test]
     fn verdicts_expire_allowed_after_a_minute_refused_after_ten_seconds() {
         let mut cache = VerdictCache::new(8);
@@ -293,23 +311,15 @@ mod tests {
         let user = json!({"username": "system:serviceaccount:monitoring:prometheus",
                           "uid": "u1", "groups": ["system:serviceaccounts"]});
         let script = vec![
-            expect(
-                Method::POST,
-                "/apis/authentication.k8s.io/v1/tokenreviews",
-                Reply::Json(
-                    201,
-                    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                           "spec": {}, "status": {"authenticated": true, "user": user}}),
-                ),
+            review(
+                "authentication.k8s.io",
+                "TokenReview",
+                json!({"authenticated": true, "user": user}),
             ),
-            expect(
-                Method::POST,
-                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-                Reply::Json(
-                    201,
-                    json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                           "spec": {}, "status": {"allowed": true}}),
-                ),
+            review(
+                "authorization.k8s.io",
+                "SubjectAccessReview",
+                json!({"allowed": true}),
             ),
         ];
         let (verdict, received) = tokio::join!(first, api.serve(script));
@@ -330,14 +340,10 @@ mod tests {
         api.assert_nothing_else();
         // Another path or verb is another question.
         let other = async { auth.verdict("tok", "get", "/other").await };
-        let script = vec![expect(
-            Method::POST,
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            Reply::Json(
-                201,
-                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                       "spec": {}, "status": {"authenticated": false}}),
-            ),
+        let script = vec![review(
+            "authentication.k8s.io",
+            "TokenReview",
+            json!({"authenticated": false}),
         )];
         let (verdict, _) = tokio::join!(other, api.serve(script));
         assert_eq!(verdict.expect("verdict"), Verdict::Unauthenticated);
