@@ -179,6 +179,30 @@ async fn incidents_reach_a_real_alertmanager_and_are_resolved_when_fixed() {
     })
     .await;
 
+    // So is a generic Secret (security review B9).
+    let ns3 = TestNamespace::new(&client, "amsecret").await;
+    create_secret(&client, &ns3.name, "db").await;
+    create_guard(
+        &client,
+        &ns3.name,
+        "g",
+        json!({"secrets": [{"name": "db"}]}),
+    )
+    .await;
+    wait_restore_point(&client, &ns3.name, "db", "the restore point", |_| true).await;
+    Api::<Secret>::namespaced(client.clone(), &ns3.name)
+        .delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_guard_status(&client, &ns3.name, "g", "restored", |st| st.restores == 1).await;
+    wait_for("SecretGuardSecretDeleted in Alertmanager", || async {
+        alerts_in(&am, &ns3.name)
+            .await
+            .into_iter()
+            .find(|(n, _)| n == "SecretGuardSecretDeleted")
+    })
+    .await;
+
     // A Secret missing with restore Off fires until it is back, then resolves.
     let ns2 = TestNamespace::new(&client, "amstate").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns2.name);
@@ -355,7 +379,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .iter()
         .filter_map(|r| r["alert"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(alerts.len(), 9);
+    assert_eq!(alerts.len(), 10);
     for a in &alerts {
         assert!(
             tests.contains(&format!("alertname: {a}")),
