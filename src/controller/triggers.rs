@@ -56,7 +56,10 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
             }
         }
     };
-    for t in touched {
+    // What it covered by selector, and objects it shares with other guards: who covers
+    // them, and so what is in force, may have changed.
+    let covered = ctx.records().covered_by(&key);
+    for t in touched.into_iter().chain(covered) {
         ctx.touch(t);
     }
     selectors::update(ctx, &key);

@@ -21,7 +21,9 @@ use crate::{Result, labels, restore_point};
 pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
     let removed = ctx.records().targets.remove(key);
     if let Some(rec) = &removed {
-        status::request(ctx, rec.guard.clone());
+        for guard in rec.guards() {
+            status::request(ctx, guard.clone());
+        }
         ctx.metrics.forget_object(
             &rec.guard.namespace,
             &rec.guard.name,
