@@ -10,7 +10,8 @@ use secretguard::api::v1alpha1::{SecretGuard, SecretGuardStatus};
 use serde_json::{Value, json};
 use support::*;
 
-/// The team's guard: names `db`, restores it with identical bytes (the defaults).
+/// The team's guard: covers `db` (by name or selector), restores it with identical bytes
+/// (the defaults).
 const TEAM: &str = "team";
 /// Another guard on the same Secret that sorts first by name, with weaker settings.
 const WEAK: &str = "aaa";
@@ -29,12 +30,13 @@ fn db_message(s: &SecretGuardStatus) -> Option<&str> {
         .and_then(|t| t.message.as_deref())
 }
 
-/// A weak guard (`weak_spec`) joins the team's guard on Secret db: a deletion is undone
+/// A weak guard (`weak_spec`) joins the team's guard (`team_spec`) on Secret db: a deletion is undone
 /// with the team's settings and both guards say they overlap; once the team's guard is
 /// gone, the weak guard's own settings apply (`alone_outcome` for the next deletion) and
 /// its status says no more overlap.
 async fn a_weaker_guard_sorting_first_does_not_disarm_the_team(
     prefix: &str,
+    team_spec: Value,
     weak_spec: Value,
     alone_outcome: &str,
 ) {
@@ -51,15 +53,35 @@ async fn a_weaker_guard_sorting_first_does_not_disarm_the_team(
         .create(&PostParams::default(), &db)
         .await
         .expect("create db");
-    create_guard(
-        &client,
-        &ns.name,
-        TEAM,
-        json!({"secrets": [{"name": "db"}]}),
-    )
-    .await;
+    create_guard(&client, &ns.name, TEAM, team_spec).await;
     wait_restore_point(&client, &ns.name, "db", "a restore point of db", |_| true).await;
     create_guard(&client, &ns.name, WEAK, weak_spec).await;
+
+    // Its status is written once the index knows it.
+    wait_guard_status(&client, &ns.name, WEAK, "aaa: a status", |s| {
+        s.observed_generation.is_some()
+    })
+    .await;
+
+    // The team's settings are in force: a deletion is undone.
+    let before = secrets.get("db").await.expect("db");
+    secrets
+        .delete("db", &DeleteParams::default())
+        .await
+        .expect("delete db");
+    let back = wait_for("db restored", || async {
+        secrets
+            .get_opt("db")
+            .await
+            .ok()?
+            .filter(|s| s.metadata.uid != before.metadata.uid)
+    })
+    .await;
+    assert!(back.data == before.data, "restored with the same data");
+    wait_guard_status(&client, &ns.name, TEAM, "team: one restore", |s| {
+        s.restores == 1 && s.missing == 0
+    })
+    .await;
 
     // Both guards say they overlap, and which one reports db.
     let team = wait_guard_status(&client, &ns.name, TEAM, "team: Overlap=True", |s| {
@@ -90,26 +112,6 @@ async fn a_weaker_guard_sorting_first_does_not_disarm_the_team(
         assert!(note.contains(&format!("Secret {}/db", ns.name)), "{note}");
     }
 
-    // The team's settings are in force: a deletion is undone.
-    let before = secrets.get("db").await.expect("db");
-    secrets
-        .delete("db", &DeleteParams::default())
-        .await
-        .expect("delete db");
-    let back = wait_for("db restored", || async {
-        secrets
-            .get_opt("db")
-            .await
-            .ok()?
-            .filter(|s| s.metadata.uid != before.metadata.uid)
-    })
-    .await;
-    assert!(back.data == before.data, "restored with the same data");
-    wait_guard_status(&client, &ns.name, TEAM, "team: one restore", |s| {
-        s.restores == 1 && s.missing == 0
-    })
-    .await;
-
     // Without the team's guard, the weak guard alone is in force, and says no more overlap.
     Api::<SecretGuard>::namespaced(client.clone(), &ns.name)
         .delete(TEAM, &DeleteParams::default())
@@ -120,7 +122,6 @@ async fn a_weaker_guard_sorting_first_does_not_disarm_the_team(
     })
     .await;
     assert_eq!(db_message(&weak), None, "{:?}", weak.targets);
-    let uid = back.metadata.uid.clone();
     secrets
         .delete("db", &DeleteParams::default())
         .await
@@ -131,21 +132,18 @@ async fn a_weaker_guard_sorting_first_does_not_disarm_the_team(
             .is_some_and(|i| i.reason == "SecretDeleted" && i.outcome == alone_outcome)
     })
     .await;
-    assert_eq!(weak.missing, 1);
-    assert!(
-        secrets
-            .get_opt("db")
-            .await
-            .expect("get db")
-            .is_none_or(|s| s.metadata.uid != uid),
-        "not restored by aaa's settings"
-    );
+    assert_eq!(weak.missing, 1, "not restored: aaa alone is in force");
+}
+
+fn naming_db() -> Value {
+    json!({"secrets": [{"name": "db"}]})
 }
 
 #[tokio::test]
 async fn a_paused_guard_naming_the_same_secret_does_not_disarm_the_team_guard() {
     a_weaker_guard_sorting_first_does_not_disarm_the_team(
         "overlap-paused",
+        naming_db(),
         json!({"paused": true, "secrets": [{"name": "db"}]}),
         "Paused",
     )
@@ -156,17 +154,20 @@ async fn a_paused_guard_naming_the_same_secret_does_not_disarm_the_team_guard() 
 async fn an_alert_only_guard_naming_the_same_secret_does_not_disarm_the_team_guard() {
     a_weaker_guard_sorting_first_does_not_disarm_the_team(
         "overlap-off",
+        naming_db(),
         json!({"restore": "Off", "secrets": [{"name": "db"}]}),
         "AlertOnly",
     )
     .await;
 }
 
+/// A guard naming a Secret used to win over one selecting it, whatever its settings.
 #[tokio::test]
-async fn a_paused_guard_selecting_the_same_secret_does_not_disarm_the_team_guard() {
+async fn a_paused_guard_naming_a_secret_does_not_disarm_the_team_guard_selecting_it() {
     a_weaker_guard_sorting_first_does_not_disarm_the_team(
         "overlap-selector",
-        json!({"paused": true, "secretSelector": {"matchLabels": {"tier": "critical"}}}),
+        json!({"secretSelector": {"matchLabels": {"tier": "critical"}}}),
+        json!({"paused": true, "secrets": [{"name": "db"}]}),
         "Paused",
     )
     .await;

@@ -84,9 +84,15 @@ pub fn on_restore_point(ctx: &Arc<Context>, rp: &Secret, deleted: bool) {
         // A deleted restore point is rewritten from the live object.
         ctx.touch(key);
     } else {
-        // A refreshed one may carry a new restore count: the guard's status sums them.
-        let guard = ctx.records().targets.get(&key).map(|r| r.guard.clone());
-        if let Some(guard) = guard {
+        // A refreshed one may carry a new restore count: the statuses of the guards
+        // covering it sum them.
+        let guards: Vec<ObjectKey> = ctx
+            .records()
+            .targets
+            .get(&key)
+            .map(|r| r.guards().cloned().collect())
+            .unwrap_or_default();
+        for guard in guards {
             status::request(ctx, guard);
         }
     }

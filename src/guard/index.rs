@@ -96,8 +96,12 @@ impl<'a> Resolved<'a> {
         });
         let spec = match token_of {
             Some(service_account) => TargetSpec::Token {
-                recreate_service_account: writers.iter().any(|(_, t)| {
-                    matches!(t, TargetSpec::Token { service_account: sa, recreate_service_account: true } if *sa == service_account)
+                recreate_service_account: writers.iter().any(|(_, t)| match t {
+                    TargetSpec::Token {
+                        service_account: sa,
+                        recreate_service_account,
+                    } => *recreate_service_account && *sa == service_account,
+                    TargetSpec::Secret => false,
                 }),
                 service_account,
             },
@@ -472,8 +476,9 @@ mod tests {
     fn the_most_protective_guard_reports_a_shared_secret_whatever_its_name() {
         use RestoreMode::{Fresh, Identical, Off};
         use Severity::{Critical, Warning};
-        // (guards as (name, restore, severity, paused), the one that reports it)
-        let cases: &[(&[(&str, RestoreMode, Severity, bool)], &str)] = &[
+        // Guards as (name, restore, severity, paused), and the one that reports it.
+        type Case<'a> = (&'a [(&'a str, RestoreMode, Severity, bool)], &'a str);
+        let cases: &[Case] = &[
             (
                 &[
                     ("team", Identical, Critical, false),

@@ -34,7 +34,8 @@ pub struct ObservedTarget {
     /// The guard that reports it (the most protective of those covering it).
     pub guard: ObjectKey,
     pub guard_uid: String,
-    /// The settings in force: the most protective of each among the guards covering it.
+    /// Severity and policy in force: the most protective value of each setting among the
+    /// guards covering it.
     pub severity: Severity,
     pub spec: TargetSpec,
     pub policy: Policy,

@@ -357,14 +357,17 @@ async fn a_paused_guard_that_sorts_first_does_not_disarm_another_and_each_guard_
         })
         .collect();
     assert_eq!(overlaps, ["g", "aaa"], "one Overlap Event on each guard");
-    let records = ctx.records();
-    let rec = records.targets.get(&target).expect("recorded");
+    let rec = ctx
+        .records()
+        .targets
+        .get(&target)
+        .cloned()
+        .expect("recorded");
     assert_eq!(rec.guard.name, "g", "the guard in force reports it");
     assert_eq!(
-        rec.sharing.as_ref().map(|s| s.with.clone()),
+        rec.sharing.map(|s| s.with),
         Some(vec![ObjectKey::new(NS, "aaa")])
     );
-    drop(records);
 
     // Back: the restore point follows; no second Overlap Event.
     let mut restored: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");

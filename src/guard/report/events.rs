@@ -13,7 +13,7 @@ use crate::guard::load::ObservedTarget;
 use crate::guard::outcome::Executed;
 use crate::guard::record::Recorded;
 use crate::guard::spec::TargetSpec;
-use crate::guard::status::build::names_capped;
+use crate::guard::status::build::{NAMED_GUARDS, names_capped};
 use crate::labels;
 use crate::object_key::ObjectKey;
 
@@ -127,7 +127,7 @@ pub async fn overlaps(ctx: &Context, target: &ObservedTarget, recorded: &Recorde
         let Some(uid) = ctx.index().guard(guard).map(|g| g.uid.clone()) else {
             continue;
         };
-        let names = names_capped(others.iter().map(|g| g.name.as_str()), 3);
+        let names = names_capped(others.iter().map(|g| g.name.as_str()), NAMED_GUARDS);
         let reporter = if *guard == target.guard {
             "this guard reports it".to_owned()
         } else {

@@ -18,7 +18,7 @@ pub const LIST_ALL_TARGETS_UP_TO: usize = 20;
 const NAMED_IN_CONDITIONS: usize = 5;
 
 /// Other guards named per shared object, at most.
-const NAMED_GUARDS: usize = 3;
+pub const NAMED_GUARDS: usize = 3;
 
 /// At most `cap` names, then how many more: "a, b, c and 2 more".
 pub fn names_capped<'a>(names: impl ExactSizeIterator<Item = &'a str>, cap: usize) -> String {
