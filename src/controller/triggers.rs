@@ -61,8 +61,11 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
             }
         }
     };
-    // A guard edit is not an incident: its targets wait behind restores.
-    for t in touched {
+    // What it covered by selector, and objects it shares with other guards: who covers
+    // them, and so what is in force, may have changed. A guard edit is not an incident:
+    // its targets wait behind restores.
+    let covered = ctx.records().covered_by(&key);
+    for t in touched.into_iter().chain(covered) {
         ctx.touch_in(t, Lane::Background);
     }
     selectors::update(ctx, &key);
@@ -105,9 +108,15 @@ pub fn on_restore_point(ctx: &Arc<Context>, rp: &Secret, deleted: bool) {
         // A deleted restore point is rewritten from the live object.
         ctx.touch(key);
     } else {
-        // A refreshed one may carry a new restore count: the guard's status sums them.
-        let guard = ctx.records().targets.get(&key).map(|r| r.guard.clone());
-        if let Some(guard) = guard {
+        // A refreshed one may carry a new restore count: the statuses of the guards
+        // covering it sum them.
+        let guards: Vec<ObjectKey> = ctx
+            .records()
+            .targets
+            .get(&key)
+            .map(|r| r.guards().cloned().collect())
+            .unwrap_or_default();
+        for guard in guards {
             status::request(ctx, guard);
         }
     }

@@ -10,8 +10,10 @@ use kube::core::PartialObjectMeta;
 
 use super::context::Context;
 use super::decide::{self, Action, Decision, Policy, SecretObservation, TokenObservation};
+use super::index::settings_in_words;
 use super::observe;
 use super::spec::TargetSpec;
+use super::state::Sharing;
 use crate::Result;
 use crate::api::v1alpha1::Severity;
 use crate::object_key::ObjectKey;
@@ -29,11 +31,16 @@ pub enum NamespaceState {
 #[derive(Clone, Debug)]
 pub struct ObservedTarget {
     pub key: ObjectKey,
+    /// The guard that reports it (the most protective of those covering it).
     pub guard: ObjectKey,
     pub guard_uid: String,
+    /// Severity and policy in force: the most protective value of each setting among the
+    /// guards covering it.
     pub severity: Severity,
     pub spec: TargetSpec,
     pub policy: Policy,
+    /// Other guards cover it too.
+    pub sharing: Option<Sharing>,
     pub live: Option<Secret>,
     /// The live Secret was read from the apiserver in this reconcile (not only the cache).
     pub looked: bool,
@@ -92,6 +99,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         severity: guarding.severity,
         spec: guarding.spec,
         policy: guarding.policy,
+        sharing: guarding.sharing,
         live,
         looked,
         restore_point,
@@ -101,13 +109,14 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
     }))
 }
 
-/// The guard of a Secret and what it asks, copied out of the index (never its whole spec).
+/// The guards of a Secret and what is in force, copied out of the index (never a whole spec).
 struct Guarding {
     guard: ObjectKey,
     guard_uid: String,
     severity: Severity,
     spec: TargetSpec,
     policy: Policy,
+    sharing: Option<Sharing>,
 }
 
 impl Guarding {
@@ -126,8 +135,12 @@ impl Guarding {
         ctx.index().resolve(key, labels).map(|r| Guarding {
             guard: r.guard.key.clone(),
             guard_uid: r.guard.uid.clone(),
-            severity: r.guard.spec.severity,
-            policy: observe::policy(&r.guard.spec, &r.spec, ctx.config.populate_deadline),
+            severity: r.settings.severity,
+            policy: observe::policy(&r.settings, &r.spec, ctx.config.populate_deadline),
+            sharing: (!r.shared_with.is_empty()).then(|| Sharing {
+                with: r.shared_with.iter().map(|g| g.key.clone()).collect(),
+                settings: settings_in_words(&r.settings),
+            }),
             spec: r.spec,
         })
     }

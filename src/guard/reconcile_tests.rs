@@ -221,6 +221,7 @@ async fn a_target_removed_from_its_guard_loses_its_label_and_restore_point() {
         missing_since: None,
         restore_failing: false,
         rechecks: 0,
+        sharing: None,
     };
     ctx.records().targets.insert(key(), record);
     let guard = fixtures::guard(NS, "g", spec(&["other"], &[]));
@@ -389,4 +390,69 @@ async fn a_listed_secret_that_does_not_exist_is_looked_at_again_less_and_less_of
     }
     server.assert_nothing_else();
     assert_eq!(waits, [10, 20, 40, 80, 160, 160]);
+}
+
+#[tokio::test]
+async fn a_paused_guard_that_sorts_first_does_not_disarm_another_and_each_guard_is_told_once() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    let mut paused = fixtures::guard(NS, "aaa", spec(&["writer"], &[]));
+    paused.spec.paused = true;
+    ctx.index_mut().upsert(&paused);
+    cache(&mut writers.guards, paused);
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+
+    // The token Secret is gone: g (not paused) is in force, so it is restored.
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::POST, SECRETS, Reply::Created),
+            expect(
+                Method::POST,
+                TOKEN_REVIEWS,
+                token_review_accepting("system:serviceaccount:ns:writer"),
+            ),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let overlaps: Vec<String> = received
+        .iter()
+        .filter(|r| r.path() == EVENTS && r.body["reason"] == "Overlap")
+        .map(|r| {
+            r.body["regarding"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(overlaps, ["g", "aaa"], "one Overlap Event on each guard");
+    let rec = ctx
+        .records()
+        .targets
+        .get(&target)
+        .cloned()
+        .expect("recorded");
+    assert_eq!(rec.guard.name, "g", "the guard in force reports it");
+    assert_eq!(
+        rec.sharing.map(|s| s.with),
+        Some(vec![ObjectKey::new(NS, "aaa")])
+    );
+
+    // Back: the restore point follows; no second Overlap Event.
+    let mut restored: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
+    restored.metadata.uid = Some("restored-uid".into());
+    restored.metadata.creation_timestamp = live_token().metadata.creation_timestamp;
+    cache(&mut writers.secrets, restored);
+    let (result, _) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
 }

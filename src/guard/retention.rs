@@ -33,7 +33,9 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
         .as_ref()
         .is_none_or(|r| ctx.stores.guard(&r.guard).is_none());
     if let Some(rec) = &removed {
-        status::request(ctx, rec.guard.clone());
+        for guard in rec.guards() {
+            status::request(ctx, guard.clone());
+        }
         ctx.metrics.forget_object(
             &rec.guard.namespace,
             &rec.guard.name,

@@ -13,6 +13,7 @@ use crate::guard::load::ObservedTarget;
 use crate::guard::outcome::Executed;
 use crate::guard::record::Recorded;
 use crate::guard::spec::TargetSpec;
+use crate::guard::status::build::{NAMED_GUARDS, names_capped};
 use crate::labels;
 use crate::object_key::ObjectKey;
 
@@ -112,6 +113,40 @@ pub async fn incidents(ctx: &Context, target: &ObservedTarget, recorded: &Record
             regarding.push(secret_ref(&target.key, live));
         }
         publish(ctx, &regarding, EventType::Warning, reason.as_str(), note).await;
+    }
+}
+
+/// One `Overlap` Warning Event on each guard that now shares this target with guards it
+/// shared nothing with before: which guards, which one reports it, and what is in force.
+/// Once per pair of guards while they overlap, not per shared object or reconcile.
+pub async fn overlaps(ctx: &Context, target: &ObservedTarget, recorded: &Recorded) {
+    let Some(sharing) = &target.sharing else {
+        return;
+    };
+    for (guard, others) in &recorded.overlaps_started {
+        let Some(uid) = ctx.index().guard(guard).map(|g| g.uid.clone()) else {
+            continue;
+        };
+        let names = names_capped(others.iter().map(|g| g.name.as_str()), NAMED_GUARDS);
+        let reporter = if *guard == target.guard {
+            "this guard reports it".to_owned()
+        } else {
+            format!("guard {} reports it", target.guard.name)
+        };
+        let note = format!(
+            "Secret {} is also covered by guard{} {names}: {reporter}, with the most protective value of each setting among them ({})",
+            target.key,
+            if others.len() == 1 { "" } else { "s" },
+            sharing.settings
+        );
+        tracing::warn!(guard = %guard, target = %target.key, with = names, "guards overlap");
+        let regarding = ObjectReference {
+            uid: Some(uid),
+            namespace: Some(guard.namespace.clone()),
+            name: Some(guard.name.clone()),
+            ..guard_ref(target)
+        };
+        publish(ctx, &[regarding], EventType::Warning, "Overlap", note).await;
     }
 }
 

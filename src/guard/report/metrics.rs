@@ -23,6 +23,9 @@ pub fn export(
     let (ns, guard) = (&target.guard.namespace, &target.guard.name);
     let kind = target.spec.kind().as_str();
     let metrics = &ctx.metrics;
+    if let Some(before) = &recorded.previous_reporter {
+        metrics.forget_object(&before.namespace, &before.name, kind, &target.key.name);
+    }
     for (reason, _) in &recorded.new {
         metrics.count_incident(Incident {
             namespace: ns.clone(),

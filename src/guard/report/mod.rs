@@ -37,7 +37,13 @@ pub async fn report(
     alerts::push(ctx, target, state, executed, recorded);
     events::incidents(ctx, target, recorded).await;
     events::follow_ups(ctx, target, decision, executed, recorded).await;
+    events::overlaps(ctx, target, recorded).await;
     if recorded.changed || !recorded.new.is_empty() || executed.wrote() {
         status::request(ctx, target.guard.clone());
+    }
+    for guard in &recorded.guards_changed {
+        if ctx.stores.guard(guard).is_some() {
+            status::request(ctx, guard.clone());
+        }
     }
 }
