@@ -44,7 +44,7 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
         }
         ctx.index_mut().remove(&key)
     } else {
-        match spec::validate(&guard.spec) {
+        match spec::validate(&key.namespace, &guard.spec, &ctx.config.operator_namespace) {
             Ok(()) => {
                 ctx.records().guards.entry(key.clone()).or_default().invalid = None;
                 ctx.index_mut().upsert(guard)
@@ -81,6 +81,15 @@ pub fn on_restore_point(ctx: &Arc<Context>, rp: &Secret, deleted: bool) {
         // A deleted restore point is rewritten from the live object.
         ctx.touch(key);
     } else {
+        if rp
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(restore_point::annotation::ADOPT_NAMESPACE_UID))
+        {
+            // A cluster admin allows it into a re-created namespace: act on it now.
+            ctx.touch(key.clone());
+        }
         // A refreshed one may carry a new restore count: the guard's status sums them.
         let guard = ctx.records().targets.get(&key).map(|r| r.guard.clone());
         if let Some(guard) = guard {

@@ -52,7 +52,13 @@ fn live_token() -> Secret {
 }
 
 fn saved(secret: &Secret, restores: u64) -> Secret {
-    restore_point::build(secret, "ServiceAccountToken", OPERATOR_NAMESPACE, restores)
+    restore_point::build(
+        secret,
+        "ServiceAccountToken",
+        "ns-uid",
+        OPERATOR_NAMESPACE,
+        restores,
+    )
 }
 
 fn token_review_accepting(user: &str) -> Reply {

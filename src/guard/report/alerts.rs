@@ -19,7 +19,10 @@ const TOKEN_ROTATED: &str = "SecretGuardTokenRotated";
 pub fn alert_name(reason: Reason) -> Option<&'static str> {
     Some(match reason {
         Reason::TokenDeleted => TOKEN_DELETED,
-        Reason::SecretDeleted | Reason::ServiceAccountDeleted => "SecretGuardObjectMissing",
+        Reason::SecretDeleted
+        | Reason::ServiceAccountDeleted
+        | Reason::ForeignRestorePoint
+        | Reason::RestorePointMismatch => "SecretGuardObjectMissing",
         Reason::TokenRotated | Reason::ServiceAccountRecreated => TOKEN_ROTATED,
         Reason::TokenInvalidated => "SecretGuardTokenInvalidated",
         Reason::TokenNotPopulated => "SecretGuardTokenNotPopulated",
