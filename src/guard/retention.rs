@@ -1,6 +1,9 @@
 //! What happens to what is no longer guarded: our label comes off the Secret and its
-//! restore points go. Restore points of a deleted namespace are kept for a while (it may
-//! be re-created from a backup, guards included), then dropped.
+//! restore points go. Restore points of a deleted namespace are kept for a while (a
+//! cluster admin may give them to the namespace restored from a backup), then dropped; so
+//! are those of an earlier namespace of the same name, found from a namespace with
+//! another UID. And the restore points of what is guarded are kept in order: this
+//! namespace's un-stamped, format-0 ones given its UID.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +21,8 @@ use crate::restore_point::Provenance;
 use crate::{Result, labels, restore_point};
 
 /// A Secret no guard names any more: take our label off and forget its restore point.
-/// Restore points of a deleted namespace are kept for `restore_point_retention` (it may be
-/// re-created from a backup, guards included), then dropped.
+/// Restore points of a deleted namespace, or of an earlier namespace of the same name,
+/// are kept for `restore_point_retention`, then dropped.
 pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
     let removed = ctx.records().targets.remove(key);
     if let Some(rec) = &removed {
