@@ -100,7 +100,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
             // this Secret's: nothing of this namespace to guard.
             return Ok(None);
         }
-        tracing::info!(target = %key, refusal = ?refusal, "restore point not used for this target");
+        tracing::debug!(target = %key, refusal = ?refusal, "restore point not used for this target");
     }
     let service_account = match (&guarding.spec, namespace.active()) {
         (
