@@ -13,8 +13,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use secretguard::api::v1alpha1::SecretGuardStatus;
+use secretguard::api::v1alpha1::{SecretGuard, SecretGuardStatus};
 use secretguard::controller::Context;
+use secretguard::guard::index::ObjectKey;
 use secretguard::labels;
 use secretguard::restore_point::{self, annotation};
 use serde_json::json;
@@ -99,25 +100,29 @@ fn annotation_of<'a>(s: &'a Secret, key: &str) -> Option<&'a str> {
 }
 
 /// Change a restore point behind the operator's back (merge patch), and wait until the
-/// operator's cache holds the change, so what follows is decided on it.
+/// operator's cache has seen the change (what it holds may be newer still: an audit of
+/// another test may have acted on it since), so what follows is decided on it.
 async fn alter_restore_point(
     client: &Client,
     ctx: &Context,
     ns: &str,
     name: &str,
     patch: serde_json::Value,
-    holds: impl Fn(&Secret) -> bool,
 ) {
     let rp_name = restore_point::name_for(ns, name);
-    Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+    let altered = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
         .patch(&rp_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("alter the restore point");
+    // resourceVersions are etcd revisions here: numbers that only grow.
+    let version =
+        |s: &Secret| -> Option<u64> { s.metadata.resource_version.as_ref()?.parse().ok() };
+    let altered = version(&altered).expect("a numeric resourceVersion");
     wait_for(
-        "the operator's cache to hold the altered restore point",
+        "the operator's cache to see the altered restore point",
         || async {
             let cached = ctx.stores.restore_point(OPERATOR_NAMESPACE, &rp_name)?;
-            holds(&cached).then_some(())
+            (version(&cached)? >= altered).then_some(())
         },
     )
     .await;
@@ -127,11 +132,6 @@ async fn alter_restore_point(
 fn as_format_0() -> serde_json::Value {
     json!({"metadata": {"annotations": {
         annotation::FORMAT: null, annotation::ORIGIN_NAMESPACE_UID: null}}})
-}
-
-fn is_format_0(rp: &Secret) -> bool {
-    annotation_of(rp, annotation::FORMAT).is_none()
-        && annotation_of(rp, annotation::ORIGIN_NAMESPACE_UID).is_none()
 }
 
 /// Create the namespace `name` (again); returns its UID.
@@ -199,15 +199,15 @@ async fn a_namespace_created_again_under_the_same_name_gets_nothing_of_the_previ
     let first_uid = annotation_of(&saved_db, annotation::ORIGIN_NAMESPACE_UID)
         .expect("a restore point records its namespace's UID")
         .to_owned();
-    // api-key's point as an operator before this change wrote it.
-    alter_restore_point(&client, &ctx, &ns, "api-key", as_format_0(), is_format_0).await;
-
     first.delete_and_wait(&client).await;
     wait_for(
         "the restore points to be kept, stamped orphaned",
         || async { restore_point::orphaned_since(&get_restore_point(&client, &ns, "db").await?) },
     )
     .await;
+    // api-key's point as an operator before this change wrote it (now that nothing rewrites
+    // it any more: its namespace is gone).
+    alter_restore_point(&client, &ctx, &ns, "api-key", as_format_0()).await;
 
     // Tenant B claims the name.
     let second_uid = create_namespace_named(&client, &ns).await;
@@ -350,7 +350,7 @@ async fn a_restore_point_from_before_namespace_uids_is_backfilled_and_still_rest
         .uid
         .expect("uid");
 
-    alter_restore_point(&client, &ctx, &ns.name, "db", as_format_0(), is_format_0).await;
+    alter_restore_point(&client, &ctx, &ns.name, "db", as_format_0()).await;
     audit_and_wait(&ctx).await;
     let rp = get_restore_point(&client, &ns.name, "db")
         .await
@@ -367,7 +367,7 @@ async fn a_restore_point_from_before_namespace_uids_is_backfilled_and_still_rest
     );
 
     // Format 0 again, and the Secret deleted: the point is still this namespace's.
-    alter_restore_point(&client, &ctx, &ns.name, "db", as_format_0(), is_format_0).await;
+    alter_restore_point(&client, &ctx, &ns.name, "db", as_format_0()).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let before = secrets.get("db").await.expect("db");
     secrets
@@ -409,11 +409,30 @@ async fn a_restore_point_recording_another_origin_or_kind_is_never_restored() {
     for name in names {
         create_secret(&client, &ns.name, name).await;
     }
+    // Alert only at first: the Secrets are deleted before their points are forged, or any
+    // reconcile of a live Secret (an audit of another test) rewrites a forged point.
     let listed: Vec<_> = names.iter().map(|n| json!({"name": n})).collect();
-    create_guard(&client, &ns.name, "g", json!({"secrets": listed})).await;
+    create_guard(
+        &client,
+        &ns.name,
+        "g",
+        json!({"secrets": listed, "restore": "Off"}),
+    )
+    .await;
     for name in names {
         wait_saved(&client, &ns.name, name).await;
     }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    for name in names {
+        secrets
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    wait_guard_status(&client, &ns.name, "g", "every Secret missing", |s| {
+        names.iter().all(|n| target_state(s, n) == Some("Missing"))
+    })
+    .await;
     let forgeries = [
         ("by-name", annotation::ORIGIN_NAME, "planted"),
         (
@@ -430,23 +449,34 @@ async fn a_restore_point_recording_another_origin_or_kind_is_never_restored() {
             &ns.name,
             name,
             json!({"metadata": {"annotations": {key: value}}}),
-            |rp| annotation_of(rp, key) == Some(value),
         )
         .await;
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    for name in names {
-        secrets
-            .delete(name, &DeleteParams::default())
-            .await
-            .expect("delete");
-    }
-    wait_guard_status(&client, &ns.name, "g", "every forged point refused", |s| {
+    // Restores on. Once the operator holds the new spec, an audit reconciles every target
+    // under it, and waiting for the operator to be idle waits for those reconciles.
+    let generation = Api::<SecretGuard>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"restore": "Identical"}})),
+        )
+        .await
+        .expect("restores on")
+        .metadata
+        .generation;
+    let guard = ObjectKey::new(&ns.name, "g");
+    wait_for("the operator to hold the new spec", || async {
+        (ctx.index().guard(&guard)?.generation == generation?).then_some(())
+    })
+    .await;
+    audit_and_wait(&ctx).await;
+    let st = wait_guard_status(&client, &ns.name, "g", "every forged point refused", |s| {
         names
             .iter()
             .all(|n| target_state(s, n) == Some("RestorePointMismatch"))
     })
     .await;
+    assert_eq!(st.restores, 0);
     wait_event(&client, &ns.name, "RestorePointMismatch", "SecretGuard").await;
     for name in names.into_iter().chain(["planted"]) {
         assert!(
