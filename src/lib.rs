@@ -22,6 +22,8 @@ pub mod metrics;
 
 pub mod queue;
 
+pub mod throttle;
+
 pub mod telemetry;
 
 pub mod leader;

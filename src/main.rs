@@ -1,8 +1,11 @@
 //! `secretguard`: CLI and wiring only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use secretguard::metrics::Metrics;
+use secretguard::throttle::ThrottleLayer;
 use secretguard::{Error, Result, api, controller, http, telemetry};
 
 #[derive(Parser, Debug)]
@@ -105,6 +108,15 @@ struct RunArgs {
     /// Guarded objects reconciled concurrently.
     #[arg(long, env = "SECRETGUARD_WORKERS", default_value_t = 8)]
     workers: usize,
+
+    /// Requests a second to the apiserver, at most, after a burst (0: no limit). Restores
+    /// are served before the audit and other background work.
+    #[arg(long, env = "SECRETGUARD_API_QPS", default_value_t = 200.0)]
+    api_qps: f64,
+
+    /// Requests allowed at once above --api-qps.
+    #[arg(long, env = "SECRETGUARD_API_BURST", default_value_t = 400)]
+    api_burst: u32,
 }
 
 #[tokio::main]
@@ -130,10 +142,15 @@ fn print_crds() -> Result<()> {
 
 async fn run(args: RunArgs) -> Result<()> {
     telemetry::init(args.log_format)?;
-    let client = kube::Client::try_default().await.map_err(|e| match e {
-        kube::Error::InferConfig(e) => Error::Config(e),
-        e => Error::Kube(e),
-    })?;
+    let metrics = Arc::new(Metrics::new());
+    let kube_config = kube::Config::infer().await.map_err(Error::Config)?;
+    let client = kube::client::ClientBuilder::try_from(kube_config)?
+        .with_layer(&ThrottleLayer::new(
+            args.api_qps,
+            args.api_burst,
+            metrics.api.clone(),
+        ))
+        .build();
     let version = client.apiserver_version().await?;
     tracing::info!(apiserver = %version.git_version, namespace = %args.namespace, "connected");
     let instance = std::env::var("POD_NAME")
@@ -161,7 +178,7 @@ async fn run(args: RunArgs) -> Result<()> {
         runbook_base_url: args.runbook_base_url,
         instance,
     };
-    let controller = controller::Controller::new(client, config);
+    let controller = controller::Controller::with_metrics(client, config, metrics);
     let ctx = controller.context();
     let metrics = http::serve(args.metrics_bind_address, http::metrics_router(ctx.clone()));
     let health = http::serve(args.health_bind_address, http::health_router(ctx));

@@ -76,6 +76,26 @@ pub struct Build {
     pub version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiVerb {
+    /// get | list | watch | post | patch | put | delete
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLane {
+    /// urgent | background
+    pub lane: String,
+}
+
+/// What the client-side limit (`throttle`) counts; shared with the client's service stack,
+/// which exists before the rest of the metrics' users.
+#[derive(Clone, Debug, Default)]
+pub struct ApiMetrics {
+    pub requests: Family<ApiVerb, Counter>,
+    pub throttled_seconds: Counter<f64, AtomicU64>,
+}
+
 fn duration_buckets() -> Histogram {
     // 1 ms .. ~33 s: restores are expected in milliseconds, a slow apiserver in seconds.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -101,6 +121,8 @@ pub struct Metrics {
     pub alerts_sent: Family<Outcome, Counter>,
     pub leader: Gauge,
     pub build_info: Family<Build, Gauge>,
+    pub api: ApiMetrics,
+    pub queue_depth: Family<QueueLane, Gauge>,
 }
 
 /// Every metric name as scraped (for tests of dashboards and rules).
@@ -121,6 +143,9 @@ pub const NAMES: &[&str] = &[
     "secretguard_alertmanager_notifications_total",
     "secretguard_leader",
     "secretguard_build_info",
+    "secretguard_api_requests_total",
+    "secretguard_api_throttled_seconds_total",
+    "secretguard_queue_depth",
 ];
 
 impl Default for Metrics {
@@ -149,6 +174,8 @@ impl Metrics {
             alerts_sent: Family::default(),
             leader: Gauge::default(),
             build_info: Family::default(),
+            api: ApiMetrics::default(),
+            queue_depth: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -223,6 +250,21 @@ impl Metrics {
             m.leader.clone(),
         );
         registry.register("build_info", "Build information", m.build_info.clone());
+        registry.register(
+            "api_requests",
+            "Requests sent to the apiserver, by verb (watch: a watch started)",
+            m.api.requests.clone(),
+        );
+        registry.register(
+            "api_throttled_seconds",
+            "Time requests waited for the client-side limit (--api-qps, --api-burst)",
+            m.api.throttled_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Work waiting, by lane: urgent (something happened to a guarded object) or background",
+            m.queue_depth.clone(),
+        );
         m.build_info
             .get_or_create(&Build {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -331,6 +373,16 @@ mod tests {
             })
             .inc();
         m.leader.set(1);
+        m.api
+            .requests
+            .get_or_create(&ApiVerb { verb: "get".into() })
+            .inc();
+        m.api.throttled_seconds.inc_by(0.5);
+        m.queue_depth
+            .get_or_create(&QueueLane {
+                lane: "urgent".into(),
+            })
+            .set(0);
         let text = m.encode();
         for name in NAMES {
             assert!(

@@ -1,6 +1,7 @@
 //! Nothing is lost under faults: the operator binary, built with fault-injection points,
 //! killed with SIGKILL at every step of a restore; deletions while it is down; the
-//! apiserver restarted under it; a namespace deleted with guarded Secrets in it.
+//! apiserver restarted under it; a namespace or a guard deleted with guarded Secrets in
+//! it; a restart while a guard's spec is invalid.
 //!
 //! The operator runs as a subprocess here (one at a time: the tests take a lock), so it
 //! can really be killed. Its logs are in target/test-logs/<test>/operator-<name>.log.
@@ -9,7 +10,8 @@ mod support;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use secretguard::api::v1alpha1::SecretGuard;
 use secretguard::fault::points;
 use secretguard::restore_point;
 use serde_json::json;
@@ -161,4 +163,131 @@ async fn a_deleted_namespace_completes_and_its_restore_points_expire_after_the_r
             .any(|l| l.contains("reconcile failed") && l.contains(&ns.name)),
         "no error loop over the deleted namespace"
     );
+}
+
+/// Patch the guard `g` (merge patch of its spec).
+async fn patch_guard_spec(client: &Client, ns: &str, spec: serde_json::Value) {
+    Api::<SecretGuard>::namespaced(client.clone(), ns)
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .expect("patch the guard");
+}
+
+/// Make the guard invalid (a token Secret name also listed in secrets) and wait until the
+/// operator says so.
+async fn make_invalid(client: &Client, ns: &str) {
+    patch_guard_spec(
+        client,
+        ns,
+        json!({"serviceAccounts": [{"name": "a", "tokenSecretName": "db"}]}),
+    )
+    .await;
+    wait_guard_status(client, ns, "g", "InvalidSpec", |s| {
+        condition(s, "Ready")
+            .is_some_and(|(status, reason)| status == "False" && reason == "InvalidSpec")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_spec_then_a_restart_keeps_the_last_valid_spec_in_force() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "invalid-restart").await;
+    let op = operator_process("invalid-before").start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    make_invalid(&client, &ns.name).await;
+    drop(op);
+    let after = operator_process("invalid-after").start();
+    after.wait_ready();
+    // The restarted operator never saw the valid spec: it guards with the one in force.
+    api.delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_settled(&client, &ns.name, &api, 1).await;
+    let g = Api::<SecretGuard>::namespaced(client.clone(), &ns.name)
+        .get("g")
+        .await
+        .expect("guard");
+    assert_eq!(
+        g.status.as_ref().and_then(|s| condition(s, "Ready")),
+        Some(("False", "InvalidSpec")),
+        "still says the current spec is invalid"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_never_unguards_what_an_invalid_guard_names() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "invalid-nospec").await;
+    let op = operator_process("nospec-before").start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    make_invalid(&client, &ns.name).await;
+    drop(op);
+    // As a guard written before the spec in force was recorded.
+    Api::<SecretGuard>::namespaced(client.clone(), &ns.name)
+        .patch_status(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"specInForce": null}})),
+        )
+        .await
+        .expect("clear specInForce");
+    let after = operator_process("nospec-after").start();
+    // Ready: its first pass over every restore point and labelled Secret is done.
+    after.wait_ready();
+    let rp = get_restore_point(&client, &ns.name, "db").await;
+    assert!(
+        rp.as_ref()
+            .is_some_and(|rp| restore_point::orphaned_since(rp).is_none()),
+        "the restore point of a Secret an existing guard names is kept, not orphaned"
+    );
+    let db = api.get("db").await.expect("db");
+    assert_eq!(
+        db.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(secretguard::labels::GUARDED))
+            .map(String::as_str),
+        Some("true"),
+        "and so is its label"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_guard_leaves_its_restore_points_for_the_retention() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "guard-deleted").await;
+    let _op = operator_process("guard-deleted").start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    let guards: Api<SecretGuard> = Api::namespaced(client.clone(), &ns.name);
+    guards
+        .delete("g", &DeleteParams::default())
+        .await
+        .expect("delete the guard");
+    wait_for("the restore point kept, stamped orphaned", || async {
+        restore_point::orphaned_since(&get_restore_point(&client, &ns.name, "db").await?)
+    })
+    .await;
+    // The guard comes back (say, re-applied after an accidental deletion): so does
+    // protection, with the same restore point.
+    create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
+    wait_for("the stamp removed", || async {
+        let rp = get_restore_point(&client, &ns.name, "db").await?;
+        restore_point::orphaned_since(&rp).is_none().then_some(())
+    })
+    .await;
+    api.delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_settled(&client, &ns.name, &api, 1).await;
+    // Removing the Secret from a guard that stays drops its restore point at once.
+    patch_guard_spec(&client, &ns.name, json!({"secrets": [{"name": "other"}]})).await;
+    wait_restore_point_gone(&client, &ns.name, "db", "the restore point dropped").await;
 }

@@ -19,6 +19,7 @@ const ORDER: &[&str] = &[
     // Infrastructure.
     "metrics.rs",
     "queue.rs",
+    "throttle.rs",
     "telemetry.rs",
     "leader.rs",
     "alerts.rs",

@@ -183,9 +183,16 @@ pub struct SecretGuardStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_incident: Option<Incident>,
 
-    /// Per-object state; only unhealthy objects when the guard is large.
+    /// Per-object state; only unhealthy objects when the guard is large, and at most
+    /// 50 of them (the Degraded condition counts the rest).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetStatus>,
+
+    /// The spec in force, as JSON: the last valid one. While the current spec is invalid
+    /// (Ready=False, InvalidSpec) the operator keeps guarding with it, across restarts and
+    /// failovers. Written by the operator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_in_force: Option<String>,
 }
 
 /// One incident: something happened to a guarded object, and what the operator did.

@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use kube::Client;
 
+use crate::metrics::Metrics;
+
 pub use crate::config::Config;
 pub use crate::guard::context::Context;
 use crate::guard::context::StoreWriters;
@@ -26,7 +28,12 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(client: Client, config: Config) -> Self {
-        let (ctx, writers) = Context::new(client, config);
+        Controller::with_metrics(client, config, Arc::new(Metrics::new()))
+    }
+
+    /// As `new`, with metrics made beforehand (see `throttle`).
+    pub fn with_metrics(client: Client, config: Config, metrics: Arc<Metrics>) -> Self {
+        let (ctx, writers) = Context::with_metrics(client, config, metrics);
         Controller {
             ctx: Arc::new(ctx),
             writers,

@@ -10,12 +10,13 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 
 use super::selectors;
-use crate::api::v1alpha1::SecretGuard;
+use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
 use crate::guard::context::{Context, Work};
 use crate::guard::spec::{self, TargetKind};
 use crate::guard::status;
 use crate::metrics::GuardKind;
 use crate::object_key::ObjectKey;
+use crate::queue::Lane;
 use crate::restore_point;
 
 pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
@@ -52,17 +53,46 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
             Err(why) => {
                 // Keep guarding with the last usable spec: a bad edit must not drop protection.
                 ctx.records().guards.entry(key.clone()).or_default().invalid = Some(why);
-                Vec::new()
+                if ctx.index().guard(&key).is_some() {
+                    Vec::new()
+                } else {
+                    // Not seen valid since start (a restart or failover): the spec in force
+                    // is in its status.
+                    match spec_in_force(guard, &ctx.config.operator_namespace) {
+                        Some(last) => ctx.index_mut().upsert(&last),
+                        None => Vec::new(),
+                    }
+                }
             }
         }
     };
+    // A guard edit is not an incident: its targets wait behind restores.
     for t in touched {
-        ctx.touch(t);
+        ctx.touch_in(t, Lane::Background);
     }
     selectors::update(ctx, &key);
     if !deleted {
-        ctx.queue.add(Work::Status(key));
+        ctx.queue.add_background(Work::Status(key));
     }
+}
+
+/// The guard with the spec its status says is in force (the last valid one), if that
+/// spec is readable and valid (in its namespace: never in the operator's).
+fn spec_in_force(guard: &SecretGuard, operator_namespace: &str) -> Option<SecretGuard> {
+    let json = guard.status.as_ref()?.spec_in_force.as_deref()?;
+    let spec: SecretGuardSpec = match serde_json::from_str(json) {
+        Ok(spec) => spec,
+        Err(e) => {
+            tracing::warn!(guard = %ObjectKey::of(guard), error = %e, "status.specInForce unreadable; not used");
+            return None;
+        }
+    };
+    let namespace = guard.metadata.namespace.as_deref().unwrap_or_default();
+    spec::validate(namespace, &spec, operator_namespace).ok()?;
+    Some(SecretGuard {
+        spec,
+        ..guard.clone()
+    })
 }
 
 pub fn on_secret(ctx: &Arc<Context>, secret: &Secret, deleted: bool) {
@@ -114,7 +144,7 @@ pub fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, delet
         let name = ns.name_any();
         let targets = ctx.index().targets_in(&name);
         for t in targets {
-            ctx.touch(t);
+            ctx.touch_in(t, Lane::Background);
         }
         if deleted {
             // Its guards are gone too: start the retention of its restore points.
@@ -122,7 +152,7 @@ pub fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, delet
                 if let Some(origin) = restore_point::origin_key(&rp)
                     && origin.namespace == name
                 {
-                    ctx.touch(origin);
+                    ctx.touch_in(origin, Lane::Background);
                 }
             }
         }
@@ -156,6 +186,8 @@ fn queue_all(ctx: &Context, count_drift: bool) {
         ctx.records().audit_pending.extend(keys.iter().cloned());
     }
     tracing::debug!(targets = keys.len(), "audit");
-    ctx.queue.add_all(keys.into_iter().map(Work::Target));
-    ctx.queue.add_all(guards.into_iter().map(Work::Status));
+    ctx.queue
+        .add_all(keys.into_iter().map(Work::Target), Lane::Background);
+    ctx.queue
+        .add_all(guards.into_iter().map(Work::Status), Lane::Background);
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use super::triggers;
 use crate::guard::context::{Context, Work};
 use crate::guard::{reconcile, status};
-use crate::metrics::{ErrorReason, Work as WorkLabel};
+use crate::metrics::{ErrorReason, QueueLane, Work as WorkLabel};
+use crate::queue::Lane;
 
 /// Everything a leader runs: the first pass over everything (ready once it is done), the
 /// workers and the periodic audit. Never returns.
@@ -46,6 +47,14 @@ pub async fn run(ctx: &Arc<Context>, started: Instant) {
 async fn worker(ctx: &Arc<Context>) {
     loop {
         let work = ctx.queue.next().await;
+        for lane in [Lane::Urgent, Lane::Background] {
+            ctx.metrics
+                .queue_depth
+                .get_or_create(&QueueLane {
+                    lane: lane.as_str().into(),
+                })
+                .set(ctx.queue.waiting_in(lane) as i64);
+        }
         let started = Instant::now();
         let (kind, result) = match &work {
             Work::Target(key) => {

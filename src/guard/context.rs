@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::labels;
 use crate::metrics::Metrics;
 use crate::object_key::ObjectKey;
-use crate::queue::WorkQueue;
+use crate::queue::{Lane, WorkQueue};
 
 /// A unit of work.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -146,12 +146,20 @@ impl Context {
     /// (when Alertmanagers are configured; it needs a Tokio runtime). The caches fill
     /// through the returned writers.
     pub fn new(client: Client, config: Config) -> (Context, StoreWriters) {
+        Context::with_metrics(client, config, Arc::new(Metrics::new()))
+    }
+
+    /// As `new`, with metrics made beforehand (the client's service stack counts into them).
+    pub fn with_metrics(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> (Context, StoreWriters) {
         let (stores, writers) = Stores::new();
         let reporter = Reporter {
             controller: labels::MANAGER.into(),
             instance: Some(config.instance.clone()),
         };
-        let metrics = Arc::new(Metrics::new());
         let ctx = Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -211,10 +219,16 @@ impl Context {
         self.queue.is_idle() && !self.records().guards.values().any(|g| g.status_pending)
     }
 
-    /// Queue a target because something happened to it (not the audit).
+    /// Queue a target, urgently, because something happened to it (not the audit).
     pub fn touch(&self, key: ObjectKey) {
+        self.touch_in(key, Lane::Urgent);
+    }
+
+    /// Queue a target because something changed around it (its guard, its namespace), in
+    /// `lane`; not the audit.
+    pub fn touch_in(&self, key: ObjectKey, lane: Lane) {
         self.records().audit_pending.remove(&key);
-        self.queue.add(Work::Target(key));
+        self.queue.add_in(Work::Target(key), lane);
     }
 
     /// Drift found by audits since start in one guard's objects.

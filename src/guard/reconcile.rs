@@ -67,7 +67,7 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
             action: failure.action.name(),
             source: failure.error,
         }),
-        _ => Ok(match (decision.requeue_after, retention_ends) {
+        _ => Ok(match (recorded.requeue_after, retention_ends) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }),

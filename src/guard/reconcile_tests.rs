@@ -10,9 +10,10 @@ use serde_json::json;
 use super::*;
 use crate::guard::context::{Context, StoreWriters};
 use crate::guard::fixtures::{
-    self, ApiServer, OPERATOR_NAMESPACE, Reply, cache, expect, namespace, service_account, spec,
-    token_secret, uncache,
+    self, ApiServer, Expect, OPERATOR_NAMESPACE, Reply, cache, expect, namespace, service_account,
+    spec, token_secret, uncache,
 };
+use crate::guard::state::TargetRecord;
 use crate::{labels, restore_point};
 
 const NS: &str = "ns";
@@ -183,40 +184,83 @@ async fn a_second_reconcile_of_a_healthy_token_sends_nothing() {
     }
 }
 
-#[tokio::test]
-async fn unguarding_sends_only_the_label_patch_and_the_restore_point_delete() {
+/// Unguard `writer-token` (cached, with its restore point) and return what was sent after
+/// the label patch: `then` is expected next.
+async fn unguard_writer(
+    ctx: &Context,
+    server: &mut ApiServer,
+    then: Expect,
+) -> Vec<fixtures::Received> {
     let target = key();
-    let (ctx, mut writers, mut server) = guarded_writer();
-    cache(&mut writers.secrets, live_token());
-    cache(&mut writers.restore_points, saved(&live_token(), 0));
-    let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
-    ctx.index_mut().remove(&ObjectKey::of(&guard));
-    uncache(&mut writers.guards, guard);
-
     let (result, received) = tokio::join!(
-        reconcile_target(&ctx, &target),
+        reconcile_target(ctx, &target),
         server.serve(vec![
             expect(
                 Method::PATCH,
                 format!("{SECRETS}/writer-token"),
                 Reply::Json(200, serde_json::to_value(live_token()).unwrap_or_default())
             ),
-            expect(
-                Method::DELETE,
-                rp_path(),
-                Reply::Json(
-                    200,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})
-                )
-            ),
+            then,
         ])
     );
     server.assert_nothing_else();
-    assert_eq!(result.ok(), Some(None));
+    assert!(result.is_ok(), "{result:?}");
     assert_eq!(
         received[0].body,
         json!({"metadata": {"labels": {labels::GUARDED: null}}}),
         "only our label is taken off"
+    );
+    received
+}
+
+#[tokio::test]
+async fn a_target_removed_from_its_guard_loses_its_label_and_restore_point() {
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.secrets, live_token());
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    // Guarded by g until now; g stays but names another ServiceAccount.
+    let record = TargetRecord {
+        guard: ObjectKey::new(NS, "g"),
+        kind: crate::guard::spec::TargetKind::ServiceAccountToken,
+        state: crate::guard::decide::TargetState::Healthy,
+        reported: Default::default(),
+        missing_since: None,
+        restore_failing: false,
+        rechecks: 0,
+    };
+    ctx.records().targets.insert(key(), record);
+    let guard = fixtures::guard(NS, "g", spec(&["other"], &[]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.guards, guard);
+    let deleted = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
+    unguard_writer(
+        &ctx,
+        &mut server,
+        expect(Method::DELETE, rp_path(), Reply::Json(200, deleted)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_guards_restore_point_is_stamped_and_kept() {
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.secrets, live_token());
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
+    ctx.index_mut().remove(&ObjectKey::of(&guard));
+    uncache(&mut writers.guards, guard);
+    let rp = serde_json::to_value(saved(&live_token(), 0)).unwrap_or_default();
+    let received = unguard_writer(
+        &ctx,
+        &mut server,
+        expect(Method::PATCH, rp_path(), Reply::Json(200, rp)),
+    )
+    .await;
+    assert!(
+        received[1].body["metadata"]["annotations"][restore_point::annotation::ORPHANED_SINCE]
+            .is_string(),
+        "stamped orphaned: {}",
+        received[1].body
     );
 }
 
@@ -407,4 +451,34 @@ async fn a_point_written_before_namespace_uids_gets_this_namespaces_uid_and_noth
             restore_point::annotation::ORIGIN_NAMESPACE_UID: "ns-uid"}}}),
         "only the UID is recorded; the point is not rewritten"
     );
+}
+
+#[tokio::test]
+async fn a_listed_secret_that_does_not_exist_is_looked_at_again_less_and_less_often() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = fixtures::context();
+    let guard = fixtures::guard(NS, "g", spec(&[], &["db"]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.namespaces, namespace(NS));
+    let mut waits = Vec::new();
+    for round in 0..6 {
+        let mut script = vec![expect(
+            Method::GET,
+            format!("{SECRETS}/db"),
+            Reply::NotFound,
+        )];
+        if round == 0 {
+            // Reported once per spell, on the guard (the object is not there).
+            script.push(expect(Method::POST, EVENTS, Reply::Created));
+        }
+        let (result, _) = tokio::join!(reconcile_target(&ctx, &target), server.serve(script));
+        waits.push(
+            result
+                .expect("reconciled")
+                .expect("looked at again")
+                .as_secs(),
+        );
+    }
+    server.assert_nothing_else();
+    assert_eq!(waits, [10, 20, 40, 80, 160, 160]);
 }

@@ -1,11 +1,11 @@
 //! Step 4 of a reconcile: update what is remembered about the target and its guard, and
 //! say what is new. No I/O: the report step tells the world what this returns.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decide::{Action, Decision, Reason, TargetState};
+use super::decide::{Action, Decision, MISSING_RECHECK, Reason, TargetState, missing_recheck};
 use super::load::ObservedTarget;
 use super::outcome::{Executed, Outcome};
 use super::state::{Records, TargetRecord};
@@ -30,6 +30,9 @@ pub struct Recorded {
     pub restore_failing_cleared: bool,
     /// The audit found something the watches had not acted on.
     pub drift: bool,
+    /// When to look at it again: the decision's wait, with re-checks of a missing object
+    /// backing off.
+    pub requeue_after: Option<Duration>,
 }
 
 /// Update the records for one reconcile of `target`. `started`: when the reconcile began
@@ -53,6 +56,7 @@ pub fn update(
     let Some(decided) = decision.state else {
         return Recorded {
             drift,
+            requeue_after: decision.requeue_after,
             ..Default::default()
         };
     };
@@ -75,7 +79,15 @@ pub fn update(
             reported: Default::default(),
             missing_since: None,
             restore_failing: false,
+            rechecks: 0,
         });
+    let requeue_after = if decision.requeue_after == Some(MISSING_RECHECK) {
+        rec.rechecks = rec.rechecks.saturating_add(1);
+        Some(missing_recheck(rec.rechecks))
+    } else {
+        rec.rechecks = 0;
+        decision.requeue_after
+    };
     rec.guard = target.guard.clone();
     rec.kind = target.spec.kind();
     if decided.is_missing() {
@@ -123,5 +135,6 @@ pub fn update(
         restore_failing,
         restore_failing_cleared,
         drift,
+        requeue_after,
     }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::act::tolerate;
 use super::context::Context;
 use super::load::{self, NamespaceState, ObservedTarget};
+use super::spec;
 use super::status;
 use crate::object_key::ObjectKey;
 use crate::restore_point::Provenance;
@@ -24,7 +25,18 @@ use crate::{Result, labels, restore_point};
 /// Restore points of a deleted namespace, or of an earlier namespace of the same name,
 /// are kept for `restore_point_retention`, then dropped.
 pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
+    if named_by_a_guard(ctx, key) {
+        // A guard names it but is not in the index: its spec is invalid and none was
+        // in force since start. Never unguard what an existing guard names.
+        return Ok(None);
+    }
     let removed = ctx.records().targets.remove(key);
+    // Deleting a guard (or every guard, with the CRD) must not wipe its restore points:
+    // like a deleted namespace's, they are kept for the retention. Only a target removed
+    // from a guard that still exists loses them at once.
+    let guard_gone = removed
+        .as_ref()
+        .is_none_or(|r| ctx.stores.guard(&r.guard).is_none());
     if let Some(rec) = &removed {
         status::request(ctx, rec.guard.clone());
         ctx.metrics.forget_object(
@@ -54,6 +66,9 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
             &[404],
         )?;
     }
+    if guard_gone {
+        return expire_restore_points(ctx, key).await;
+    }
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
     let live_uid = live.as_ref().and_then(|s| s.metadata.uid.as_deref());
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -73,6 +88,15 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
     Ok(pad(next))
 }
 
+/// Whether a guard that exists names this Secret in its spec, whether the index holds
+/// that guard or not.
+fn named_by_a_guard(ctx: &Context, key: &ObjectKey) -> bool {
+    ctx.stores.guards.state().iter().any(|g| {
+        g.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+            && spec::names(&g.spec, &key.name)
+    })
+}
+
 fn restore_point_names(key: &ObjectKey) -> [String; 2] {
     [
         restore_point::name_for(&key.namespace, &key.name),
@@ -83,6 +107,13 @@ fn restore_point_names(key: &ObjectKey) -> [String; 2] {
 /// Field manager of the orphaned-since stamp: separate from `secretguard`, whose
 /// server-side applies of the restore point must neither keep nor drop it.
 const RETENTION_MANAGER: &str = "secretguard-retention";
+
+fn retention_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(RETENTION_MANAGER.into()),
+        ..Default::default()
+    }
+}
 
 /// The restore point and the ServiceAccount snapshot of `key` that are stored, each with
 /// the UID its origin has now (`live_uids`, in that order), if known.
@@ -102,7 +133,8 @@ fn stored_points<'a>(
         .collect()
 }
 
-/// Stamp restore points of a gone namespace, and drop them once the retention has passed.
+/// Stamp restore points of a gone namespace or guard, and drop them once the retention has
+/// passed.
 async fn expire_restore_points(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut next = None;
@@ -125,18 +157,17 @@ async fn expire(
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), opns);
     let retention = ctx.config.restore_point_retention;
     let Some(since) = restore_point::orphaned_since(point) else {
-        let stamp = json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": opns,
-                         "annotations": {restore_point::annotation::ORPHANED_SINCE: now.to_string()}},
-        });
-        rps.patch(
-            name,
-            &PatchParams::apply(RETENTION_MANAGER).force(),
-            &Patch::Apply(&stamp),
-        )
-        .await?;
-        tracing::info!(target = %key, retention = ?retention, "its namespace is gone: restore point kept for the retention");
+        // A merge patch, not an apply: an apply would create a stub if the point was
+        // deleted since the cache saw it.
+        let stamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: now.to_string()}}});
+        match rps
+            .patch(name, &retention_params(), &Patch::Merge(&stamp))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+            r => r.map(|_| ())?,
+        }
+        tracing::info!(target = %key, retention = ?retention, "no longer guarded (guard or namespace gone): restore point kept for the retention");
         return Ok(Some(retention));
     };
     let age = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
@@ -204,13 +235,12 @@ pub async fn keep_restore_points(
             tracing::info!(target = %target.key, point = %name, "restore point written before namespace UIDs were recorded: this namespace's UID recorded");
         }
         if restore_point::orphaned_since(&point).is_some() {
-            let unstamp = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": opns}});
-            rps.patch(
-                &name,
-                &PatchParams::apply(RETENTION_MANAGER).force(),
-                &Patch::Apply(&unstamp),
-            )
-            .await?;
+            let unstamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: null}}});
+            tolerate(
+                rps.patch(&name, &retention_params(), &Patch::Merge(&unstamp))
+                    .await,
+                &[404],
+            )?;
         }
     }
     Ok(pad(next))

@@ -63,6 +63,15 @@ pub fn targets_of(namespace: &str, spec: &SecretGuardSpec) -> Vec<(ObjectKey, Ta
     tokens.chain(secrets).collect()
 }
 
+/// Whether a spec names this Secret, valid or not: in `secrets`, or as a token Secret.
+pub fn names(spec: &SecretGuardSpec, secret: &str) -> bool {
+    spec.secrets.iter().any(|s| s.name == secret)
+        || spec
+            .service_accounts
+            .iter()
+            .any(|sa| sa.token_secret_name() == secret)
+}
+
 /// Checks the schema cannot express, for a guard in `namespace` of an operator whose
 /// restore points live in `operator_namespace`. A guard failing them is reported
 /// InvalidSpec and changes nothing (a previously valid spec stays in force).

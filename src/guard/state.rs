@@ -22,6 +22,9 @@ pub struct TargetRecord {
     pub missing_since: Option<Instant>,
     /// The last reconcile failed to restore it (SecretGuardRestoreFailing is firing).
     pub restore_failing: bool,
+    /// Re-checks in a row that found it missing with nothing to restore from: each waits
+    /// twice as long as the one before (`decide::missing_recheck`).
+    pub rechecks: u32,
 }
 
 /// What is remembered about one guard.

@@ -13,6 +13,19 @@ use crate::api::v1alpha1::RestoreMode;
 /// looked at again: re-created by someone else without our label, no watch event tells us.
 pub const MISSING_RECHECK: Duration = Duration::from_secs(10);
 
+/// The longest wait between two re-checks of a missing object with nothing to restore it
+/// from (a name a guard lists that does not exist): re-checks back off from
+/// MISSING_RECHECK to this, so a guard of many missing names costs a bounded trickle of
+/// GETs (security review A5). The audit looks at it too.
+pub const MISSING_RECHECK_MAX: Duration = Duration::from_secs(160);
+
+/// The wait before the `n`th re-check in a row (n from 1): 10 s doubling to 160 s.
+pub fn missing_recheck(n: u32) -> Duration {
+    MISSING_RECHECK
+        .saturating_mul(1 << n.saturating_sub(1).min(4))
+        .min(MISSING_RECHECK_MAX)
+}
+
 /// The guard's settings that decisions depend on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {

@@ -14,6 +14,10 @@ use crate::object_key::ObjectKey;
 /// Targets listed one by one in status up to this many; beyond, only unhealthy ones.
 pub const LIST_ALL_TARGETS_UP_TO: usize = 20;
 
+/// Unhealthy targets listed at most, so a status stays small whatever a selector matches
+/// (security review B16); the Degraded condition counts them all.
+pub const LIST_AT_MOST: usize = 50;
+
 fn condition(
     type_: &str,
     status: bool,
@@ -73,6 +77,7 @@ pub fn build(
     let target_status = states
         .iter()
         .filter(|(_, _, s)| list_all || !s.is_healthy())
+        .take(LIST_AT_MOST)
         .map(|(k, spec, s)| TargetStatus {
             kind: spec.kind().as_str().into(),
             name: k.name.clone(),
@@ -142,6 +147,11 @@ pub fn build(
             .clone()
             .or_else(|| old.and_then(|o| o.last_incident.clone())),
         targets: target_status,
+        // A valid spec is the one in force; an invalid one leaves the last valid in force.
+        spec_in_force: match &record.invalid {
+            None => serde_json::to_string(&guard.spec).ok(),
+            Some(_) => old.and_then(|o| o.spec_in_force.clone()),
+        },
     }
 }
 
@@ -178,6 +188,7 @@ mod tests {
                 reported: Default::default(),
                 missing_since: None,
                 restore_failing: false,
+                rechecks: 0,
             },
         )
     }
