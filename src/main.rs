@@ -61,6 +61,17 @@ struct RunArgs {
     )]
     metrics_bind_address: std::net::SocketAddr,
 
+    /// Serve /metrics over HTTPS, and only to bearer tokens allowed `get` on the
+    /// non-resource URL /metrics (checked with a TokenReview and a SubjectAccessReview,
+    /// cached briefly). false: plain HTTP, open to whoever reaches the port.
+    #[arg(long, env = "SECRETGUARD_METRICS_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    metrics_secure: bool,
+
+    /// Directory with tls.crt and tls.key for /metrics (a mounted kubernetes.io/tls
+    /// Secret); read at start. Not given: a self-signed certificate made at start.
+    #[arg(long, env = "SECRETGUARD_METRICS_CERT_DIR")]
+    metrics_cert_dir: Option<std::path::PathBuf>,
+
     /// Where /healthz and /readyz are served.
     #[arg(
         long,
@@ -153,9 +164,7 @@ async fn run(args: RunArgs) -> Result<()> {
         .build();
     let version = client.apiserver_version().await?;
     tracing::info!(apiserver = %version.git_version, namespace = %args.namespace, "connected");
-    let instance = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "secretguard".into());
+    let instance = instance_name();
     let leader = args
         .leader_elect
         .then(|| secretguard::config::LeaderConfig {
@@ -178,15 +187,49 @@ async fn run(args: RunArgs) -> Result<()> {
         runbook_base_url: args.runbook_base_url,
         instance,
     };
-    let controller = controller::Controller::with_metrics(client, config, metrics);
+    let controller = controller::Controller::with_metrics(client.clone(), config, metrics);
     let ctx = controller.context();
-    let metrics = http::serve(args.metrics_bind_address, http::metrics_router(ctx.clone()));
+    let metrics = serve_metrics(
+        args.metrics_bind_address,
+        args.metrics_secure,
+        args.metrics_cert_dir.as_deref(),
+        client,
+        ctx.clone(),
+    );
     let health = http::serve(args.health_bind_address, http::health_router(ctx));
     tokio::select! {
         r = controller.run(shutdown_signal()) => r,
         r = metrics => r.map_err(|e| Error::Http(args.metrics_bind_address, e)),
         r = health => r.map_err(|e| Error::Http(args.health_bind_address, e)),
     }
+}
+
+/// /metrics: `secure`, over HTTPS (certificate from `cert_dir`, else self-signed) and for
+/// allowed bearer tokens only; else plain and open.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    secure: bool,
+    cert_dir: Option<&std::path::Path>,
+    client: kube::Client,
+    ctx: std::sync::Arc<secretguard::guard::context::Context>,
+) -> std::io::Result<()> {
+    if !secure {
+        tracing::warn!("/metrics is served over plain HTTP to anyone (--metrics-secure=false)");
+        return http::serve(addr, http::metrics_router(ctx)).await;
+    };
+    let tls = match cert_dir {
+        Some(dir) => http::tls::from_dir(dir)?,
+        None => http::tls::self_signed(&["localhost".to_owned(), instance_name()])?,
+    };
+    let auth = std::sync::Arc::new(http::auth::MetricsAuth::new(client));
+    http::serve_tls(addr, http::secure_metrics_router(ctx, auth), tls).await
+}
+
+/// This process, as named in Events, the Lease and its certificate.
+fn instance_name() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "secretguard".into())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

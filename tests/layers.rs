@@ -55,7 +55,9 @@ const ORDER: &[&str] = &[
     "controller/watches.rs",
     "controller/worker.rs",
     "controller/mod.rs",
-    "http.rs",
+    "http/tls.rs",
+    "http/auth.rs",
+    "http/mod.rs",
     "lib.rs",
     "main.rs",
 ];

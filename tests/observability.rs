@@ -16,37 +16,16 @@ use secretguard::labels;
 use serde_json::json;
 use support::*;
 
-struct Shared {
-    operator: OperatorProcess,
-    alertmanager: String,
-}
-
 /// One Alertmanager and one operator (pushing to it, logging JSON) for this test binary.
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
+fn shared() -> &'static WithAlertmanager {
+    static SHARED: OnceLock<WithAlertmanager> = OnceLock::new();
     SHARED.get_or_init(|| {
-        prepare_operator();
-        let alertmanager = start_alertmanager();
-        let operator = OperatorProcess::builder("shared")
-            .alertmanager(&alertmanager)
-            .json_logs()
-            .rust_log("debug,hyper=info,tower=info,rustls=info,kube_client=info")
-            .start_for_life();
-        operator.wait_ready();
-        Shared {
-            operator,
-            alertmanager,
-        }
+        operator_with_alertmanager(
+            OperatorProcess::builder("shared")
+                .json_logs()
+                .rust_log("debug,hyper=info,tower=info,rustls=info,kube_client=info"),
+        )
     })
-}
-
-async fn get_text(url: &str) -> String {
-    ::reqwest::get(url)
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body")
 }
 
 /// The value of one sample in an exposition, by metric name and label fragments.

@@ -14,7 +14,6 @@ use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
 use crate::guard::context::{Context, Work};
 use crate::guard::spec::{self, TargetKind};
 use crate::guard::status;
-use crate::metrics::GuardKind;
 use crate::object_key::ObjectKey;
 use crate::queue::Lane;
 use crate::restore_point;
@@ -34,15 +33,11 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     }
     let touched = if deleted {
         ctx.records().guards.remove(&key);
-        for kind in TargetKind::ALL {
-            let labels = GuardKind {
-                namespace: key.namespace.clone(),
-                guard: key.name.clone(),
-                kind: kind.as_str().into(),
-            };
-            ctx.metrics.guarded_objects.remove(&labels);
-            ctx.metrics.missing_objects.remove(&labels);
-        }
+        ctx.metrics.forget_guard(
+            &key.namespace,
+            &key.name,
+            &TargetKind::ALL.map(TargetKind::as_str),
+        );
         ctx.index_mut().remove(&key)
     } else {
         match spec::validate(&key.namespace, &guard.spec, &ctx.config.operator_namespace) {

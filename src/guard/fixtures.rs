@@ -179,12 +179,17 @@ pub fn config() -> Config {
     }
 }
 
+/// A client of a mock apiserver, and the mock.
+pub fn mock_client() -> (Client, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), ApiServer { handle })
+}
+
 /// A Context over a mock apiserver, with empty caches and their writers.
 pub fn context() -> (Context, StoreWriters, ApiServer) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, api) = mock_client();
     let (ctx, writers) = Context::new(client, config());
-    (ctx, writers, ApiServer { handle })
+    (ctx, writers, api)
 }
 
 /// Put an object into a cache, as its watch would.

@@ -26,6 +26,7 @@ pub struct OperatorBuilder {
     fault: Option<String>,
     alertmanager: Option<String>,
     json_logs: bool,
+    secure_metrics: bool,
     rust_log: String,
     args: Vec<String>,
 }
@@ -84,6 +85,14 @@ impl OperatorBuilder {
         self
     }
 
+    /// Serve /metrics as the binary does by default: HTTPS with a self-signed certificate,
+    /// only to bearer tokens allowed `get` on /metrics. Without it, tests read plain,
+    /// open /metrics (`--metrics-secure=false`).
+    pub fn secure_metrics(mut self) -> Self {
+        self.secure_metrics = true;
+        self
+    }
+
     /// Its RUST_LOG; "info,secretguard=debug" if not given.
     pub fn rust_log(mut self, filter: &str) -> Self {
         self.rust_log = filter.into();
@@ -136,7 +145,8 @@ impl OperatorBuilder {
         cmd.args(["run", "--namespace", &self.namespace])
             .arg(format!("--leader-elect={}", self.leader_elect))
             .arg(format!("--metrics-bind-address=127.0.0.1:{m}"))
-            .arg(format!("--health-bind-address=127.0.0.1:{h}"));
+            .arg(format!("--health-bind-address=127.0.0.1:{h}"))
+            .arg(format!("--metrics-secure={}", self.secure_metrics));
         if let Some(lease) = &self.lease {
             cmd.arg(format!("--leader-election-id={lease}"));
         }
@@ -166,7 +176,10 @@ impl OperatorBuilder {
         }
         (
             cmd,
-            format!("http://127.0.0.1:{m}/metrics"),
+            format!(
+                "{}://127.0.0.1:{m}/metrics",
+                if self.secure_metrics { "https" } else { "http" }
+            ),
             format!("http://127.0.0.1:{h}"),
         )
     }
@@ -199,6 +212,7 @@ impl OperatorProcess {
             fault: None,
             alertmanager: None,
             json_logs: false,
+            secure_metrics: false,
             rust_log: "info,secretguard=debug".into(),
             args: Vec::new(),
         }

@@ -227,7 +227,7 @@ pub async fn follow_ups(
             EventType::Warning,
             reason,
             format!(
-                "{:?} for {key} failed (severity {}): {}",
+                "{:?} for {key} failed (severity {}): {}; the operator log has the apiserver's message",
                 failure.action,
                 target.severity.as_str(),
                 failure.why()

@@ -24,15 +24,12 @@ pub fn export(
     let kind = target.spec.kind().as_str();
     let metrics = &ctx.metrics;
     for (reason, _) in &recorded.new {
-        metrics
-            .incidents
-            .get_or_create(&Incident {
-                namespace: ns.clone(),
-                guard: guard.clone(),
-                kind: kind.into(),
-                reason: reason.as_str().into(),
-            })
-            .inc();
+        metrics.count_incident(Incident {
+            namespace: ns.clone(),
+            guard: guard.clone(),
+            kind: kind.into(),
+            reason: reason.as_str().into(),
+        });
     }
     let outcome = if recorded.restore_failing {
         Some("failed")
@@ -44,15 +41,12 @@ pub fn export(
         None
     };
     if let Some(outcome) = outcome {
-        metrics
-            .restores
-            .get_or_create(&Restore {
-                namespace: ns.clone(),
-                guard: guard.clone(),
-                kind: kind.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
+        metrics.count_restore(Restore {
+            namespace: ns.clone(),
+            guard: guard.clone(),
+            kind: kind.into(),
+            outcome: outcome.into(),
+        });
     }
     if let Some(secs) = recorded.restore_seconds {
         metrics
