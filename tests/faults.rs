@@ -8,7 +8,7 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use secretguard::api::v1alpha1::SecretGuard;
@@ -140,17 +140,7 @@ async fn a_deleted_namespace_completes_and_its_restore_points_expire_after_the_r
         .args(["--restore-point-retention", "4s"])
         .start();
     wait_settled(&client, &ns.name, &api, 0).await;
-    ns.delete(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    wait_for("the namespace deletion to complete", || async {
-        namespaces
-            .get_opt(&ns.name)
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    ns.delete_and_wait(&client).await;
     let stamped = wait_for("the restore point to be kept, stamped orphaned", || async {
         restore_point::orphaned_since(&get_restore_point(&client, &ns.name, "db").await?)
     })

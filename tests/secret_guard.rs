@@ -10,7 +10,6 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use secretguard::labels;
 use secretguard::restore_point;
@@ -33,23 +32,6 @@ fn secret(name: &str, type_: &str, data: &[(&str, &[u8])]) -> Secret {
         ),
         ..Default::default()
     }
-}
-
-/// Wait until the operator keeps a restore point of this Secret with its current content.
-async fn wait_saved(client: &Client, ns: &str, name: &str) {
-    let live = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .expect("get");
-    let want = restore_point::secret_hash(&live);
-    wait_restore_point(
-        client,
-        ns,
-        name,
-        &format!("a restore point of {name}"),
-        |rp| restore_point::parse(rp).is_ok_and(|rp| rp.content_hash == want),
-    )
-    .await;
 }
 
 /// Wait until the Secret exists as a new object (a UID other than `old`); returns it.

@@ -40,7 +40,7 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
         );
         ctx.index_mut().remove(&key)
     } else {
-        match spec::validate(&guard.spec) {
+        match spec::validate(&key.namespace, &guard.spec, &ctx.config.operator_namespace) {
             Ok(()) => {
                 ctx.records().guards.entry(key.clone()).or_default().invalid = None;
                 ctx.index_mut().upsert(guard)
@@ -53,7 +53,7 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
                 } else {
                     // Not seen valid since start (a restart or failover): the spec in force
                     // is in its status.
-                    match spec_in_force(guard) {
+                    match spec_in_force(guard, &ctx.config.operator_namespace) {
                         Some(last) => ctx.index_mut().upsert(&last),
                         None => Vec::new(),
                     }
@@ -75,8 +75,8 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
 }
 
 /// The guard with the spec its status says is in force (the last valid one), if that
-/// spec is readable and valid.
-fn spec_in_force(guard: &SecretGuard) -> Option<SecretGuard> {
+/// spec is readable and valid (in its namespace: never in the operator's).
+fn spec_in_force(guard: &SecretGuard, operator_namespace: &str) -> Option<SecretGuard> {
     let json = guard.status.as_ref()?.spec_in_force.as_deref()?;
     let spec: SecretGuardSpec = match serde_json::from_str(json) {
         Ok(spec) => spec,
@@ -85,7 +85,8 @@ fn spec_in_force(guard: &SecretGuard) -> Option<SecretGuard> {
             return None;
         }
     };
-    spec::validate(&spec).ok()?;
+    let namespace = guard.metadata.namespace.as_deref().unwrap_or_default();
+    spec::validate(namespace, &spec, operator_namespace).ok()?;
     Some(SecretGuard {
         spec,
         ..guard.clone()
@@ -108,6 +109,15 @@ pub fn on_restore_point(ctx: &Arc<Context>, rp: &Secret, deleted: bool) {
         // A deleted restore point is rewritten from the live object.
         ctx.touch(key);
     } else {
+        if rp
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(restore_point::annotation::ADOPT_NAMESPACE_UID))
+        {
+            // A cluster admin allows it into a re-created namespace: act on it now.
+            ctx.touch(key.clone());
+        }
         // A refreshed one may carry a new restore count: the statuses of the guards
         // covering it sum them.
         let guards: Vec<ObjectKey> = ctx

@@ -122,7 +122,8 @@ async fn create_token_secret(
 /// Re-create the Secret from its restore point, same bytes. For a token, returns whether
 /// a TokenReview accepted the restored token.
 async fn restore_identical(ctx: &Context, target: &ObservedTarget) -> ActionResult<Option<bool>> {
-    let Some(rp) = &target.restore_point else {
+    // Decide never restores from a refused point; this is the last line, before a write.
+    let Some(rp) = target.usable_restore_point() else {
         return Err(ActionError::MissingRestorePoint);
     };
     let drop: &[&str] = if target.policy.revalidate {
@@ -130,7 +131,7 @@ async fn restore_identical(ctx: &Context, target: &ObservedTarget) -> ActionResu
     } else {
         &[]
     };
-    let mut secret = restore_point::restored_secret(rp, drop);
+    let mut secret = restore_point::restored_secret(rp, &target.key, drop);
     let owners =
         verify::live_owners(&ctx.client, &target.key.namespace, &rp.owner_references).await;
     secret.metadata.owner_references = (!owners.is_empty()).then_some(owners);
@@ -171,20 +172,20 @@ async fn label(ctx: &Context, key: &ObjectKey) -> ActionResult {
 /// Save the live content as the restore point, counting a restore when the live Secret
 /// is one the operator re-created.
 async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionResult {
-    let Some(live) = &target.live else {
+    // Decide writes nothing outside an active namespace.
+    let (Some(live), Some(ns)) = (&target.live, target.namespace.active()) else {
         return Ok(());
     };
-    let restores = restore_point::next_restores(target.restore_point.as_ref(), live);
-    if target
-        .restore_point
-        .as_ref()
-        .is_some_and(|rp| restores > rp.restores)
-    {
+    // A refused point's count is not this Secret's: it starts again.
+    let previous = target.usable_restore_point();
+    let restores = restore_point::next_restores(previous, live);
+    if previous.is_some_and(|rp| restores > rp.restores) {
         fault::point(fault::points::COUNT_NOT_SAVED);
     }
     let rp = restore_point::build(
         live,
         target.spec.kind().as_str(),
+        &ns.uid,
         &ctx.config.operator_namespace,
         restores,
     );
@@ -246,9 +247,12 @@ async fn snapshot_service_account(
     ctx: &Context,
     target: &ObservedTarget,
 ) -> ActionResult<Option<(ServiceAccount, Secret)>> {
-    let TargetSpec::Token {
-        service_account, ..
-    } = &target.spec
+    let (
+        TargetSpec::Token {
+            service_account, ..
+        },
+        Some(ns),
+    ) = (&target.spec, target.namespace.active())
     else {
         return Ok(None);
     };
@@ -257,7 +261,7 @@ async fn snapshot_service_account(
         return Ok(None);
     };
     let opns = &ctx.config.operator_namespace;
-    let snapshot = restore_point::build_sa_snapshot(&sa, &target.key.name, opns);
+    let snapshot = restore_point::build_sa_snapshot(&sa, &target.key.name, &ns.uid, opns);
     let name = restore_point::snapshot_name_for(&target.key.namespace, &target.key.name);
     restore_points(ctx)
         .patch(&name, &apply_params(), &Patch::Apply(&snapshot))

@@ -9,22 +9,32 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 
 use super::context::Context;
-use super::decide::{self, Action, Decision, Policy, SecretObservation, TokenObservation};
+use super::decide::{self, Action, Decision, Policy, Refusal, SecretObservation, TokenObservation};
 use super::index::settings_in_words;
 use super::observe;
 use super::spec::TargetSpec;
 use super::state::Sharing;
-use crate::Result;
 use crate::api::v1alpha1::Severity;
 use crate::object_key::ObjectKey;
-use crate::restore_point::{self, RestorePoint};
+use crate::restore_point::{self, NamespaceIdentity, RestorePoint};
+use crate::{Result, labels};
 
 /// The target's namespace, as one reconcile sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamespaceState {
-    Active,
+    /// Which namespace: one deleted and created again under the same name is another.
+    Active(NamespaceIdentity),
     Terminating,
     Gone,
+}
+
+impl NamespaceState {
+    pub fn active(&self) -> Option<&NamespaceIdentity> {
+        match self {
+            NamespaceState::Active(ns) => Some(ns),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a reconcile of one guarded Secret needs, gathered once.
@@ -45,6 +55,11 @@ pub struct ObservedTarget {
     /// The live Secret was read from the apiserver in this reconcile (not only the cache).
     pub looked: bool,
     pub restore_point: Option<RestorePoint>,
+    /// Why the restore point must not be restored into this target, if it must not
+    /// (saved in an earlier namespace of the same name, or recording another origin).
+    pub restore_point_refused: Option<Refusal>,
+    /// The ServiceAccount snapshot, only if it may be used here (see
+    /// `observe::snapshot_usable`).
     pub sa_snapshot: Option<Secret>,
     pub namespace: NamespaceState,
     /// For a token: its ServiceAccount (metadata).
@@ -54,10 +69,12 @@ pub struct ObservedTarget {
 /// Gather what a reconcile of `key` needs. None: no guard names or selects it (any more).
 pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarget>> {
     let opns = &ctx.config.operator_namespace;
-    let restore_point = ctx
+    let point = ctx
         .stores
-        .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name))
-        .and_then(|s| match restore_point::parse(&s) {
+        .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name));
+    let restore_point = point
+        .as_deref()
+        .and_then(|s| match restore_point::parse(s) {
             Ok(rp) => Some(rp),
             Err(e) => {
                 tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
@@ -77,21 +94,52 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         return Ok(None);
     };
     let namespace = namespace_state(ctx, &key.namespace).await?;
-    let service_account = match &guarding.spec {
-        TargetSpec::Token {
-            service_account, ..
-        } if namespace == NamespaceState::Active => {
-            service_account_meta(ctx, &ObjectKey::new(&key.namespace, service_account)).await?
+    let live_uid = live.as_ref().and_then(|s| s.metadata.uid.as_deref());
+    let restore_point_refused = match (namespace.active(), &point, &restore_point) {
+        (Some(ns), Some(point), Some(rp)) => {
+            observe::restore_point_refusal(point, rp, key, guarding.spec.kind(), ns, live_uid)
         }
         _ => None,
     };
-    let sa_snapshot = ctx
-        .stores
-        .restore_point(
-            opns,
-            &restore_point::snapshot_name_for(&key.namespace, &key.name),
-        )
-        .map(|s| (*s).clone());
+    if let Some(refusal) = restore_point_refused {
+        if live.is_none() && ctx.index().resolve(key, None).is_none() {
+            // Only a selector matched, and only the labels saved on a point that is not
+            // this Secret's: nothing of this namespace to guard.
+            return Ok(None);
+        }
+        tracing::debug!(target = %key, refusal = ?refusal, "restore point not used for this target");
+    }
+    let service_account = match (&guarding.spec, namespace.active()) {
+        (
+            TargetSpec::Token {
+                service_account, ..
+            },
+            Some(_),
+        ) => service_account_meta(ctx, &ObjectKey::new(&key.namespace, service_account)).await?,
+        _ => None,
+    };
+    let sa_snapshot = match (&guarding.spec, namespace.active()) {
+        (
+            TargetSpec::Token {
+                service_account: name,
+                ..
+            },
+            Some(ns),
+        ) => ctx
+            .stores
+            .restore_point(
+                opns,
+                &restore_point::snapshot_name_for(&key.namespace, &key.name),
+            )
+            .filter(|snapshot| {
+                let sa_uid = service_account
+                    .as_ref()
+                    .and_then(|sa| sa.metadata.uid.as_deref());
+                observe::snapshot_usable(snapshot, key, name, ns, sa_uid)
+            })
+            .map(|s| (*s).clone()),
+        _ => None,
+    };
     Ok(Some(ObservedTarget {
         key: key.clone(),
         guard: guarding.guard,
@@ -103,6 +151,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         live,
         looked,
         restore_point,
+        restore_point_refused,
         sa_snapshot,
         namespace,
         service_account,
@@ -121,7 +170,9 @@ struct Guarding {
 
 impl Guarding {
     /// By name, or by selector on the live labels (the restore point's when the Secret is
-    /// gone, so a deleted selected Secret is still known as guarded).
+    /// gone, so a deleted selected Secret is still known as guarded). A restore point is
+    /// never guarded, whoever names or selects it: guarding one would copy it into a
+    /// restore point of its own, and so on without end.
     fn resolve(
         ctx: &Context,
         key: &ObjectKey,
@@ -132,6 +183,9 @@ impl Guarding {
             Some(s) => s.metadata.labels.as_ref(),
             None => rp.map(|rp| &rp.labels),
         };
+        if labels.is_some_and(is_restore_point) {
+            return None;
+        }
         ctx.index().resolve(key, labels).map(|r| Guarding {
             guard: r.guard.key.clone(),
             guard_uid: r.guard.uid.clone(),
@@ -149,9 +203,12 @@ impl Guarding {
 impl ObservedTarget {
     /// Step 2, pure: what to do about what was observed.
     pub fn decide(&self) -> Decision {
-        let namespace_terminating = self.namespace != NamespaceState::Active;
+        let namespace_terminating = self.namespace.active().is_none();
         let secret = self.live.as_ref().map(observe::secret_view);
-        let restore_point = self.restore_point.as_ref().map(observe::restore_point_view);
+        let restore_point = self
+            .restore_point
+            .as_ref()
+            .map(|rp| observe::restore_point_view(rp, self.restore_point_refused));
         match &self.spec {
             TargetSpec::Token { .. } => {
                 let sa = self.service_account.as_ref();
@@ -198,9 +255,25 @@ impl ObservedTarget {
         Ok(())
     }
 
+    /// The restore point, if it may be restored into this target (and counts as its
+    /// saved copy).
+    pub fn usable_restore_point(&self) -> Option<&RestorePoint> {
+        self.restore_point
+            .as_ref()
+            .filter(|_| self.restore_point_refused.is_none())
+    }
+
+    /// The live Secret (read in this reconcile) is a restore point: never a target.
+    pub fn is_restore_point(&self) -> bool {
+        self.live
+            .as_ref()
+            .and_then(|s| s.metadata.labels.as_ref())
+            .is_some_and(is_restore_point)
+    }
+
     /// The same Secret's content changed (a legitimate update the restore point follows).
     pub fn content_changed(&self) -> bool {
-        match (&self.live, &self.restore_point) {
+        match (&self.live, self.usable_restore_point()) {
             (Some(live), Some(rp)) => {
                 live.metadata.uid.as_deref() == Some(rp.origin_uid.as_str())
                     && restore_point::secret_hash(live) != rp.content_hash
@@ -208,6 +281,10 @@ impl ObservedTarget {
             _ => false,
         }
     }
+}
+
+fn is_restore_point(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.contains_key(labels::RESTORE_POINT)
 }
 
 async fn get_secret(ctx: &Context, key: &ObjectKey) -> Result<Option<Secret>> {
@@ -230,7 +307,7 @@ pub async fn namespace_state(ctx: &Context, namespace: &str) -> Result<Namespace
     Ok(match meta {
         None => NamespaceState::Gone,
         Some(m) if m.deletion_timestamp.is_some() => NamespaceState::Terminating,
-        Some(_) => NamespaceState::Active,
+        Some(m) => NamespaceState::Active(NamespaceIdentity::of(&m)),
     })
 }
 

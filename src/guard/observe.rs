@@ -7,11 +7,12 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 
-use super::decide::{Policy, RestorePointView, SecretView, ServiceAccountView};
-use super::spec::TargetSpec;
+use super::decide::{Policy, Refusal, RestorePointView, SecretView, ServiceAccountView};
+use super::spec::{TargetKind, TargetSpec};
 use crate::api::v1alpha1::SecretGuardSpec;
 use crate::labels;
-use crate::restore_point::{self, RestorePoint};
+use crate::object_key::ObjectKey;
+use crate::restore_point::{self, NamespaceIdentity, RestorePoint};
 
 pub fn secret_view(secret: &Secret) -> SecretView {
     let meta = &secret.metadata;
@@ -46,12 +47,46 @@ pub fn secret_view(secret: &Secret) -> SecretView {
     }
 }
 
-pub fn restore_point_view(rp: &RestorePoint) -> RestorePointView {
+pub fn restore_point_view(rp: &RestorePoint, refused: Option<Refusal>) -> RestorePointView {
     RestorePointView {
         origin_uid: rp.origin_uid.clone(),
         content_hash: rp.content_hash.clone(),
         sa_uid: rp.service_account_uid().map(str::to_owned),
+        refused,
     }
+}
+
+/// Why the restore point found for `key` (`point` as stored, `rp` as read) must not be
+/// restored into it, if it must not: it records another origin or kind, or it was saved
+/// in an earlier namespace of the same name than the live `namespace`. `live_uid`: the
+/// UID of the Secret at `key` now, if it exists.
+pub fn restore_point_refusal(
+    point: &Secret,
+    rp: &RestorePoint,
+    key: &ObjectKey,
+    kind: TargetKind,
+    namespace: &NamespaceIdentity,
+    live_uid: Option<&str>,
+) -> Option<Refusal> {
+    if !restore_point::belongs_to(rp, key, kind.as_str()) {
+        return Some(Refusal::Mismatch);
+    }
+    (!restore_point::provenance(point, namespace, live_uid).restorable())
+        .then_some(Refusal::ForeignNamespace)
+}
+
+/// Whether the snapshot found for token Secret `key` may be used to re-create its
+/// ServiceAccount: it is of `service_account` for that Secret, and was taken in the live
+/// `namespace` (`live_sa_uid`: the ServiceAccount's UID now, if it exists).
+pub fn snapshot_usable(
+    snapshot: &Secret,
+    key: &ObjectKey,
+    service_account: &str,
+    namespace: &NamespaceIdentity,
+    live_sa_uid: Option<&str>,
+) -> bool {
+    restore_point::snapshot_belongs_to(snapshot, key, service_account)
+        && restore_point::provenance(snapshot, namespace, live_sa_uid).restorable()
 }
 
 pub fn service_account_view(sa: &PartialObjectMeta<ServiceAccount>) -> ServiceAccountView {

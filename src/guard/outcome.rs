@@ -181,7 +181,10 @@ impl Outcome {
                     .iter()
                     .any(|a| matches!(a, Action::RotateServiceAccount { .. })))
             .then_some(Outcome::FreshTokenRequested),
-            Reason::TokenNotPopulated | Reason::ServiceAccountNotFound => None,
+            Reason::TokenNotPopulated
+            | Reason::ServiceAccountNotFound
+            | Reason::ForeignRestorePoint
+            | Reason::RestorePointMismatch => None,
         };
         match fixed {
             Some(o) => o,

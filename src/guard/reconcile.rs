@@ -18,11 +18,14 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     let Some(mut target) = load::load(ctx, key).await? else {
         return retention::unguard(ctx, key).await;
     };
-    retention::keep_restore_points(ctx, key).await?;
+    let retention_ends = retention::keep_restore_points(ctx, &target).await?;
     // Decide (pure).
     let mut decision = target.decide();
     if target.should_look(&decision) {
         target.look(ctx).await?;
+        if target.is_restore_point() {
+            return retention::unguard(ctx, key).await;
+        }
         if target.live.is_some() {
             decision = target.decide();
         }
@@ -42,6 +45,9 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     {
         // Someone (or our own earlier attempt) re-created it meanwhile: look and decide again.
         target.look(ctx).await?;
+        if target.is_restore_point() {
+            return retention::unguard(ctx, key).await;
+        }
         decision = target.decide();
         executed = act::execute(ctx, &target, &decision).await;
     }
@@ -61,7 +67,10 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
             action: failure.action.name(),
             source: failure.error,
         }),
-        _ => Ok(recorded.requeue_after),
+        _ => Ok(match (recorded.requeue_after, retention_ends) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }),
     }
 }
 

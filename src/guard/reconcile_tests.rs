@@ -53,7 +53,13 @@ fn live_token() -> Secret {
 }
 
 fn saved(secret: &Secret, restores: u64) -> Secret {
-    restore_point::build(secret, "ServiceAccountToken", OPERATOR_NAMESPACE, restores)
+    restore_point::build(
+        secret,
+        "ServiceAccountToken",
+        "ns-uid",
+        OPERATOR_NAMESPACE,
+        restores,
+    )
 }
 
 fn token_review_accepting(user: &str) -> Reply {
@@ -359,6 +365,92 @@ async fn a_failed_label_is_an_action_failure_not_a_failed_restore() {
             .targets
             .get(&target)
             .is_some_and(|r| !r.restore_failing)
+    );
+}
+
+#[tokio::test]
+async fn a_secret_whose_point_is_from_an_earlier_namespace_is_not_restored_and_the_point_starts_its_retention()
+ {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = fixtures::context();
+    let guard = fixtures::guard(NS, "g", spec(&[], &["db"]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.guards, guard);
+    cache(&mut writers.namespaces, namespace(NS));
+    let mut earlier: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": NS, "uid": "db-uid"},
+        "data": {"password": k8s_openapi::ByteString(b"A-SECRET".to_vec())},
+    }))
+    .expect("Secret");
+    earlier.metadata.labels = None;
+    cache(
+        &mut writers.restore_points,
+        restore_point::build(&earlier, "Secret", "earlier-ns-uid", OPERATOR_NAMESPACE, 0),
+    );
+    let point = format!(
+        "/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets/{}",
+        restore_point::name_for(NS, "db")
+    );
+
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, point, Reply::Echo),
+            expect(Method::GET, format!("{SECRETS}/db"), Reply::NotFound),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert_eq!(
+        result.ok(),
+        Some(Some(crate::guard::decide::MISSING_RECHECK)),
+        "looked at again, as any missing object that is not restored"
+    );
+    assert!(
+        received[0]
+            .uri
+            .contains("fieldManager=secretguard-retention"),
+        "{}",
+        received[0].uri
+    );
+    assert!(
+        received[0].body["metadata"]["annotations"][restore_point::annotation::ORPHANED_SINCE]
+            .is_string(),
+        "stamped: the retention of a deleted namespace applies"
+    );
+    assert_eq!(
+        event_reasons(&received),
+        [("ForeignRestorePoint".to_owned(), "SecretGuard".to_owned())]
+    );
+    assert_eq!(
+        ctx.records().targets.get(&target).map(|r| r.state),
+        Some(crate::guard::decide::TargetState::ForeignRestorePoint)
+    );
+}
+
+#[tokio::test]
+async fn a_point_written_before_namespace_uids_gets_this_namespaces_uid_and_nothing_else() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.secrets, live_token());
+    let mut format_0 = saved(&live_token(), 0);
+    let annotations = format_0.metadata.annotations.as_mut().expect("annotations");
+    annotations.remove(restore_point::annotation::FORMAT);
+    annotations.remove(restore_point::annotation::ORIGIN_NAMESPACE_UID);
+    cache(&mut writers.restore_points, format_0);
+
+    // It saves the very token Secret that lives here: written in this namespace.
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
+    );
+    server.assert_nothing_else();
+    assert_eq!(result.ok(), Some(None));
+    assert_eq!(
+        received[0].body,
+        json!({"metadata": {"annotations": {
+            restore_point::annotation::ORIGIN_NAMESPACE_UID: "ns-uid"}}}),
+        "only the UID is recorded; the point is not rewritten"
     );
 }
 

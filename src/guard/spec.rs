@@ -63,8 +63,6 @@ pub fn targets_of(namespace: &str, spec: &SecretGuardSpec) -> Vec<(ObjectKey, Ta
     tokens.chain(secrets).collect()
 }
 
-/// Checks the schema cannot express. A guard failing them is reported InvalidSpec and
-/// changes nothing (a previously valid spec stays in force).
 /// Whether a spec names this Secret, valid or not: in `secrets`, or as a token Secret.
 pub fn names(spec: &SecretGuardSpec, secret: &str) -> bool {
     spec.secrets.iter().any(|s| s.name == secret)
@@ -74,7 +72,21 @@ pub fn names(spec: &SecretGuardSpec, secret: &str) -> bool {
             .any(|sa| sa.token_secret_name() == secret)
 }
 
-pub fn validate(spec: &SecretGuardSpec) -> Result<(), String> {
+/// Checks the schema cannot express, for a guard in `namespace` of an operator whose
+/// restore points live in `operator_namespace`. A guard failing them is reported
+/// InvalidSpec and changes nothing (a previously valid spec stays in force).
+pub fn validate(
+    namespace: &str,
+    spec: &SecretGuardSpec,
+    operator_namespace: &str,
+) -> Result<(), String> {
+    if namespace == operator_namespace {
+        // Its Secrets are the restore points: guarding them copies each into a restore
+        // point of its own, which is guarded in turn, without end.
+        return Err(format!(
+            "SecretGuards are not allowed in {operator_namespace:?}, the secretguard operator's namespace: it holds the restore points, which are never guarded. Create the guard in the namespace of the Secrets it guards"
+        ));
+    }
     if let Some(sel) = &spec.secret_selector {
         Selector::try_from(sel.clone())
             .map_err(|e| format!("spec.secretSelector is not a valid label selector: {e}"))?;
@@ -115,6 +127,24 @@ mod tests {
         assert_eq!(
             kinds,
             [("writer-token", "ServiceAccountToken"), ("db", "Secret")]
+        );
+    }
+
+    fn validate(spec: &SecretGuardSpec) -> Result<(), String> {
+        super::validate("ns", spec, "secretguard-system")
+    }
+
+    #[test]
+    fn a_guard_in_the_operator_namespace_is_refused_whatever_it_says() {
+        let err = super::validate("secretguard-system", &spec(&[], &[]), "secretguard-system")
+            .unwrap_err();
+        assert!(
+            err.contains("not allowed in \"secretguard-system\""),
+            "{err}"
+        );
+        assert_eq!(
+            super::validate("secretguard-system", &spec(&[], &[]), "other-operator-ns"),
+            Ok(())
         );
     }
 

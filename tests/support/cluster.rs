@@ -137,6 +137,16 @@ impl TestNamespace {
             .await
             .expect("delete namespace");
     }
+
+    /// Delete it now and wait until the namespace controller has finished with it.
+    pub async fn delete_and_wait(&self, client: &Client) {
+        self.delete(client).await;
+        let api: Api<Namespace> = Api::all(client.clone());
+        super::wait_for("the namespace deletion to complete", || async {
+            api.get_opt(&self.name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
 }
 
 impl Drop for TestNamespace {

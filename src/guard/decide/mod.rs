@@ -82,6 +82,42 @@ pub struct RestorePointView {
     pub content_hash: String,
     /// The ServiceAccount UID a saved token was issued for.
     pub sa_uid: Option<String>,
+    /// Why it must not be restored into this target, if it must not.
+    pub refused: Option<Refusal>,
+}
+
+impl RestorePointView {
+    /// May be restored into this target, and counts as its saved copy.
+    pub fn usable(&self) -> bool {
+        self.refused.is_none()
+    }
+}
+
+/// Why a restore point is never restored into the target it was found for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Saved in an earlier namespace of the same name, deleted since: the namespace that
+    /// holds the name now may be another tenant's. Only a cluster admin can allow it.
+    ForeignNamespace,
+    /// Its recorded origin (namespace, name, kind) is not this target: written by someone
+    /// else in the operator namespace, or for another kind of target.
+    Mismatch,
+}
+
+impl Refusal {
+    /// The state and incident of a missing Secret whose restore point is refused.
+    fn state_and_reason(self) -> (TargetState, Reason) {
+        match self {
+            Refusal::ForeignNamespace => (
+                TargetState::ForeignRestorePoint,
+                Reason::ForeignRestorePoint,
+            ),
+            Refusal::Mismatch => (
+                TargetState::RestorePointMismatch,
+                Reason::RestorePointMismatch,
+            ),
+        }
+    }
 }
 
 /// Everything observed about one guarded token.
@@ -113,6 +149,11 @@ pub enum TargetState {
     NotPopulated,
     /// Its namespace is being deleted: the operator stands aside.
     Terminating,
+    /// Missing, and its restore point was saved in an earlier namespace of the same name:
+    /// not restored unless a cluster admin adopts the point into this namespace.
+    ForeignRestorePoint,
+    /// Missing, and its restore point records another origin: not restored.
+    RestorePointMismatch,
 }
 
 impl TargetState {
@@ -126,6 +167,8 @@ impl TargetState {
             TargetState::Invalidated => "Invalidated",
             TargetState::NotPopulated => "NotPopulated",
             TargetState::Terminating => "Terminating",
+            TargetState::ForeignRestorePoint => "ForeignRestorePoint",
+            TargetState::RestorePointMismatch => "RestorePointMismatch",
         }
     }
 
@@ -133,7 +176,10 @@ impl TargetState {
     pub fn is_missing(self) -> bool {
         matches!(
             self,
-            TargetState::Missing | TargetState::ServiceAccountMissing
+            TargetState::Missing
+                | TargetState::ServiceAccountMissing
+                | TargetState::ForeignRestorePoint
+                | TargetState::RestorePointMismatch
         )
     }
 
@@ -212,6 +258,11 @@ pub enum Reason {
     TokenInvalidated,
     TokenNotPopulated,
     SecretDeleted,
+    /// A guarded Secret is missing and its restore point is from an earlier namespace of
+    /// the same name.
+    ForeignRestorePoint,
+    /// A guarded Secret is missing and its restore point records another origin.
+    RestorePointMismatch,
 }
 
 impl Reason {
@@ -225,6 +276,8 @@ impl Reason {
             Reason::TokenInvalidated => "TokenInvalidated",
             Reason::TokenNotPopulated => "TokenNotPopulated",
             Reason::SecretDeleted => "SecretDeleted",
+            Reason::ForeignRestorePoint => "ForeignRestorePoint",
+            Reason::RestorePointMismatch => "RestorePointMismatch",
         }
     }
 }

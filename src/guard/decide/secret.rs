@@ -19,6 +19,14 @@ pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
         return Decision::new(TargetState::Terminating);
     }
     let Some(secret) = &obs.secret else {
+        if let Some(refused) = obs.restore_point.as_ref().and_then(|rp| rp.refused) {
+            // Never restored from; looked at again like any missing object that is not
+            // restored (a cluster admin may adopt the point meanwhile).
+            let (state, reason) = refused.state_and_reason();
+            let mut d = Decision::new(state).incident(reason);
+            d.requeue_after = Some(MISSING_RECHECK);
+            return d;
+        }
         let mut d = Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
         if obs.restore_point.is_some() && policy.restores() {
             d = d.act(Action::RestoreIdentical);
@@ -34,10 +42,9 @@ pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
     if !secret.labelled && policy.writes() {
         d = d.act(Action::Label);
     }
-    let saved = obs
-        .restore_point
-        .as_ref()
-        .is_some_and(|rp| rp.content_hash == secret.content_hash && rp.origin_uid == secret.uid);
+    let saved = obs.restore_point.as_ref().is_some_and(|rp| {
+        rp.usable() && rp.content_hash == secret.content_hash && rp.origin_uid == secret.uid
+    });
     if !saved && policy.writes() {
         d = d.act(Action::SaveRestorePoint);
     }

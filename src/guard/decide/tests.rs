@@ -44,6 +44,15 @@ fn rp(hash: &str, sa_uid: &str) -> Option<RestorePointView> {
         origin_uid: "secret-uid".into(),
         content_hash: hash.into(),
         sa_uid: Some(sa_uid.into()),
+        refused: None,
+    })
+}
+
+/// A restore point that must not be restored into its target.
+fn refused(rp: Option<RestorePointView>, why: Refusal) -> Option<RestorePointView> {
+    rp.map(|r| RestorePointView {
+        refused: Some(why),
+        ..r
     })
 }
 
@@ -468,6 +477,41 @@ fn generic_secret_decisions_follow_the_behaviour_table() {
             vec![Reason::SecretDeleted],
         ),
         (
+            "deleted, its restore point from an earlier namespace of the same name: not restored, said why",
+            policy(Identical),
+            o(None, refused(saved.clone(), Refusal::ForeignNamespace)),
+            TargetState::ForeignRestorePoint,
+            vec![],
+            vec![Reason::ForeignRestorePoint],
+        ),
+        (
+            "deleted, its restore point records another origin: not restored, said why",
+            policy(Identical),
+            o(None, refused(saved.clone(), Refusal::Mismatch)),
+            TargetState::RestorePointMismatch,
+            vec![],
+            vec![Reason::RestorePointMismatch],
+        ),
+        (
+            "present, its restore point from an earlier namespace: saved anew",
+            policy(Identical),
+            o(
+                Some(secret()),
+                refused(saved.clone(), Refusal::ForeignNamespace),
+            ),
+            TargetState::Healthy,
+            vec![SaveRestorePoint],
+            vec![],
+        ),
+        (
+            "present, its restore point records another origin: saved anew",
+            policy(Identical),
+            o(Some(secret()), refused(saved.clone(), Refusal::Mismatch)),
+            TargetState::Healthy,
+            vec![SaveRestorePoint],
+            vec![],
+        ),
+        (
             "unlabelled: label",
             policy(Identical),
             o(
@@ -542,4 +586,56 @@ fn a_missing_object_that_is_not_restored_is_looked_at_again() {
         decide_secret(&policy(Identical), &missing).requeue_after,
         Some(MISSING_RECHECK)
     );
+}
+
+#[test]
+fn a_refused_restore_point_is_never_restored_and_is_looked_at_again() {
+    for why in [Refusal::ForeignNamespace, Refusal::Mismatch] {
+        let missing = SecretObservation {
+            namespace_terminating: false,
+            secret: None,
+            restore_point: refused(rp("h1", "none"), why),
+        };
+        for p in [policy(Identical), policy(Fresh), policy(Off)] {
+            let d = decide_secret(&p, &missing);
+            assert!(d.actions.is_empty(), "{why:?}: nothing restored");
+            assert_eq!(d.requeue_after, Some(MISSING_RECHECK), "{why:?}");
+        }
+    }
+}
+
+#[test]
+fn a_token_whose_restore_point_is_refused_is_provisioned_like_a_new_one() {
+    // From an earlier namespace (its ServiceAccount UID is gone with it), or recording
+    // another origin: never restored; the tokens controller issues a token for the
+    // ServiceAccount that exists now, without a restore or a rotation reported.
+    for why in [Refusal::ForeignNamespace, Refusal::Mismatch] {
+        for saved_for in ["sa-1", "sa-old"] {
+            let o = obs(sa("sa-1"), None, refused(rp("h1", saved_for), why));
+            let d = decide_token(&policy(Identical), &o);
+            assert_eq!(d.state, Some(TargetState::Pending), "{why:?} {saved_for}");
+            assert_eq!(
+                d.actions,
+                vec![CreateTokenSecret { restore_of: None }],
+                "{why:?} {saved_for}"
+            );
+            assert!(d.incidents.is_empty(), "{why:?} {saved_for}");
+        }
+        // And a ServiceAccount that is missing was never seen, as far as this namespace
+        // knows: not "deleted".
+        let mut o = obs(None, None, refused(rp("h1", "sa-old"), why));
+        o.has_sa_snapshot = false;
+        let d = decide_token(&policy(Identical), &o);
+        assert_eq!(d.incidents, vec![Reason::ServiceAccountNotFound], "{why:?}");
+        // A present token is saved anew over the refused point.
+        let o = obs(
+            sa("sa-1"),
+            Some(token("h1")),
+            refused(rp("h1", "sa-1"), why),
+        );
+        assert_eq!(
+            decide_token(&policy(Identical), &o).actions,
+            vec![SaveRestorePoint]
+        );
+    }
 }

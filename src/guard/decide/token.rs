@@ -13,6 +13,17 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
     if obs.namespace_terminating {
         return Decision::new(TargetState::Terminating);
     }
+    if obs.restore_point.as_ref().is_some_and(|rp| !rp.usable()) {
+        // A refused restore point is as good as none: its token is never restored, and a
+        // fresh one is provisioned. Nothing is lost: a token saved in an earlier namespace
+        // names a ServiceAccount UID that is gone with it, and for an unchanged
+        // ServiceAccount the tokens controller issues the very same bytes.
+        let without = TokenObservation {
+            restore_point: None,
+            ..obs.clone()
+        };
+        return decide_token(policy, &without);
+    }
     let sa = match &obs.service_account {
         Some(sa) if !sa.terminating => sa,
         None if !service_account_seen_before(obs) => {

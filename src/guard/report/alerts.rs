@@ -24,7 +24,9 @@ pub fn alert_names(reason: Reason) -> &'static [&'static str] {
     match reason {
         Reason::TokenDeleted => &[TOKEN_DELETED],
         Reason::SecretDeleted => &[SECRET_DELETED, OBJECT_MISSING],
-        Reason::ServiceAccountDeleted => &[OBJECT_MISSING],
+        Reason::ServiceAccountDeleted
+        | Reason::ForeignRestorePoint
+        | Reason::RestorePointMismatch => &[OBJECT_MISSING],
         Reason::TokenRotated | Reason::ServiceAccountRecreated => &[TOKEN_ROTATED],
         Reason::TokenInvalidated => &["SecretGuardTokenInvalidated"],
         Reason::TokenNotPopulated => &["SecretGuardTokenNotPopulated"],

@@ -14,8 +14,8 @@ use crate::guard::outcome::Executed;
 use crate::guard::record::Recorded;
 use crate::guard::spec::TargetSpec;
 use crate::guard::status::build::{NAMED_GUARDS, names_capped};
-use crate::labels;
 use crate::object_key::ObjectKey;
+use crate::{labels, restore_point};
 
 /// What an incident means, in words (Event notes and alert descriptions).
 pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
@@ -43,6 +43,16 @@ pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
         Reason::TokenNotPopulated => {
             format!("token Secret {key} is still empty: is the tokens controller running?")
         }
+        Reason::ForeignRestorePoint => format!(
+            "{kind} {key} does not exist, and its restore point {point} was saved in an earlier namespace named {ns}, deleted since (possibly another tenant's): it is not restored into this one. If this namespace is the same tenant's (restored from a backup), a cluster admin can allow it: kubectl -n <operator namespace> annotate secret {point} {}=<UID of namespace {ns}>",
+            restore_point::annotation::ADOPT_NAMESPACE_UID,
+            point = restore_point::name_for(&key.namespace, &key.name),
+            ns = key.namespace,
+        ),
+        Reason::RestorePointMismatch => format!(
+            "{kind} {key} does not exist, and its restore point {} records another origin or kind (altered in the operator namespace, or saved when the guard listed it as another kind): it is not restored",
+            restore_point::name_for(&key.namespace, &key.name),
+        ),
     }
 }
 

@@ -141,13 +141,23 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             selected.sort();
             targets.extend(selected.into_iter().map(|k| (k, TargetSpec::Secret)));
         }
-        // Restores are counted on the restore points, where each is recorded exactly once.
+        // Restores are counted on the restore points, where each is recorded exactly once;
+        // never those of a point saved in an earlier namespace of the same name.
         let opns = &ctx.config.operator_namespace;
+        let namespace = ctx
+            .stores
+            .namespace(&key.namespace)
+            .map(|ns| restore_point::NamespaceIdentity::of(&ns.metadata));
         let restores: u64 = targets
             .iter()
             .filter_map(|(k, _)| {
                 ctx.stores
                     .restore_point(opns, &restore_point::name_for(&k.namespace, &k.name))
+            })
+            .filter(|rp| {
+                namespace
+                    .as_ref()
+                    .is_some_and(|ns| restore_point::provenance(rp, ns, None).restorable())
             })
             .map(|rp| restore_point::restores(&rp))
             .sum();
