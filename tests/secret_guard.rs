@@ -479,3 +479,35 @@ async fn one_guard_selecting_a_thousand_secrets_works() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_selector_the_apiserver_would_refuse_is_an_invalid_spec_not_a_silent_watch_error() {
+    let client = admin_client().await;
+    operator();
+    let ns = TestNamespace::new(&client, "badselector").await;
+    for (name, selector, why) in [
+        (
+            "badkey",
+            json!({"matchLabels": {"bad key!": "v"}}),
+            "label key \"bad key!\"",
+        ),
+        (
+            "emptyin",
+            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": []}]}),
+            "needs at least one value",
+        ),
+    ] {
+        create_guard(&client, &ns.name, name, json!({"secretSelector": selector})).await;
+        let status = wait_guard_status(&client, &ns.name, name, "InvalidSpec", |s| {
+            condition(s, "Ready") == Some(("False", "InvalidSpec"))
+        })
+        .await;
+        let message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        assert!(message.contains(why), "{name}: {message}");
+    }
+}
