@@ -11,6 +11,8 @@ pub const ORIGIN_NAMESPACE: &str = "secretguard.dev/origin-namespace";
 /// On a Secret secretguard re-created: the UID of the deleted Secret it replaces. Lets a
 /// restore be counted exactly once, even across a crash.
 pub const RESTORED_FROM: &str = "secretguard.dev/restored-from";
+/// On a SecretGuard: a new value resumes the restores its restore-loop breaker stopped.
+pub const RESUME_RESTORES: &str = "secretguard.dev/resume-restores";
 /// Field manager for server-side apply, and the Event reporter.
 pub const MANAGER: &str = "secretguard";
 

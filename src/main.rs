@@ -120,6 +120,15 @@ struct RunArgs {
     #[arg(long, env = "SECRETGUARD_WORKERS", default_value_t = 8)]
     workers: usize,
 
+    /// Restores of one object allowed within --restore-loop-window; one more stops its
+    /// restores (RestoreLoop: Event, metric, alert) until a guard is told to resume.
+    #[arg(long, env = "SECRETGUARD_RESTORE_LOOP_LIMIT", default_value_t = 5)]
+    restore_loop_limit: usize,
+
+    /// The window of --restore-loop-limit.
+    #[arg(long, env = "SECRETGUARD_RESTORE_LOOP_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    restore_loop_window: Duration,
+
     /// Requests a second to the apiserver, at most, after a burst (0: no limit). Restores
     /// are served before the audit and other background work.
     #[arg(long, env = "SECRETGUARD_API_QPS", default_value_t = 200.0)]
@@ -183,6 +192,8 @@ async fn run(args: RunArgs) -> Result<()> {
         populate_deadline: args.token_populate_timeout,
         workers: args.workers,
         restore_point_retention: args.restore_point_retention,
+        restore_loop_limit: args.restore_loop_limit,
+        restore_loop_window: args.restore_loop_window,
         alertmanager_urls: args.alertmanager_urls,
         runbook_base_url: args.runbook_base_url,
         instance,

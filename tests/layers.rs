@@ -31,6 +31,7 @@ const ORDER: &[&str] = &[
     "guard/decide/token.rs",
     "guard/decide/secret.rs",
     "guard/observe.rs",
+    "guard/breaker.rs",
     "guard/outcome.rs",
     "guard/state.rs",
     "guard/status/build.rs",

@@ -16,10 +16,13 @@ use crate::guard::spec::{self, TargetKind};
 use crate::guard::status;
 use crate::object_key::ObjectKey;
 use crate::queue::Lane;
-use crate::restore_point;
+use crate::{labels, restore_point};
 
 pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     let key = ObjectKey::of(guard);
+    if !deleted {
+        resume_restores(ctx, &key, guard);
+    }
     // Our own status writes come back as events. Only a new spec (generation) or a new
     // guard changes what is guarded; anything else must cost nothing, or every status
     // update would re-reconcile every target of the guard.
@@ -71,6 +74,34 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     selectors::update(ctx, &key);
     if !deleted {
         ctx.queue.add_background(Work::Status(key));
+    }
+}
+
+/// A new value of the guard's resume-restores annotation resumes the restores the
+/// restore-loop breaker stopped for its objects (metadata only: no new generation).
+fn resume_restores(ctx: &Arc<Context>, key: &ObjectKey, guard: &SecretGuard) {
+    let asked = guard.annotations().get(labels::RESUME_RESTORES).cloned();
+    let resumed: Vec<ObjectKey> = {
+        let mut records = ctx.records();
+        let record = records.guards.entry(key.clone()).or_default();
+        if record.resume == asked || asked.is_none() {
+            record.resume = asked;
+            return;
+        }
+        record.resume = asked;
+        records
+            .targets
+            .iter_mut()
+            .filter(|(_, r)| r.covered_by(key) && !r.restored_at.is_empty())
+            .map(|(k, r)| {
+                r.restored_at.clear();
+                k.clone()
+            })
+            .collect()
+    };
+    for t in resumed {
+        tracing::info!(target = %t, guard = %key, "restores resumed");
+        ctx.touch(t);
     }
 }
 

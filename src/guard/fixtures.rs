@@ -173,6 +173,8 @@ pub fn config() -> Config {
         workers: 1,
         instance: "unit-test".into(),
         restore_point_retention: std::time::Duration::from_secs(24 * 3600),
+        restore_loop_limit: 5,
+        restore_loop_window: std::time::Duration::from_secs(600),
         alertmanager_urls: Vec::new(),
         runbook_base_url: String::new(),
         leader: None,

@@ -184,7 +184,8 @@ impl Outcome {
             Reason::TokenNotPopulated
             | Reason::ServiceAccountNotFound
             | Reason::ForeignRestorePoint
-            | Reason::RestorePointMismatch => None,
+            | Reason::RestorePointMismatch
+            | Reason::RestoreLoop => None,
         };
         match fixed {
             Some(o) => o,

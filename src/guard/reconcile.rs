@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use super::context::Context;
-use super::decide::Action;
-use super::{act, load, record, report, retention};
+use super::decide::{Action, Decision};
+use super::{act, breaker, load, record, report, retention};
 use crate::object_key::ObjectKey;
 use crate::{Error, Result, fault};
 
@@ -30,6 +30,7 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
             decision = target.decide();
         }
     }
+    decision = loop_breaker(ctx, key, decision);
     tracing::debug!(target = %key, guard = %target.guard, state = ?decision.state, actions = ?decision.actions, incidents = ?decision.incidents, requeue = ?decision.requeue_after, "decided");
     // Act (client: writes).
     let started = Instant::now();
@@ -48,7 +49,7 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         if target.is_restore_point() {
             return retention::unguard(ctx, key).await;
         }
-        decision = target.decide();
+        decision = loop_breaker(ctx, key, target.decide());
         executed = act::execute(ctx, &target, &decision).await;
     }
     // Record (memory only).
@@ -71,6 +72,28 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }),
+    }
+}
+
+/// The decision, with its restores held back when the object was restored too often
+/// lately (`breaker`).
+fn loop_breaker(ctx: &Context, key: &ObjectKey, decision: Decision) -> Decision {
+    if !breaker::restores(&decision) {
+        return decision;
+    }
+    let tripped = ctx.records().targets.get(key).is_some_and(|r| {
+        breaker::tripped(
+            &r.restored_at,
+            Instant::now(),
+            ctx.config.restore_loop_limit,
+            ctx.config.restore_loop_window,
+        )
+    });
+    if tripped {
+        tracing::warn!(target = %key, limit = ctx.config.restore_loop_limit, window = ?ctx.config.restore_loop_window, "restored too often: restores stopped (RestoreLoop)");
+        breaker::hold(decision)
+    } else {
+        decision
     }
 }
 

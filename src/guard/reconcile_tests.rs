@@ -227,6 +227,7 @@ async fn a_target_removed_from_its_guard_loses_its_label_and_restore_point() {
         missing_since: None,
         restore_failing: false,
         rechecks: 0,
+        restored_at: Vec::new(),
         sharing: None,
     };
     ctx.records().targets.insert(key(), record);

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::breaker;
 use super::decide::{Action, Decision, MISSING_RECHECK, Reason, TargetState, missing_recheck};
 use super::load::ObservedTarget;
 use super::outcome::{Executed, Outcome};
@@ -90,8 +91,14 @@ pub fn update(
             missing_since: None,
             restore_failing: false,
             rechecks: 0,
+            restored_at: Vec::new(),
             sharing: None,
         });
+    if restored {
+        rec.restored_at.push(started);
+        let excess = rec.restored_at.len().saturating_sub(breaker::HISTORY);
+        rec.restored_at.drain(..excess);
+    }
     let requeue_after = if decision.requeue_after == Some(MISSING_RECHECK) {
         rec.rechecks = rec.rechecks.saturating_add(1);
         Some(missing_recheck(rec.rechecks))

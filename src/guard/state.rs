@@ -25,6 +25,8 @@ pub struct TargetRecord {
     /// Re-checks in a row that found it missing with nothing to restore from: each waits
     /// twice as long as the one before (`decide::missing_recheck`).
     pub rechecks: u32,
+    /// When it was restored lately, oldest first (at most `breaker::HISTORY`).
+    pub restored_at: Vec<Instant>,
     /// Other guards cover it too (`guard` is the one that reports it).
     pub sharing: Option<Sharing>,
 }
@@ -63,6 +65,8 @@ pub struct GuardRecord {
     pub status_pending: bool,
     /// When the last status write started.
     pub last_status: Option<Instant>,
+    /// The last value of its resume-restores annotation seen.
+    pub resume: Option<String>,
     /// The guards it shares objects with, as last told (an `Overlap` Event each).
     pub overlaps_with: BTreeSet<ObjectKey>,
 }

@@ -154,6 +154,9 @@ pub enum TargetState {
     ForeignRestorePoint,
     /// Missing, and its restore point records another origin: not restored.
     RestorePointMismatch,
+    /// Missing, and restored too often lately: restores stopped until a guard resumes
+    /// them (the restore-loop breaker).
+    RestoreLoop,
 }
 
 impl TargetState {
@@ -169,6 +172,7 @@ impl TargetState {
             TargetState::Terminating => "Terminating",
             TargetState::ForeignRestorePoint => "ForeignRestorePoint",
             TargetState::RestorePointMismatch => "RestorePointMismatch",
+            TargetState::RestoreLoop => "RestoreLoop",
         }
     }
 
@@ -180,6 +184,7 @@ impl TargetState {
                 | TargetState::ServiceAccountMissing
                 | TargetState::ForeignRestorePoint
                 | TargetState::RestorePointMismatch
+                | TargetState::RestoreLoop
         )
     }
 
@@ -263,6 +268,8 @@ pub enum Reason {
     ForeignRestorePoint,
     /// A guarded Secret is missing and its restore point records another origin.
     RestorePointMismatch,
+    /// Restored too often lately: restores stop (the restore-loop breaker).
+    RestoreLoop,
 }
 
 impl Reason {
@@ -278,6 +285,7 @@ impl Reason {
             Reason::SecretDeleted => "SecretDeleted",
             Reason::ForeignRestorePoint => "ForeignRestorePoint",
             Reason::RestorePointMismatch => "RestorePointMismatch",
+            Reason::RestoreLoop => "RestoreLoop",
         }
     }
 }

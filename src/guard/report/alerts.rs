@@ -30,6 +30,7 @@ pub fn alert_names(reason: Reason) -> &'static [&'static str] {
         Reason::TokenRotated | Reason::ServiceAccountRecreated => &[TOKEN_ROTATED],
         Reason::TokenInvalidated => &["SecretGuardTokenInvalidated"],
         Reason::TokenNotPopulated => &["SecretGuardTokenNotPopulated"],
+        Reason::RestoreLoop => &["SecretGuardRestoreLoop"],
         Reason::ServiceAccountNotFound => &[],
     }
 }

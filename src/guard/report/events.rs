@@ -49,6 +49,11 @@ pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
             point = restore_point::name_for(&key.namespace, &key.name),
             ns = key.namespace,
         ),
+        Reason::RestoreLoop => format!(
+            "{kind} {key} was restored too often lately and is deleted again each time (a controller or a deploy keeps deleting it): restoring it stopped. Find what deletes it (the apiserver's audit log, the Events of the namespace); then resume with: kubectl -n {} annotate secretguard <guard> {}=$(date +%s) --overwrite",
+            key.namespace,
+            labels::RESUME_RESTORES,
+        ),
         Reason::RestorePointMismatch => format!(
             "{kind} {key} does not exist, and its restore point {} records another origin or kind (altered in the operator namespace, or saved when the guard listed it as another kind): it is not restored",
             restore_point::name_for(&key.namespace, &key.name),

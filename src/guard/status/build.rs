@@ -265,6 +265,7 @@ mod tests {
                 missing_since: None,
                 restore_failing: false,
                 rechecks: 0,
+                restored_at: Vec::new(),
                 sharing: None,
             },
         )
