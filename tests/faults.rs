@@ -291,3 +291,45 @@ async fn a_deleted_guard_leaves_its_restore_points_for_the_retention() {
     patch_guard_spec(&client, &ns.name, json!({"secrets": [{"name": "other"}]})).await;
     wait_restore_point_gone(&client, &ns.name, "db", "the restore point dropped").await;
 }
+
+#[tokio::test]
+async fn a_guard_deleted_while_the_watch_was_down_stops_guarding() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "watchgap").await;
+    let op = operator_process("watch-gap").start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    // The operator hears nothing while stopped. The apiserver restart closes its watches
+    // before the guard is deleted (so no event of it waits in a socket buffer), and the
+    // compaction makes them resume from a resource version that is gone: a re-list.
+    let pid = op.pid() as i32;
+    // SAFETY: a plain kill(2) of the operator process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    restart_apiserver();
+    let client = admin_client().await;
+    Api::<SecretGuard>::namespaced(client.clone(), &ns.name)
+        .delete("g", &DeleteParams::default())
+        .await
+        .expect("delete the guard");
+    create_secret(&client, &ns.name, "unrelated").await;
+    compact_etcd().await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    // No longer guarded: our label comes off, and its restore point is kept only for the
+    // retention.
+    wait_for("the guarded label removed", || async {
+        let db = api.get_opt("db").await.ok()??;
+        (!db.metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key(secretguard::labels::GUARDED))
+        .then_some(())
+    })
+    .await;
+    wait_for("the restore point stamped orphaned", || async {
+        restore_point::orphaned_since(&get_restore_point(&client, &ns.name, "db").await?)
+    })
+    .await;
+    drop(op);
+}

@@ -77,6 +77,27 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     }
 }
 
+/// After the guards watch re-listed (a broken watch, an apiserver restart): guards deleted
+/// meanwhile vanished from the cache without a delete event. Forget them as if the event
+/// had come, so they stop guarding (security review B5).
+pub fn forget_vanished_guards(ctx: &Arc<Context>) {
+    let vanished: Vec<SecretGuard> = ctx
+        .index()
+        .guards()
+        .filter(|g| ctx.stores.guard(&g.key).is_none())
+        .map(|g| {
+            let mut guard = SecretGuard::new(&g.key.name, g.spec.clone());
+            guard.metadata.namespace = Some(g.key.namespace.clone());
+            guard.metadata.uid = Some(g.uid.clone());
+            guard
+        })
+        .collect();
+    for guard in vanished {
+        tracing::info!(guard = %ObjectKey::of(&guard), "guard deleted while the watch was down: no longer guarding");
+        on_guard(ctx, &guard, true);
+    }
+}
+
 /// A new value of the guard's resume-restores annotation resumes the restores the
 /// restore-loop breaker stopped for its objects (metadata only: no new generation).
 fn resume_restores(ctx: &Arc<Context>, key: &ObjectKey, guard: &SecretGuard) {

@@ -140,6 +140,9 @@ async fn consume<K, S>(
                     watch = what,
                     "watch re-listed: re-checking every guarded object"
                 );
+                if what == "guards" {
+                    triggers::forget_vanished_guards(ctx);
+                }
                 triggers::startup_pass(ctx);
             }
             Ok(Event::InitDone) => listed_before = true,

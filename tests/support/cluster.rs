@@ -196,6 +196,38 @@ pub fn prepare_operator() {
     let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
 }
 
+/// Compact etcd's history up to now (through its HTTP gateway): a watch that resumes from
+/// an older resource version then gets 410 Gone and must re-list.
+pub async fn compact_etcd() {
+    let port = std::fs::read_to_string(cluster_dir().join("etcd.port")).expect("etcd port");
+    let base = format!("http://127.0.0.1:{}/v3/kv", port.trim());
+    let http = reqwest::Client::new();
+    let head: serde_json::Value = http
+        .post(format!("{base}/range"))
+        .json(&serde_json::json!({"key": "AA=="}))
+        .send()
+        .await
+        .expect("etcd range")
+        .json()
+        .await
+        .expect("etcd JSON");
+    let revision = head["header"]["revision"]
+        .as_str()
+        .expect("revision")
+        .to_owned();
+    let out = http
+        .post(format!("{base}/compaction"))
+        .json(&serde_json::json!({"revision": revision, "physical": true}))
+        .send()
+        .await
+        .expect("etcd compaction");
+    assert!(
+        out.status().is_success(),
+        "etcd compaction: {}",
+        out.status()
+    );
+}
+
 /// Restart kube-apiserver (same flags, same port).
 pub fn restart_apiserver() {
     kubeconfig_path();
