@@ -38,6 +38,9 @@ pub struct ObservedTarget {
     /// The live Secret was read from the apiserver in this reconcile (not only the cache).
     pub looked: bool,
     pub restore_point: Option<RestorePoint>,
+    /// The resourceVersion of the restore point as read (readable or not): a save is made
+    /// over this version only, so content older than the point's is never written over it.
+    pub restore_point_version: Option<String>,
     pub sa_snapshot: Option<Secret>,
     pub namespace: NamespaceState,
     /// For a token: its ServiceAccount (metadata).
@@ -47,10 +50,13 @@ pub struct ObservedTarget {
 /// Gather what a reconcile of `key` needs. None: no guard names or selects it (any more).
 pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarget>> {
     let opns = &ctx.config.operator_namespace;
-    let restore_point = ctx
+    let cached_point = ctx
         .stores
-        .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name))
-        .and_then(|s| match restore_point::parse(&s) {
+        .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name));
+    let restore_point_version = cached_point
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone());
+    let restore_point = cached_point.and_then(|s| match restore_point::parse(&s) {
             Ok(rp) => Some(rp),
             Err(e) => {
                 tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
@@ -95,6 +101,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         live,
         looked,
         restore_point,
+        restore_point_version,
         sa_snapshot,
         namespace,
         service_account,
