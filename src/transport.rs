@@ -454,6 +454,34 @@ mod tests {
         assert!(fence.is_open());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_request_to_an_apiserver_that_never_answers_fails_at_the_timeout_instead_of_hanging()
+    {
+        // Accepts connections, never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", silent.local_addr().expect("addr"));
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                open.push(conn);
+            }
+        });
+        let config = kube::Config::new(url.parse().expect("uri"));
+        let throttle = ThrottleLayer::new(0.0, 1, Default::default());
+        let clients = Clients::build(config, &throttle, Fence::unfenced()).expect("clients");
+        let started = Instant::now();
+        let api: Api<Secret> = Api::namespaced(clients.requests, "ns");
+        // The clock is paused and jumps to each timer: no real 10 s wait.
+        let answer = tokio::time::timeout(10 * REQUEST_TIMEOUT, api.get_opt("db")).await;
+        let err = answer
+            .expect("the request's own timeout ends it")
+            .expect_err("no answer");
+        assert!(started.elapsed() >= REQUEST_TIMEOUT, "{err}");
+        held.abort();
+    }
+
     #[test]
     fn requests_time_out_and_are_not_retried_inside_the_client_watches_keep_the_defaults() {
         let config = kube::Config::new("https://127.0.0.1:6443".parse().expect("uri"));
