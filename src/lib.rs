@@ -24,6 +24,8 @@ pub mod queue;
 
 pub mod throttle;
 
+pub mod transport;
+
 pub mod telemetry;
 
 pub mod leader;

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use secretguard::metrics::Metrics;
 use secretguard::throttle::ThrottleLayer;
+use secretguard::transport::{Clients, Fence};
 use secretguard::{Error, Result, api, controller, http, telemetry};
 
 #[derive(Parser, Debug)]
@@ -161,16 +162,29 @@ fn print_crds() -> Result<()> {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
+    if args.leader_elect
+        && args.leader_election_renew_deadline >= args.leader_election_lease_duration
+    {
+        // The fence closes at the renew deadline; a standby may lead at the lease duration.
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--leader-election-renew-deadline must be shorter than --leader-election-lease-duration",
+            )
+            .exit();
+    }
     telemetry::init(args.log_format)?;
     let metrics = Arc::new(Metrics::new());
     let kube_config = kube::Config::infer().await.map_err(Error::Config)?;
-    let client = kube::client::ClientBuilder::try_from(kube_config)?
-        .with_layer(&ThrottleLayer::new(
-            args.api_qps,
-            args.api_burst,
-            metrics.api.clone(),
-        ))
-        .build();
+    // One request budget for both clients; without leader election nothing fences writes.
+    let throttle = ThrottleLayer::new(args.api_qps, args.api_burst, metrics.api.clone());
+    let fence = if args.leader_elect {
+        Fence::closed()
+    } else {
+        Fence::unfenced()
+    };
+    let clients = Clients::build(kube_config, &throttle, fence)?;
+    let client = clients.requests.clone();
     let version = client.apiserver_version().await?;
     tracing::info!(apiserver = %version.git_version, namespace = %args.namespace, "connected");
     let instance = instance_name();
@@ -198,7 +212,7 @@ async fn run(args: RunArgs) -> Result<()> {
         runbook_base_url: args.runbook_base_url,
         instance,
     };
-    let controller = controller::Controller::with_metrics(client.clone(), config, metrics);
+    let controller = controller::Controller::with_clients(clients, config, metrics);
     let ctx = controller.context();
     let metrics = serve_metrics(
         args.metrics_bind_address,

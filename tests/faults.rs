@@ -333,3 +333,30 @@ async fn a_guard_deleted_while_the_watch_was_down_stops_guarding() {
     .await;
     drop(op);
 }
+
+#[tokio::test]
+async fn a_panic_in_one_reconcile_is_caught_counted_and_retried_and_the_operator_stays_up() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "panic").await;
+    // A bug in the restore path, the first time it runs.
+    let op = operator_process("panics-once")
+        .fault(&format!("panic:{}", points::DELETION_SEEN))
+        .start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    api.delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // Caught, retried with backoff: restored by the retry.
+    wait_settled(&client, &ns.name, &api, 1).await;
+    assert!(
+        http_ok(&format!("{}/healthz", op.health_url())),
+        "the operator is still up"
+    );
+    let panics = op
+        .metric(r#"secretguard_reconcile_errors_total{reason="Panic"}"#)
+        .await;
+    assert_eq!(panics, Some(1.0), "counted once");
+    let log = op.read_log();
+    assert!(log.contains("reconcile panicked"), "{log}");
+}

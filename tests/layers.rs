@@ -20,6 +20,7 @@ const ORDER: &[&str] = &[
     "metrics.rs",
     "queue.rs",
     "throttle.rs",
+    "transport.rs",
     "telemetry.rs",
     "leader.rs",
     "alerts.rs",

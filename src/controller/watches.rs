@@ -23,7 +23,7 @@ use crate::labels;
 
 /// Run every cache watch until the process ends, calling the triggers for every event.
 pub async fn run(ctx: &Arc<Context>, writers: StoreWriters) {
-    let c = &ctx.client;
+    let c = &ctx.watch_client;
     let guarded = watcher::Config::default().labels(&format!("{}=true", labels::GUARDED));
     let rp_selector = watcher::Config::default().labels(&format!("{}=true", labels::RESTORE_POINT));
     let opns = &ctx.config.operator_namespace;

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::context::Context;
 use super::decide::{Action, Decision};
 use super::load::ObservedTarget;
-use super::outcome::{Executed, Failure};
+use super::outcome::{Executed, Failure, TokenCheck};
 use super::spec::TargetSpec;
 use super::verify;
 use crate::error::ActionError;
@@ -119,9 +119,12 @@ async fn create_token_secret(
     Ok(())
 }
 
-/// Re-create the Secret from its restore point, same bytes. For a token, returns whether
-/// a TokenReview accepted the restored token.
-async fn restore_identical(ctx: &Context, target: &ObservedTarget) -> ActionResult<Option<bool>> {
+/// Re-create the Secret from its restore point, same bytes. For a token, returns what a
+/// TokenReview of the restored token said.
+async fn restore_identical(
+    ctx: &Context,
+    target: &ObservedTarget,
+) -> ActionResult<Option<TokenCheck>> {
     // Decide never restores from a refused point; this is the last line, before a write.
     let Some(rp) = target.usable_restore_point() else {
         return Err(ActionError::MissingRestorePoint);
@@ -190,10 +193,17 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
         restores,
     );
     let name = restore_point::name_for(&target.key.namespace, &target.key.name);
-    restore_points(ctx)
+    // Over the version read only: a leader that lost the Lease unawares (paused, cut off)
+    // never puts older content over a point its successor saved (409, read again).
+    let mut rp = rp;
+    rp.metadata.resource_version = target.restore_point_version.clone();
+    match restore_points(ctx)
         .patch(&name, &apply_params(), &Patch::Apply(&rp))
-        .await?;
-    Ok(())
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ActionError::StaleRestorePoint),
+        r => r.map(|_| ()).map_err(ActionError::from),
+    }
 }
 
 /// Remove kubernetes.io/legacy-token-invalid-since: the token authenticates again.

@@ -22,6 +22,7 @@ use crate::labels;
 use crate::metrics::Metrics;
 use crate::object_key::ObjectKey;
 use crate::queue::{Lane, WorkQueue};
+use crate::transport::{Clients, Fence};
 
 /// A unit of work.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -106,7 +107,12 @@ impl Stores {
 }
 
 pub struct Context {
+    /// Request-response calls (bounded by a timeout).
     pub client: Client,
+    /// Watches (long-lived).
+    pub watch_client: Client,
+    /// Open while this process may write (src/transport.rs); the workers wait on it.
+    pub fence: Fence,
     pub config: Config,
     pub stores: Stores,
     pub index: RwLock<Index>,
@@ -155,6 +161,25 @@ impl Context {
         config: Config,
         metrics: Arc<Metrics>,
     ) -> (Context, StoreWriters) {
+        let mut clients = Clients::single(client);
+        if config.leader.is_some() {
+            clients.fence = Fence::closed();
+        }
+        Context::with_clients(clients, config, metrics)
+    }
+
+    /// As `with_metrics`, with the clients made beforehand (src/main.rs: the fence and the
+    /// request budget are in their service stack).
+    pub fn with_clients(
+        clients: Clients,
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> (Context, StoreWriters) {
+        let Clients {
+            requests: client,
+            watches: watch_client,
+            fence,
+        } = clients;
         let (stores, writers) = Stores::new();
         let reporter = Reporter {
             controller: labels::MANAGER.into(),
@@ -163,6 +188,8 @@ impl Context {
         let ctx = Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            watch_client,
+            fence,
             stores,
             index: RwLock::new(Index::default()),
             records: Mutex::new(Records::default()),

@@ -183,8 +183,17 @@ pub fn config() -> Config {
 
 /// A client of a mock apiserver, and the mock.
 pub fn mock_client() -> (Client, ApiServer) {
+    let (service, api) = mock_service();
+    (Client::new(service, "default"), api)
+}
+
+/// The service end of a mock apiserver (for a client with layers of its own), and the mock.
+pub fn mock_service() -> (
+    tower_test::mock::Mock<Request<Body>, Response<Body>>,
+    ApiServer,
+) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), ApiServer { handle })
+    (service, ApiServer { handle })
 }
 
 /// A Context over a mock apiserver, with empty caches and their writers.

@@ -58,6 +58,9 @@ pub struct ObservedTarget {
     /// Why the restore point must not be restored into this target, if it must not
     /// (saved in an earlier namespace of the same name, or recording another origin).
     pub restore_point_refused: Option<Refusal>,
+    /// The resourceVersion of the restore point as read (readable or not): a save is made
+    /// over this version only, so content older than the point's is never written over it.
+    pub restore_point_version: Option<String>,
     /// The ServiceAccount snapshot, only if it may be used here (see
     /// `observe::snapshot_usable`).
     pub sa_snapshot: Option<Secret>,
@@ -72,6 +75,9 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
     let point = ctx
         .stores
         .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name));
+    let restore_point_version = point
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone());
     let restore_point = point
         .as_deref()
         .and_then(|s| match restore_point::parse(s) {
@@ -152,6 +158,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         looked,
         restore_point,
         restore_point_refused,
+        restore_point_version,
         sa_snapshot,
         namespace,
         service_account,

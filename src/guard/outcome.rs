@@ -18,6 +18,18 @@ impl Failure {
         self.error.is_already_exists()
     }
 
+    /// The object changed since this reconcile read it: not a failure to report, a
+    /// reason to read again (retried with backoff).
+    pub fn is_stale(&self) -> bool {
+        matches!(self.error, ActionError::StaleRestorePoint)
+    }
+
+    /// Not sent: this process may no longer hold the leader Lease (src/transport.rs).
+    /// Nothing happened, so there is nothing to record or report.
+    pub fn is_not_leading(&self) -> bool {
+        matches!(&self.error, ActionError::Kube(e) if crate::transport::is_not_leading(e))
+    }
+
     /// The one answer to "did a restore fail?": the metric secretguard_restore_failing,
     /// the RestoreFailed Event and the pushed SecretGuardRestoreFailing alert all use it.
     pub fn is_restore_failure(&self) -> bool {
@@ -91,8 +103,29 @@ const ADMISSION_DENIALS: &[&str] = &["denied request", "denied the request"];
 pub struct Executed {
     pub done: Vec<Action>,
     pub failed: Option<Failure>,
-    /// For an identical token restore: did a TokenReview accept the restored token?
-    pub verified: Option<bool>,
+    /// For an identical token restore: what the TokenReview of the restored token said.
+    pub verified: Option<TokenCheck>,
+}
+
+/// What the TokenReview of a restored token said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// It authenticates as its ServiceAccount.
+    Accepted,
+    /// The apiserver answered: it does not (or not as that ServiceAccount).
+    Rejected,
+    /// The review could not be made (an error talking to the apiserver): not known.
+    ReviewFailed,
+}
+
+impl TokenCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenCheck::Accepted => "accepted",
+            TokenCheck::Rejected => "rejected",
+            TokenCheck::ReviewFailed => "review-failed",
+        }
+    }
 }
 
 impl Executed {
@@ -119,9 +152,11 @@ impl Executed {
             .is_some_and(Failure::is_restore_failure)
     }
 
-    /// A failure worth reporting: anything but AlreadyExists.
+    /// A failure worth reporting: anything but AlreadyExists and a stale read.
     pub fn failure(&self) -> Option<&Failure> {
-        self.failed.as_ref().filter(|f| !f.is_already_exists())
+        self.failed
+            .as_ref()
+            .filter(|f| !f.is_already_exists() && !f.is_stale())
     }
 }
 
@@ -158,11 +193,13 @@ impl Outcome {
         let fixed = match reason {
             Reason::TokenDeleted | Reason::SecretDeleted => {
                 if executed.did(&Action::RestoreIdentical) {
-                    Some(if executed.verified == Some(false) {
-                        Outcome::RestoredUnverified
-                    } else {
-                        Outcome::Restored
-                    })
+                    Some(
+                        if executed.verified.is_some_and(|c| c != TokenCheck::Accepted) {
+                            Outcome::RestoredUnverified
+                        } else {
+                            Outcome::Restored
+                        },
+                    )
                 } else if executed.created_token() {
                     Some(Outcome::RestoredFresh)
                 } else {
@@ -232,7 +269,7 @@ mod tests {
                 "identical restore, token accepted",
                 Reason::TokenDeleted,
                 Executed {
-                    verified: Some(true),
+                    verified: Some(TokenCheck::Accepted),
                     ..executed(&[Action::RestoreIdentical], None)
                 },
                 false,
@@ -242,7 +279,17 @@ mod tests {
                 "identical restore, TokenReview refused it",
                 Reason::TokenDeleted,
                 Executed {
-                    verified: Some(false),
+                    verified: Some(TokenCheck::Rejected),
+                    ..executed(&[Action::RestoreIdentical], None)
+                },
+                false,
+                Outcome::RestoredUnverified,
+            ),
+            (
+                "identical restore, the TokenReview could not be made",
+                Reason::TokenDeleted,
+                Executed {
+                    verified: Some(TokenCheck::ReviewFailed),
                     ..executed(&[Action::RestoreIdentical], None)
                 },
                 false,

@@ -52,6 +52,14 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         decision = loop_breaker(ctx, key, target.decide());
         executed = act::execute(ctx, &target, &decision).await;
     }
+    if let Some(f) = executed.failed.take_if(|f| f.is_not_leading()) {
+        // Kept in by the fence: another process may lead now. Nothing was done, so nothing
+        // is recorded or reported (no alert for a restore that was never tried).
+        return Err(Error::Action {
+            action: f.action.name(),
+            source: f.error,
+        });
+    }
     // Record (memory only).
     let recorded = record::update(
         &mut ctx.records(),

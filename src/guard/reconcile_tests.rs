@@ -37,6 +37,11 @@ fn rp_path() -> String {
 /// namespace and ServiceAccount are cached.
 fn guarded_writer() -> (Context, StoreWriters, ApiServer) {
     let (ctx, mut writers, server) = fixtures::context();
+    guard_writer(&ctx, &mut writers);
+    (ctx, writers, server)
+}
+
+fn guard_writer(ctx: &Context, writers: &mut StoreWriters) {
     let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
     ctx.index_mut().upsert(&guard);
     cache(&mut writers.guards, guard);
@@ -45,7 +50,6 @@ fn guarded_writer() -> (Context, StoreWriters, ApiServer) {
         &mut writers.service_accounts,
         service_account(NS, "writer", "sa-1"),
     );
-    (ctx, writers, server)
 }
 
 fn live_token() -> Secret {
@@ -548,4 +552,162 @@ async fn a_paused_guard_that_sorts_first_does_not_disarm_another_and_each_guard_
     );
     server.assert_nothing_else();
     assert!(result.is_ok(), "{result:?}");
+}
+
+fn event_notes(received: &[fixtures::Received], reason: &str) -> Vec<String> {
+    received
+        .iter()
+        .filter(|r| r.path() == EVENTS && r.body["reason"] == reason)
+        .map(|r| r.body["note"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Restore the deleted `writer-token` with the TokenReview answered by `review`; returns
+/// the notes of its RestoreUnverified Events.
+async fn restore_with_review(review: Reply) -> Vec<String> {
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    let target = key();
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::POST, SECRETS, Reply::Created),
+            expect(Method::POST, TOKEN_REVIEWS, review),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let outcome = ctx
+        .records()
+        .guards
+        .get(&ObjectKey::new(NS, "g"))
+        .and_then(|g| g.last_incident.as_ref().map(|i| i.outcome.clone()));
+    assert_eq!(outcome.as_deref(), Some("RestoredUnverified"));
+    event_notes(&received, "RestoreUnverified")
+}
+
+#[tokio::test]
+async fn a_token_review_that_fails_is_reported_as_unverified_not_as_a_rejected_token() {
+    let unavailable = Reply::Json(
+        503,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": "ServiceUnavailable", "code": 503, "message": "etcd is down"}),
+    );
+    let notes = restore_with_review(unavailable).await;
+    assert_eq!(notes.len(), 2, "on the guard and on the Secret: {notes:?}");
+    for note in &notes {
+        assert!(
+            note.contains("unverified: the TokenReview request failed"),
+            "{note}"
+        );
+        assert!(!note.contains("rejected"), "{note}");
+        assert!(!note.contains("etcd is down"), "no server text: {note}");
+    }
+
+    let rejected = Reply::Json(
+        201,
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+               "spec": {}, "status": {"authenticated": false}}),
+    );
+    let notes = restore_with_review(rejected).await;
+    assert_eq!(notes.len(), 2);
+    for note in &notes {
+        assert!(note.contains("the apiserver rejected the token"), "{note}");
+    }
+}
+
+/// The token Secret's content changed since its restore point (cached at resourceVersion
+/// 41) was saved.
+fn changed_writer() -> (Context, StoreWriters, ApiServer) {
+    let (ctx, mut writers, server) = guarded_writer();
+    let mut point = saved(&live_token(), 0);
+    point.metadata.resource_version = Some("41".into());
+    cache(&mut writers.restore_points, point);
+    cache(
+        &mut writers.secrets,
+        token_secret(NS, "writer-token", "writer", "sa-1", b"new-token-bytes"),
+    );
+    (ctx, writers, server)
+}
+
+#[tokio::test]
+async fn a_restore_point_is_saved_over_the_version_read_and_a_newer_one_is_read_again_not_overwritten()
+ {
+    let (ctx, _writers, mut server) = changed_writer();
+    let target = key();
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, rp_path(), Reply::Echo),
+            // SecretChanged, on the guard and on the Secret.
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        received[0].body["metadata"]["resourceVersion"], "41",
+        "a precondition on the version the decision read"
+    );
+
+    // Someone saved a newer point meanwhile (a successor, if this process lost the Lease
+    // unawares): 409, nothing reported, retried.
+    let (ctx, _writers, mut server) = changed_writer();
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "Conflict", "code": 409, "message": "the object has been modified"});
+    let target = key();
+    let (result, _) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![expect(
+            Method::PATCH,
+            rp_path(),
+            Reply::Json(409, conflict)
+        )])
+    );
+    server.assert_nothing_else();
+    assert!(
+        matches!(
+            result,
+            Err(crate::Error::Action {
+                source: crate::error::ActionError::StaleRestorePoint,
+                ..
+            })
+        ),
+        "retried with backoff: {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_whose_write_the_fence_keeps_in_sends_reports_and_records_nothing() {
+    use crate::transport::{Clients, Fence};
+    let (service, mut server) = fixtures::mock_service();
+    let fence = Fence::closed();
+    let client = kube::client::ClientBuilder::new(service, "default")
+        .with_layer(&fence.layer())
+        .build();
+    let clients = Clients {
+        requests: client.clone(),
+        watches: client,
+        fence,
+    };
+    let (ctx, mut writers) = Context::with_clients(
+        clients,
+        fixtures::config(),
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+    );
+    guard_writer(&ctx, &mut writers);
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+
+    // The token Secret is gone, and the Lease may have passed: the restore is not sent.
+    let result = reconcile_target(&ctx, &key()).await;
+    server.assert_nothing_else();
+    assert!(result.is_err(), "retried, should this process lead again");
+    assert!(
+        !ctx.records().targets.contains_key(&key()),
+        "nothing recorded: the incident is still new to whoever leads"
+    );
 }

@@ -286,6 +286,38 @@ impl OperatorProcess {
         }
     }
 
+    /// The value of one series of its /metrics (`name{labels}` as exposed), None if absent
+    /// or not answering. Never call it on a stopped process: the request would hang.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(&self.metrics).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Its identity in the leader Lease.
+    pub fn identity(&self) -> String {
+        format!("{}-{}", self.name, self.pid)
+    }
+
+    /// Send it `signal` (SIGTERM, SIGSTOP, SIGCONT...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no preconditions; the pid is a child this test started.
+        let sent = unsafe { libc::kill(self.pid as i32, signal) };
+        assert_eq!(sent, 0, "kill({}, {signal})", self.pid);
+    }
+
+    /// Whether it is stopped (SIGSTOP): its state in /proc/<pid>/stat is T.
+    pub fn stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| {
+                let (_, after_name) = stat.rsplit_once(')')?;
+                after_name.trim_start().chars().next()
+            })
+            == Some('T')
+    }
+
     /// SIGKILL, and wait for it to be gone.
     pub fn kill(&mut self) {
         if let Some(child) = self.child.as_mut() {

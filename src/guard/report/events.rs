@@ -10,7 +10,7 @@ use crate::api::v1alpha1::SecretGuard;
 use crate::guard::context::Context;
 use crate::guard::decide::{Action, Decision, Reason};
 use crate::guard::load::ObservedTarget;
-use crate::guard::outcome::Executed;
+use crate::guard::outcome::{Executed, TokenCheck};
 use crate::guard::record::Recorded;
 use crate::guard::spec::TargetSpec;
 use crate::guard::status::build::{NAMED_GUARDS, names_capped};
@@ -185,7 +185,7 @@ pub async fn follow_ups(
                 TargetSpec::Token {
                     service_account, ..
                 },
-                Some(true),
+                Some(TokenCheck::Accepted),
             ) => (
                 "TokenRestored",
                 EventType::Normal,
@@ -194,11 +194,18 @@ pub async fn follow_ups(
                     key.namespace
                 ),
             ),
+            (TargetSpec::Token { .. }, Some(TokenCheck::ReviewFailed)) => (
+                "RestoreUnverified",
+                EventType::Warning,
+                format!(
+                    "restored {key} with identical bytes{took}; unverified: the TokenReview request failed, so whether the token authenticates is not known (the operator log has why)"
+                ),
+            ),
             (TargetSpec::Token { .. }, _) => (
                 "RestoreUnverified",
                 EventType::Warning,
                 format!(
-                    "restored {key} with identical bytes{took}, but TokenReview did not accept the token"
+                    "restored {key} with identical bytes{took}, but the apiserver rejected the token (TokenReview: not authenticated as its ServiceAccount)"
                 ),
             ),
             (TargetSpec::Secret, _) => (
@@ -207,7 +214,7 @@ pub async fn follow_ups(
                 format!("restored {key} from its restore point{took}"),
             ),
         };
-        tracing::info!(guard = %target.guard, target = %key, reason, verified = ?executed.verified, restore_ms = recorded.restore_seconds.map(|s| (s * 1000.0) as u64), "restored");
+        tracing::info!(guard = %target.guard, target = %key, reason, token_check = executed.verified.map(TokenCheck::as_str), restore_ms = recorded.restore_seconds.map(|s| (s * 1000.0) as u64), "restored");
         publish(ctx, &both(), type_, reason, note).await;
     }
     if executed.created_token() && decision.incidents.is_empty() {
