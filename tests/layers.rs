@@ -68,6 +68,7 @@ const ORDER: &[&str] = &[
 const TEST_ONLY: &[&str] = &[
     "guard/fixtures.rs",
     "guard/decide/tests.rs",
+    "guard/decide/intent_tests.rs",
     "guard/reconcile_tests.rs",
 ];
 

@@ -147,8 +147,21 @@ fn spec_in_force(guard: &SecretGuard, operator_namespace: &str) -> Option<Secret
 
 pub fn on_secret(ctx: &Arc<Context>, secret: &Secret, deleted: bool) {
     let key = ObjectKey::of(secret);
-    if deleted && let Some(r) = ctx.records().targets.get_mut(&key) {
-        r.missing_since.get_or_insert_with(Instant::now);
+    if deleted {
+        let mut records = ctx.records();
+        if let Some(r) = records.targets.get_mut(&key) {
+            r.missing_since.get_or_insert_with(Instant::now);
+        }
+        if secret
+            .annotations()
+            .get(labels::RETIRE)
+            .is_some_and(|v| v == "true")
+        {
+            // Its last state said "retired": the reconcile may only ever see it gone.
+            records
+                .retired_deletions
+                .insert(key.clone(), secret.uid().unwrap_or_default());
+        }
     }
     ctx.touch(key);
 }
@@ -222,12 +235,12 @@ pub fn audit(ctx: &Context) {
 }
 
 /// The first pass after start: the same work, but nothing it finds is drift (there were
-/// no watches yet to miss anything).
-pub fn startup_pass(ctx: &Context) {
-    queue_all(ctx, false);
+/// no watches yet to miss anything). Returns the units of work it queued.
+pub fn startup_pass(ctx: &Context) -> Vec<Work> {
+    queue_all(ctx, false)
 }
 
-fn queue_all(ctx: &Context, count_drift: bool) {
+fn queue_all(ctx: &Context, count_drift: bool) -> Vec<Work> {
     let mut keys: BTreeSet<ObjectKey> = ctx.index().all_targets().into_iter().collect();
     for rp in ctx.stores.restore_points.state() {
         if let Some(origin) = restore_point::origin_key(&rp) {
@@ -242,8 +255,11 @@ fn queue_all(ctx: &Context, count_drift: bool) {
         ctx.records().audit_pending.extend(keys.iter().cloned());
     }
     tracing::debug!(targets = keys.len(), "audit");
-    ctx.queue
-        .add_all(keys.into_iter().map(Work::Target), Lane::Background);
-    ctx.queue
-        .add_all(guards.into_iter().map(Work::Status), Lane::Background);
+    let work: Vec<Work> = keys
+        .into_iter()
+        .map(Work::Target)
+        .chain(guards.into_iter().map(Work::Status))
+        .collect();
+    ctx.queue.add_all(work.iter().cloned(), Lane::Background);
+    work
 }

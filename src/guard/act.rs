@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, P
 use serde_json::json;
 
 use super::context::Context;
-use super::decide::{Action, Decision};
+use super::decide::{Action, Decision, Tombstone};
 use super::load::ObservedTarget;
 use super::outcome::{Executed, Failure, TokenCheck};
 use super::spec::TargetSpec;
@@ -37,12 +37,13 @@ pub async fn execute(ctx: &Context, target: &ObservedTarget, decision: &Decision
             },
             Action::Label => label(ctx, &target.key).await,
             Action::SaveRestorePoint => save_restore_point(ctx, target).await,
-            Action::RemoveInvalidLabel => remove_invalid_label(ctx, &target.key).await,
+            Action::RemoveInvalidLabel => remove_invalid_label(ctx, target).await,
             Action::RotateServiceAccount { uid } => rotate_service_account(ctx, target, uid).await,
             Action::RecreateServiceAccount => recreate_service_account(ctx, target).await,
             Action::SaveServiceAccountSnapshot => {
                 snapshot_service_account(ctx, target).await.map(|_| ())
             }
+            Action::ForgetRestorePoint(why) => forget_restore_point(ctx, target, *why).await,
         };
         match result {
             Ok(()) => executed.done.push(action.clone()),
@@ -125,16 +126,21 @@ async fn restore_identical(
     ctx: &Context,
     target: &ObservedTarget,
 ) -> ActionResult<Option<TokenCheck>> {
-    // Decide never restores from a refused point; this is the last line, before a write.
-    let Some(rp) = target.usable_restore_point() else {
+    // Decide never restores from a refused point or a tombstone; this is the last line,
+    // before a write.
+    let Some(rp) = target
+        .usable_restore_point()
+        .filter(|rp| !rp.annotations.contains_key(labels::TOMBSTONE))
+    else {
         return Err(ActionError::MissingRestorePoint);
     };
-    let drop: &[&str] = if target.policy.revalidate {
-        &[labels::LEGACY_TOKEN_INVALID_SINCE]
-    } else {
-        &[]
-    };
-    let mut secret = restore_point::restored_secret(rp, &target.key, drop);
+    // Labels come back as saved, kubernetes.io/legacy-token-invalid-since included: a copy
+    // does not say who set it, and an invalidation someone meant must stay.
+    let mut secret = restore_point::restored_secret(rp, &target.key, &[]);
+    if let Some(annotations) = secret.metadata.annotations.as_mut() {
+        // A rotation asked for before is never asked again by a restore.
+        annotations.remove(labels::ROTATE);
+    }
     let owners =
         verify::live_owners(&ctx.client, &target.key.namespace, &rp.owner_references).await;
     secret.metadata.owner_references = (!owners.is_empty()).then_some(owners);
@@ -206,13 +212,87 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
     }
 }
 
-/// Remove kubernetes.io/legacy-token-invalid-since: the token authenticates again.
-async fn remove_invalid_label(ctx: &Context, key: &ObjectKey) -> ActionResult {
-    let patch = json!({"metadata": {"labels": {labels::LEGACY_TOKEN_INVALID_SINCE: null}}});
+/// Remove kubernetes.io/legacy-token-invalid-since: the token authenticates again. Only
+/// from the version of the Secret the decision saw (who set the label was read from it):
+/// if it changed since, the apiserver refuses (409) and the next reconcile decides again.
+async fn remove_invalid_label(ctx: &Context, target: &ObservedTarget) -> ActionResult {
+    let version = target
+        .live
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone());
+    let patch = json!({"metadata": {
+        "resourceVersion": version,
+        "labels": {labels::LEGACY_TOKEN_INVALID_SINCE: null},
+    }});
+    let key = &target.key;
     secrets(ctx, &key.namespace)
         .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+/// Replace the restore point by a tombstone: the same name and origin, no data, and why
+/// the name must not be re-created. Only names are kept (type, ServiceAccount name and
+/// UID), never another Secret's labels or annotations.
+async fn forget_restore_point(
+    ctx: &Context,
+    target: &ObservedTarget,
+    why: Tombstone,
+) -> ActionResult {
+    // Decide writes nothing outside an active namespace.
+    let Some(ns) = target.namespace.active() else {
+        return Ok(());
+    };
+    let rp = target.usable_restore_point();
+    let live = target.live.as_ref().map(|s| &s.metadata);
+    let live_annotation = |key: &str| live.and_then(|m| m.annotations.as_ref()?.get(key).cloned());
+    let saved_annotation = |key: &str| rp.and_then(|rp| rp.annotations.get(key).cloned());
+    let kept = |key: &str| live_annotation(key).or_else(|| saved_annotation(key));
+    let type_ = match (&target.live, rp, &target.spec) {
+        (Some(s), _, _) => s.type_.clone(),
+        (None, Some(rp), _) => Some(rp.type_.clone()),
+        (None, None, TargetSpec::Token { .. }) => Some(labels::TOKEN_TYPE.to_owned()),
+        (None, None, TargetSpec::Secret) => None,
+    };
+    let mut annotations = BTreeMap::from([(labels::TOMBSTONE.to_owned(), why.as_str().to_owned())]);
+    if why == Tombstone::Retired {
+        annotations.insert(labels::RETIRE.to_owned(), "true".to_owned());
+    }
+    for key in [labels::SA_NAME_ANNOTATION, labels::SA_UID_ANNOTATION] {
+        if let Some(v) = kept(key) {
+            annotations.insert(key.to_owned(), v);
+        }
+    }
+    let origin = Secret {
+        metadata: ObjectMeta {
+            name: Some(target.key.name.clone()),
+            namespace: Some(target.key.namespace.clone()),
+            uid: live
+                .and_then(|m| m.uid.clone())
+                .or_else(|| rp.map(|rp| rp.origin_uid.clone())),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        type_,
+        ..Default::default()
+    };
+    let mut tombstone = restore_point::build(
+        &origin,
+        target.spec.kind().as_str(),
+        &ns.uid,
+        &ctx.config.operator_namespace,
+        rp.map(|rp| rp.restores).unwrap_or(0),
+    );
+    let name = restore_point::name_for(&target.key.namespace, &target.key.name);
+    // Over the version read only, as every restore point write (see save_restore_point).
+    tombstone.metadata.resource_version = target.restore_point_version.clone();
+    match restore_points(ctx)
+        .patch(&name, &apply_params(), &Patch::Apply(&tombstone))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ActionError::StaleRestorePoint),
+        r => r.map(|_| ()).map_err(ActionError::from),
+    }
 }
 
 /// Revoke every token of the ServiceAccount: snapshot it, delete it (UID precondition) and

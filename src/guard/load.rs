@@ -67,6 +67,8 @@ pub struct ObservedTarget {
     pub namespace: NamespaceState,
     /// For a token: its ServiceAccount (metadata).
     pub service_account: Option<PartialObjectMeta<ServiceAccount>>,
+    /// The watch saw it deleted while it carried secretguard.dev/retire=true.
+    pub deleted_retired: bool,
 }
 
 /// Gather what a reconcile of `key` needs. None: no guard names or selects it (any more).
@@ -100,6 +102,12 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         return Ok(None);
     };
     let namespace = namespace_state(ctx, &key.namespace).await?;
+    if live.as_ref().is_some_and(invalidation_owner_unknown) {
+        // Who set the invalidation label decides whether it may be removed, and the
+        // cache keeps no managedFields: read the Secret once, with them.
+        live = get_secret(ctx, key).await?;
+        looked = true;
+    }
     let live_uid = live.as_ref().and_then(|s| s.metadata.uid.as_deref());
     let restore_point_refused = match (namespace.active(), &point, &restore_point) {
         (Some(ns), Some(point), Some(rp)) => {
@@ -162,7 +170,18 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         sa_snapshot,
         namespace,
         service_account,
+        deleted_retired: ctx.records().retired_deletions.contains_key(key),
     }))
+}
+
+/// Carries the invalidation label, but not the managedFields that say who set it.
+fn invalidation_owner_unknown(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(labels::LEGACY_TOKEN_INVALID_SINCE))
+        && secret.metadata.managed_fields.is_none()
 }
 
 /// The guards of a Secret and what is in force, copied out of the index (never a whole spec).
@@ -217,7 +236,9 @@ impl ObservedTarget {
             .as_ref()
             .map(|rp| observe::restore_point_view(rp, self.restore_point_refused));
         match &self.spec {
-            TargetSpec::Token { .. } => {
+            TargetSpec::Token {
+                service_account, ..
+            } => {
                 let sa = self.service_account.as_ref();
                 let snapshot_rv = self
                     .sa_snapshot
@@ -227,6 +248,8 @@ impl ObservedTarget {
                     &self.policy,
                     &TokenObservation {
                         namespace_terminating,
+                        service_account_name: service_account.clone(),
+                        deleted_retired: self.deleted_retired,
                         sa_snapshot_current: snapshot_rv.is_some()
                             && snapshot_rv
                                 == sa.and_then(|s| s.metadata.resource_version.as_deref()),
@@ -244,6 +267,7 @@ impl ObservedTarget {
                     namespace_terminating,
                     secret,
                     restore_point,
+                    deleted_retired: self.deleted_retired,
                 },
             ),
         }

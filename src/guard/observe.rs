@@ -5,14 +5,42 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
 
-use super::decide::{Policy, Refusal, RestorePointView, SecretView, ServiceAccountView};
+use super::decide::{Policy, Refusal, RestorePointView, SecretView, ServiceAccountView, Tombstone};
 use super::spec::{TargetKind, TargetSpec};
 use crate::api::v1alpha1::SecretGuardSpec;
 use crate::labels;
 use crate::object_key::ObjectKey;
 use crate::restore_point::{self, NamespaceIdentity, RestorePoint};
+
+/// The field managers that own a label of an object, from its managedFields (empty when
+/// they are unknown, e.g. dropped by a cache).
+pub fn label_owners<'a>(meta: &'a ObjectMeta, label: &str) -> Vec<&'a str> {
+    let field = format!("f:{label}");
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.get(&field))
+                .is_some()
+        })
+        .map(|m| m.manager.as_deref().unwrap_or_default())
+        .collect()
+}
+
+/// Whether the invalidation label was set by the legacy token cleaner, and only by it.
+/// kube-controller-manager writes as `kube-controller-manager`; a person's kubectl writes
+/// as `kubectl-label`, `kubectl-edit`, `kubectl-patch`, ... A field manager is chosen by
+/// the client, so this tells apart who meant what, not who may do what: whoever names
+/// itself kube-controller-manager could as well have removed the label.
+fn invalidated_by_cleaner(meta: &ObjectMeta) -> bool {
+    let owners = label_owners(meta, labels::LEGACY_TOKEN_INVALID_SINCE);
+    !owners.is_empty() && owners.iter().all(|m| *m == labels::CONTROLLER_MANAGER)
+}
 
 pub fn secret_view(secret: &Secret) -> SecretView {
     let meta = &secret.metadata;
@@ -32,6 +60,8 @@ pub fn secret_view(secret: &Secret) -> SecretView {
             .unwrap_or(Timestamp::UNIX_EPOCH),
         terminating: meta.deletion_timestamp.is_some(),
         labelled: has(labels::GUARDED, "true"),
+        type_: secret.type_.clone().unwrap_or_else(|| "Opaque".into()),
+        sa_name: annotation(labels::SA_NAME_ANNOTATION).cloned(),
         sa_uid: annotation(labels::SA_UID_ANNOTATION).cloned(),
         token_populated: secret
             .data
@@ -43,16 +73,21 @@ pub fn secret_view(secret: &Secret) -> SecretView {
             .labels
             .as_ref()
             .is_some_and(|l| l.contains_key(labels::LEGACY_TOKEN_INVALID_SINCE)),
+        invalidated_by_cleaner: invalidated_by_cleaner(meta),
         rotate_requested: annotation(labels::ROTATE).is_some_and(|v| v == "true"),
+        retire_requested: annotation(labels::RETIRE).is_some_and(|v| v == "true"),
     }
 }
 
 pub fn restore_point_view(rp: &RestorePoint, refused: Option<Refusal>) -> RestorePointView {
+    let annotation = |key: &str| rp.annotations.get(key).map(String::as_str);
     RestorePointView {
         origin_uid: rp.origin_uid.clone(),
         content_hash: rp.content_hash.clone(),
         sa_uid: rp.service_account_uid().map(str::to_owned),
         refused,
+        tombstone: annotation(labels::TOMBSTONE).and_then(Tombstone::parse),
+        retired: annotation(labels::RETIRE) == Some("true"),
     }
 }
 
@@ -116,7 +151,7 @@ pub fn policy(spec: &SecretGuardSpec, target: &TargetSpec, populate_deadline: Du
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
-    use kube::api::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use std::collections::BTreeMap;
 
     #[test]
@@ -146,7 +181,13 @@ mod tests {
         };
         let v = secret_view(&secret);
         assert!(v.labelled && v.invalidated && v.rotate_requested && v.token_populated);
+        assert!(!v.retire_requested);
+        assert!(
+            !v.invalidated_by_cleaner,
+            "unknown managedFields: not known to be the cleaner's"
+        );
         assert_eq!(v.sa_uid.as_deref(), Some("sa"));
+        assert_eq!(v.type_, labels::TOKEN_TYPE);
         assert!(!format!("{v:?}").contains("\"x\""), "no data in the view");
 
         let empty = Secret {
@@ -155,5 +196,60 @@ mod tests {
         };
         let v = secret_view(&empty);
         assert!(!v.token_populated && !v.labelled && !v.invalidated && !v.rotate_requested);
+    }
+
+    fn owning_label(manager: &str) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Update".into()),
+            fields_v1: Some(FieldsV1(serde_json::json!({
+                "f:metadata": {"f:labels": {
+                    format!("f:{}", labels::LEGACY_TOKEN_INVALID_SINCE): {}
+                }}
+            }))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_an_invalidation_the_legacy_token_cleaner_alone_owns_is_the_cleaners() {
+        let other_fields = ManagedFieldsEntry {
+            manager: Some("kubectl-annotate".into()),
+            fields_v1: Some(FieldsV1(
+                serde_json::json!({"f:metadata": {"f:annotations": {}}}),
+            )),
+            ..Default::default()
+        };
+        let meta = |owners: Vec<ManagedFieldsEntry>| ObjectMeta {
+            labels: Some(BTreeMap::from([(
+                labels::LEGACY_TOKEN_INVALID_SINCE.to_owned(),
+                "2026-01-01".to_owned(),
+            )])),
+            managed_fields: Some(owners),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                vec![
+                    owning_label("kube-controller-manager"),
+                    other_fields.clone(),
+                ],
+                true,
+            ),
+            (vec![owning_label("kubectl-label")], false),
+            (
+                vec![
+                    owning_label("kube-controller-manager"),
+                    owning_label("admin-tool"),
+                ],
+                false,
+            ),
+            (vec![other_fields], false),
+            (vec![], false),
+        ];
+        for (owners, want) in cases {
+            let names: Vec<_> = owners.iter().map(|o| o.manager.clone()).collect();
+            assert_eq!(invalidated_by_cleaner(&meta(owners)), want, "{names:?}");
+        }
     }
 }

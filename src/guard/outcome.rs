@@ -222,7 +222,8 @@ impl Outcome {
             | Reason::ServiceAccountNotFound
             | Reason::ForeignRestorePoint
             | Reason::RestorePointMismatch
-            | Reason::RestoreLoop => None,
+            | Reason::RestoreLoop
+            | Reason::TargetConflict => None,
         };
         match fixed {
             Some(o) => o,

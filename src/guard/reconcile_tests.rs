@@ -233,6 +233,7 @@ async fn a_target_removed_from_its_guard_loses_its_label_and_restore_point() {
         rechecks: 0,
         restored_at: Vec::new(),
         sharing: None,
+        message: None,
     };
     ctx.records().targets.insert(key(), record);
     let guard = fixtures::guard(NS, "g", spec(&["other"], &[]));
@@ -709,5 +710,90 @@ async fn a_reconcile_whose_write_the_fence_keeps_in_sends_reports_and_records_no
     assert!(
         !ctx.records().targets.contains_key(&key()),
         "nothing recorded: the incident is still new to whoever leads"
+    );
+}
+
+#[tokio::test]
+async fn retiring_a_token_sends_only_a_tombstone_without_data_and_the_retired_events() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    let mut retired = live_token();
+    retired
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(labels::RETIRE.into(), "true".into());
+    cache(&mut writers.secrets, retired);
+    cache(&mut writers.restore_points, saved(&live_token(), 2));
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, rp_path(), Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert_eq!(result.ok(), Some(None));
+    let tombstone: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
+    assert!(
+        tombstone.data.as_ref().is_none_or(|d| d.is_empty()),
+        "no copy is kept"
+    );
+    assert_eq!(restore_point::restores(&tombstone), 2, "the count stays");
+    let rp = restore_point::parse(&tombstone).expect("still a readable restore point");
+    assert_eq!(
+        rp.annotations.get(labels::TOMBSTONE).map(String::as_str),
+        Some("Retired")
+    );
+    assert_eq!(
+        event_reasons(&received),
+        [
+            ("Retired".to_owned(), "SecretGuard".to_owned()),
+            ("Retired".to_owned(), "Secret".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_invalidation_label_is_read_with_its_managed_fields_and_an_admins_is_left() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    let mut invalid = live_token();
+    invalid.metadata.labels.get_or_insert_default().insert(
+        labels::LEGACY_TOKEN_INVALID_SINCE.into(),
+        "2026-01-01".into(),
+    );
+    cache(&mut writers.secrets, invalid.clone());
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    invalid.metadata.managed_fields = Some(vec![
+        serde_json::from_value(json!({
+            "manager": "kubectl-label", "operation": "Update", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {
+                format!("f:{}", labels::LEGACY_TOKEN_INVALID_SINCE): {}}}},
+        }))
+        .expect("managed fields"),
+    ]);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(
+                Method::GET,
+                format!("{SECRETS}/writer-token"),
+                Reply::Json(200, serde_json::to_value(&invalid).unwrap_or_default())
+            ),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert_eq!(result.ok(), Some(None));
+    assert_eq!(
+        event_reasons(&received),
+        [
+            ("TokenInvalidated".to_owned(), "SecretGuard".to_owned()),
+            ("TokenInvalidated".to_owned(), "Secret".to_owned()),
+        ],
+        "reported, and no patch removes the label"
     );
 }

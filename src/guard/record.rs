@@ -57,6 +57,25 @@ pub fn update(
     from_audit: bool,
 ) -> Recorded {
     let drift = from_audit && executed.wrote();
+    let forgotten = executed
+        .done
+        .iter()
+        .any(|a| matches!(a, Action::ForgetRestorePoint(_)));
+    let recreated = |deleted: &String| {
+        target
+            .live
+            .as_ref()
+            .is_some_and(|s| s.metadata.uid.as_ref() != Some(deleted))
+    };
+    if forgotten
+        || records
+            .retired_deletions
+            .get(&target.key)
+            .is_some_and(recreated)
+    {
+        // Its retirement is written down in its tombstone, or it was created again.
+        records.retired_deletions.remove(&target.key);
+    }
     if drift {
         records
             .guards
@@ -93,6 +112,7 @@ pub fn update(
             rechecks: 0,
             restored_at: Vec::new(),
             sharing: None,
+            message: None,
         });
     if restored {
         rec.restored_at.push(started);
@@ -111,6 +131,7 @@ pub fn update(
     rec.guard = target.guard.clone();
     rec.kind = target.spec.kind();
     rec.sharing = target.sharing.clone();
+    rec.message = decision.detail.clone();
     if decided.is_missing() {
         rec.missing_since.get_or_insert(started);
     }
@@ -125,7 +146,7 @@ pub fn update(
     let restore_seconds = restored
         .then(|| rec.missing_since.take().map(|s| s.elapsed().as_secs_f64()))
         .flatten();
-    if state == TargetState::Healthy {
+    if matches!(state, TargetState::Healthy | TargetState::Retired) {
         rec.reported.clear();
         rec.missing_since = None;
     }

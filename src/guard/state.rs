@@ -27,6 +27,8 @@ pub struct TargetRecord {
     pub rechecks: u32,
     /// When it was restored lately, oldest first (at most `breaker::HISTORY`).
     pub restored_at: Vec<Instant>,
+    /// Why it is in its state, when the state alone does not say (status shows it).
+    pub message: Option<String>,
     /// Other guards cover it too (`guard` is the one that reports it).
     pub sharing: Option<Sharing>,
 }
@@ -79,6 +81,10 @@ pub struct Records {
     pub guards: HashMap<ObjectKey, GuardRecord>,
     /// Targets queued by the audit and not by an event since: a write for one is drift.
     pub audit_pending: HashSet<ObjectKey>,
+    /// Secrets the watch saw deleted while they carried secretguard.dev/retire=true, with
+    /// the deleted Secret's UID, until their restore point is forgotten: an annotation
+    /// followed at once by the deletion may reach the reconcile only as a deletion.
+    pub retired_deletions: HashMap<ObjectKey, String>,
 }
 
 impl Records {

@@ -64,6 +64,10 @@ pub struct SecretView {
     pub terminating: bool,
     /// Carries secretguard.dev/guarded=true.
     pub labelled: bool,
+    /// Its type ("Opaque" when unset).
+    pub type_: String,
+    /// kubernetes.io/service-account.name: the ServiceAccount a token Secret is for.
+    pub sa_name: Option<String>,
     /// kubernetes.io/service-account.uid, for token Secrets.
     pub sa_uid: Option<String>,
     /// `data.token` present and non-empty.
@@ -71,8 +75,39 @@ pub struct SecretView {
     pub content_hash: String,
     /// kubernetes.io/legacy-token-invalid-since is present.
     pub invalidated: bool,
+    /// That label was set by the legacy token cleaner and nobody else (its managedFields
+    /// owner is kube-controller-manager). An invalidation by anyone else is deliberate.
+    pub invalidated_by_cleaner: bool,
     /// secretguard.dev/rotate=true.
     pub rotate_requested: bool,
+    /// secretguard.dev/retire=true: retired on purpose.
+    pub retire_requested: bool,
+}
+
+/// Why a restore point holds no data, only a name not to re-create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tombstone {
+    /// The Secret was retired on purpose (secretguard.dev/retire).
+    Retired,
+    /// The name held a Secret that is not the guarded ServiceAccount's token.
+    TargetConflict,
+}
+
+impl Tombstone {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tombstone::Retired => "Retired",
+            Tombstone::TargetConflict => "TargetConflict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Tombstone> {
+        match s {
+            "Retired" => Some(Tombstone::Retired),
+            "TargetConflict" => Some(Tombstone::TargetConflict),
+            _ => None,
+        }
+    }
 }
 
 /// The saved copy, as far as decisions care.
@@ -84,12 +119,26 @@ pub struct RestorePointView {
     pub sa_uid: Option<String>,
     /// Why it must not be restored into this target, if it must not.
     pub refused: Option<Refusal>,
+    /// A marker holding no data (see `Tombstone`).
+    pub tombstone: Option<Tombstone>,
+    /// The saved Secret carried secretguard.dev/retire=true.
+    pub retired: bool,
 }
 
 impl RestorePointView {
     /// May be restored into this target, and counts as its saved copy.
     pub fn usable(&self) -> bool {
         self.refused.is_none()
+    }
+
+    /// A copy that can be restored (not a tombstone).
+    pub fn holds_copy(&self) -> bool {
+        self.tombstone.is_none()
+    }
+
+    /// Says the Secret was retired on purpose.
+    pub fn says_retired(&self) -> bool {
+        self.retired || self.tombstone == Some(Tombstone::Retired)
     }
 }
 
@@ -124,6 +173,8 @@ impl Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenObservation {
     pub namespace_terminating: bool,
+    /// The ServiceAccount the guard names for this token.
+    pub service_account_name: String,
     pub service_account: Option<ServiceAccountView>,
     pub secret: Option<SecretView>,
     pub restore_point: Option<RestorePointView>,
@@ -131,6 +182,8 @@ pub struct TokenObservation {
     pub has_sa_snapshot: bool,
     /// That snapshot is of the ServiceAccount as it is now.
     pub sa_snapshot_current: bool,
+    /// The watch saw the Secret deleted while it carried secretguard.dev/retire=true.
+    pub deleted_retired: bool,
     pub now: Timestamp,
 }
 
@@ -157,6 +210,11 @@ pub enum TargetState {
     /// Missing, and restored too often lately: restores stopped until a guard resumes
     /// them (the restore-loop breaker).
     RestoreLoop,
+    /// Retired on purpose (secretguard.dev/retire): not restored, not revalidated.
+    Retired,
+    /// The token Secret's name holds a Secret that is not this ServiceAccount's token:
+    /// nothing is written to it, and nothing is created under that name.
+    TargetConflict,
 }
 
 impl TargetState {
@@ -173,6 +231,8 @@ impl TargetState {
             TargetState::ForeignRestorePoint => "ForeignRestorePoint",
             TargetState::RestorePointMismatch => "RestorePointMismatch",
             TargetState::RestoreLoop => "RestoreLoop",
+            TargetState::Retired => "Retired",
+            TargetState::TargetConflict => "TargetConflict",
         }
     }
 
@@ -191,7 +251,10 @@ impl TargetState {
     pub fn is_healthy(self) -> bool {
         matches!(
             self,
-            TargetState::Healthy | TargetState::Pending | TargetState::Terminating
+            TargetState::Healthy
+                | TargetState::Pending
+                | TargetState::Terminating
+                | TargetState::Retired
         )
     }
 }
@@ -219,6 +282,9 @@ pub enum Action {
     RecreateServiceAccount,
     /// Save the ServiceAccount (labels, annotations, imagePullSecrets, automount) to re-create it from.
     SaveServiceAccountSnapshot,
+    /// Replace the restore point (if any) by a tombstone: no data, only why the name must
+    /// not be re-created.
+    ForgetRestorePoint(Tombstone),
 }
 
 impl Action {
@@ -247,6 +313,7 @@ impl Action {
             Action::RotateServiceAccount { .. } => "RotateServiceAccount",
             Action::RecreateServiceAccount => "RecreateServiceAccount",
             Action::SaveServiceAccountSnapshot => "SaveServiceAccountSnapshot",
+            Action::ForgetRestorePoint(_) => "ForgetRestorePoint",
         }
     }
 }
@@ -270,6 +337,8 @@ pub enum Reason {
     RestorePointMismatch,
     /// Restored too often lately: restores stop (the restore-loop breaker).
     RestoreLoop,
+    /// The token Secret's name holds a Secret that is not this ServiceAccount's token.
+    TargetConflict,
 }
 
 impl Reason {
@@ -286,6 +355,7 @@ impl Reason {
             Reason::ForeignRestorePoint => "ForeignRestorePoint",
             Reason::RestorePointMismatch => "RestorePointMismatch",
             Reason::RestoreLoop => "RestoreLoop",
+            Reason::TargetConflict => "TargetConflict",
         }
     }
 }
@@ -299,6 +369,9 @@ pub struct Decision {
     pub incidents: Vec<Reason>,
     /// Look again after this long even if nothing changes (deadlines).
     pub requeue_after: Option<Duration>,
+    /// Why the object is in its state, when the state alone does not say (a conflict, an
+    /// invalidation left in place); shown in status and Events.
+    pub detail: Option<String>,
 }
 
 impl Decision {
@@ -318,6 +391,46 @@ impl Decision {
         self.incidents.push(reason);
         self
     }
+
+    fn detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// A name from an object (a type, an annotation value) as it may appear in status and
+/// Events: only if it looks like a Kubernetes name, so no arbitrary text is echoed.
+fn shown(s: &str) -> &str {
+    let plain = !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
+    if plain { s } else { "(not shown)" }
+}
+
+/// What to do about a guarded Secret (token or not) that is retired on purpose
+/// (secretguard.dev/retire): nothing but forget its restore point, keeping only a
+/// tombstone so the name is never re-created. `present`: the Secret still exists.
+fn retired(
+    policy: &Policy,
+    present: Option<&SecretView>,
+    rp: Option<&RestorePointView>,
+) -> Decision {
+    let mut d = Decision::new(TargetState::Retired).detail(format!(
+        "retired on purpose ({}): not restored or revalidated; its restore point is forgotten",
+        crate::labels::RETIRE
+    ));
+    if !policy.writes() {
+        return d;
+    }
+    if present.is_some_and(|s| !s.labelled && !s.terminating) {
+        // So that its deletion is seen at once.
+        d = d.act(Action::Label);
+    }
+    if rp.is_none_or(|rp| rp.tombstone != Some(Tombstone::Retired)) {
+        d = d.act(Action::ForgetRestorePoint(Tombstone::Retired));
+    }
+    d
 }
 
 mod secret;

@@ -1,4 +1,6 @@
 //! Table tests of decisions: one row per situation of the behaviour table (docs/architecture.md, Behaviour).
+//! What owners of a Secret ask for (rotate, retire) and names held by something else are
+//! in intent_tests.rs.
 
 use super::*;
 
@@ -31,11 +33,15 @@ fn token(hash: &str) -> SecretView {
         created: at(NOW - 3600),
         terminating: false,
         labelled: true,
+        type_: crate::labels::TOKEN_TYPE.into(),
+        sa_name: Some("writer".into()),
         sa_uid: Some("sa-1".into()),
         token_populated: true,
         content_hash: hash.into(),
         invalidated: false,
+        invalidated_by_cleaner: false,
         rotate_requested: false,
+        retire_requested: false,
     }
 }
 
@@ -45,6 +51,8 @@ fn rp(hash: &str, sa_uid: &str) -> Option<RestorePointView> {
         content_hash: hash.into(),
         sa_uid: Some(sa_uid.into()),
         refused: None,
+        tombstone: None,
+        retired: false,
     })
 }
 
@@ -63,6 +71,8 @@ fn obs(
 ) -> TokenObservation {
     TokenObservation {
         namespace_terminating: false,
+        service_account_name: "writer".into(),
+        deleted_retired: false,
         service_account,
         secret,
         restore_point,
@@ -255,6 +265,7 @@ fn token_decisions_follow_the_behaviour_table() {
                 sa("sa-1"),
                 Some(SecretView {
                     invalidated: true,
+                    invalidated_by_cleaner: true,
                     ..token("h1")
                 }),
                 rp("h1", "sa-1"),
@@ -273,6 +284,7 @@ fn token_decisions_follow_the_behaviour_table() {
                 sa("sa-1"),
                 Some(SecretView {
                     invalidated: true,
+                    invalidated_by_cleaner: true,
                     ..token("h1")
                 }),
                 rp("h1", "sa-1"),
@@ -288,6 +300,7 @@ fn token_decisions_follow_the_behaviour_table() {
                 sa("sa-1"),
                 Some(SecretView {
                     invalidated: true,
+                    invalidated_by_cleaner: true,
                     ..token("h1")
                 }),
                 rp("h1", "sa-1"),
@@ -418,6 +431,7 @@ fn generic_secret_decisions_follow_the_behaviour_table() {
         namespace_terminating: false,
         secret,
         restore_point: rp,
+        deleted_retired: false,
     };
     type Case = (
         &'static str,
@@ -581,6 +595,7 @@ fn a_missing_object_that_is_not_restored_is_looked_at_again() {
         namespace_terminating: false,
         secret: None,
         restore_point: None,
+        deleted_retired: false,
     };
     assert_eq!(
         decide_secret(&policy(Identical), &missing).requeue_after,
@@ -595,6 +610,7 @@ fn a_refused_restore_point_is_never_restored_and_is_looked_at_again() {
             namespace_terminating: false,
             secret: None,
             restore_point: refused(rp("h1", "none"), why),
+            deleted_retired: false,
         };
         for p in [policy(Identical), policy(Fresh), policy(Off)] {
             let d = decide_secret(&p, &missing);
@@ -639,3 +655,6 @@ fn a_token_whose_restore_point_is_refused_is_provisioned_like_a_new_one() {
         );
     }
 }
+
+#[path = "intent_tests.rs"]
+mod intent;

@@ -17,7 +17,8 @@ const TOKEN_ROTATED: &str = "SecretGuardTokenRotated";
 const OBJECT_MISSING: &str = "SecretGuardObjectMissing";
 
 /// The alerts for an incident reason; none for a reason that is no emergency (a
-/// ServiceAccount that never existed: the guard's status and a Warning Event say so). A
+/// ServiceAccount that never existed, a token name held by another Secret: the guard's
+/// status and a Warning Event say so). A
 /// deleted Secret raises both an event alert (heard of even when restored at once) and
 /// the state alert (firing while it stays missing).
 pub fn alert_names(reason: Reason) -> &'static [&'static str] {
@@ -31,7 +32,7 @@ pub fn alert_names(reason: Reason) -> &'static [&'static str] {
         Reason::TokenInvalidated => &["SecretGuardTokenInvalidated"],
         Reason::TokenNotPopulated => &["SecretGuardTokenNotPopulated"],
         Reason::RestoreLoop => &["SecretGuardRestoreLoop"],
-        Reason::ServiceAccountNotFound => &[],
+        Reason::ServiceAccountNotFound | Reason::TargetConflict => &[],
     }
 }
 
@@ -88,7 +89,7 @@ pub fn push(
     } else if recorded.restore_failing_cleared {
         alerter.resolve_one(target.key.clone(), RESTORE_FAILING);
     }
-    if state == TargetState::Healthy && recorded.changed {
+    if matches!(state, TargetState::Healthy | TargetState::Retired) && recorded.changed {
         alerter.resolve(target.key.clone());
     }
 }

@@ -8,7 +8,7 @@ use kube::runtime::events::{Event, EventType};
 
 use crate::api::v1alpha1::SecretGuard;
 use crate::guard::context::Context;
-use crate::guard::decide::{Action, Decision, Reason};
+use crate::guard::decide::{Action, Decision, Reason, Tombstone};
 use crate::guard::load::ObservedTarget;
 use crate::guard::outcome::{Executed, TokenCheck};
 use crate::guard::record::Recorded;
@@ -37,8 +37,11 @@ pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
             "the ServiceAccount of token Secret {key} was re-created with a new UID: old tokens can never work again; a fresh token is issued and consumers must update"
         ),
         Reason::TokenInvalidated => format!(
-            "token in {key} was marked {} by the legacy token cleaner and is rejected",
+            "token in {key} is marked {} and is rejected",
             labels::LEGACY_TOKEN_INVALID_SINCE
+        ),
+        Reason::TargetConflict => format!(
+            "{key} is not a token Secret of the guarded ServiceAccount: it is left alone (not labelled, saved, rotated or replaced)"
         ),
         Reason::TokenNotPopulated => {
             format!("token Secret {key} is still empty: is the tokens controller running?")
@@ -107,12 +110,22 @@ async fn publish(
 
 /// Report each new incident: a Warning Event on the guard and, when it exists, on the
 /// Secret; one log line.
-pub async fn incidents(ctx: &Context, target: &ObservedTarget, recorded: &Recorded) {
+pub async fn incidents(
+    ctx: &Context,
+    target: &ObservedTarget,
+    decision: &Decision,
+    recorded: &Recorded,
+) {
     let kind = target.spec.kind().as_str();
     let severity = target.severity.as_str();
+    let detail = decision
+        .detail
+        .as_ref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
     for (reason, outcome) in &recorded.new {
         let note = format!(
-            "{} (severity {severity}); outcome: {}",
+            "{}{detail} (severity {severity}); outcome: {}",
             explain(*reason, kind, &target.key),
             outcome.as_str()
         );
@@ -246,6 +259,19 @@ pub async fn follow_ups(
             format!(
                 "removed {} from {key}: the token authenticates again",
                 labels::LEGACY_TOKEN_INVALID_SINCE
+            ),
+        )
+        .await;
+    }
+    if executed.did(&Action::ForgetRestorePoint(Tombstone::Retired)) {
+        publish(
+            ctx,
+            &both(),
+            EventType::Normal,
+            "Retired",
+            format!(
+                "{key} is retired on purpose ({}): it is not restored or revalidated any more, and its restore point is forgotten",
+                labels::RETIRE
             ),
         )
         .await;

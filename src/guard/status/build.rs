@@ -155,7 +155,21 @@ pub fn build(
             kind: spec.kind().as_str().into(),
             name: k.name.clone(),
             state: s.as_str().into(),
-            message: r.and_then(|r| shared_message(&me, r)),
+            message: r.and_then(|r| match (r.message.clone(), shared_message(&me, r)) {
+                (Some(why), Some(shared)) => Some(format!("{why}; {shared}")),
+                (why, shared) => why.or(shared),
+            }),
+        })
+        .collect();
+    let conflicts: Vec<String> = states
+        .iter()
+        .zip(&covered)
+        .filter(|((_, _, s), _)| *s == TargetState::TargetConflict)
+        .map(|((k, _, _), r)| {
+            let why = r
+                .and_then(|r| r.message.clone())
+                .unwrap_or_else(|| "not a token of its ServiceAccount".into());
+            format!("Secret {}: {why}", k.name)
         })
         .collect();
     let ready = match &record.invalid {
@@ -168,6 +182,14 @@ pub fn build(
             now,
             old,
         ),
+        // A token name held by another Secret: that entry of the spec cannot be served.
+        None if !conflicts.is_empty() => {
+            let mut why = conflicts[0].clone();
+            if conflicts.len() > 1 {
+                why.push_str(&format!(" (and {} more)", conflicts.len() - 1));
+            }
+            condition("Ready", false, "TargetConflict", why, generation, now, old)
+        }
         None => condition(
             "Ready",
             true,
@@ -267,6 +289,7 @@ mod tests {
                 rechecks: 0,
                 restored_at: Vec::new(),
                 sharing: None,
+                message: None,
             },
         )
     }
@@ -330,6 +353,43 @@ mod tests {
                 ready.message.as_str()
             ),
             ("False", "InvalidSpec", "bad selector")
+        );
+    }
+
+    #[test]
+    fn a_token_name_held_by_another_secret_makes_the_guard_not_ready_and_says_why() {
+        let g = guard();
+        let targets = targets_of("ns", &g.spec);
+        let (key, mut conflict) = record("writer-token", TargetState::TargetConflict);
+        conflict.message = Some("names a Secret of type Opaque".into());
+        let records = HashMap::from([(key, conflict), record("db", TargetState::Retired)]);
+        let s = build(&g, &targets, &records, &GuardRecord::default(), 0, &now());
+        let ready = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            (
+                "False",
+                "TargetConflict",
+                "Secret writer-token: names a Secret of type Opaque"
+            )
+        );
+        assert_eq!(
+            s.targets[0].message.as_deref(),
+            Some("names a Secret of type Opaque")
+        );
+        let degraded = find(&s, "Degraded");
+        assert_eq!(
+            (degraded.reason.as_str(), degraded.message.as_str()),
+            ("TargetConflict", "writer-token: TargetConflict"),
+            "a Retired Secret is no trouble"
         );
     }
 
