@@ -3,10 +3,11 @@
 //! Retry-After. They take work only while this process may write (the fence). Also the
 //! leader's first pass and the periodic audit.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -23,9 +24,9 @@ use crate::{Error, Result, transport};
 /// Everything a leader runs: the first pass over everything (ready once it is done), the
 /// workers and the periodic audit. Never returns.
 pub async fn run(ctx: &Arc<Context>, started: Instant) {
-    triggers::startup_pass(ctx);
+    let first = FirstPass::new(triggers::startup_pass(ctx));
     let first_pass = async {
-        while !ctx.idle() {
+        while !first.done() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         ctx.startup_done.send_replace(true);
@@ -41,7 +42,7 @@ pub async fn run(ctx: &Arc<Context>, started: Instant) {
         restore_points = ctx.stores.restore_points.state().len(),
         "caches synced and leading; reconciling"
     );
-    let workers = (0..ctx.config.workers.max(1)).map(|_| worker(ctx));
+    let workers = (0..ctx.config.workers.max(1)).map(|_| worker(ctx, &first));
     let audits = async {
         let mut tick = tokio::time::interval(ctx.config.audit_interval);
         tick.tick().await;
@@ -53,7 +54,32 @@ pub async fn run(ctx: &Arc<Context>, started: Instant) {
     futures::future::join3(futures::future::join_all(workers), audits, first_pass).await;
 }
 
-async fn worker(ctx: &Arc<Context>) {
+/// The leader's first pass: done once every guarded object it queued has been reconciled
+/// once, whatever the result. Not "once the queue is empty": work that keeps coming back
+/// (an object changed over and over, a write that fails and is retried) must not keep a
+/// freshly started operator unready. Guard statuses follow on their own (debounced).
+struct FirstPass(Mutex<HashSet<Work>>);
+
+impl FirstPass {
+    fn new(work: Vec<Work>) -> Self {
+        let targets = work.into_iter().filter(|w| matches!(w, Work::Target(_)));
+        FirstPass(Mutex::new(targets.collect()))
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Work>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ran(&self, work: &Work) {
+        self.pending().remove(work);
+    }
+
+    fn done(&self) -> bool {
+        self.pending().is_empty()
+    }
+}
+
+async fn worker(ctx: &Arc<Context>, first: &FirstPass) {
     loop {
         // No reconcile starts once the leader Lease may have passed (the transport keeps
         // in the writes of one already running).
@@ -80,6 +106,7 @@ async fn worker(ctx: &Arc<Context>) {
             }
         }
         ctx.queue.done(&work);
+        first.ran(&work);
         ctx.processed.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -230,6 +257,25 @@ mod tests {
         assert!(ctx.queue.is_empty(), "the apiserver asked for 7 s");
         after(Duration::from_millis(100)).await;
         assert_eq!(ctx.queue.len(), 1);
+    }
+
+    #[test]
+    fn the_first_pass_is_done_once_each_of_its_units_ran_however_often_they_come_back() {
+        let key = |n: &str| Work::Target(crate::object_key::ObjectKey::new("ns", n));
+        let status = Work::Status(crate::object_key::ObjectKey::new("ns", "g"));
+        let first = FirstPass::new(vec![key("a"), key("b"), status]);
+        assert!(!first.done());
+        for _ in 0..3 {
+            first.ran(&key("a")); // queued again and again: counts once
+        }
+        first.ran(&key("other"));
+        assert!(!first.done(), "b has not run yet");
+        first.ran(&key("b"));
+        assert!(first.done());
+        assert!(
+            FirstPass::new(Vec::new()).done(),
+            "nothing to do: ready at once"
+        );
     }
 
     #[test]

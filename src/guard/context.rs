@@ -132,7 +132,7 @@ pub struct Context {
     pub synced: tokio::sync::watch::Sender<bool>,
     /// This process holds the leader Lease (always true without leader election).
     pub leading: tokio::sync::watch::Sender<bool>,
-    /// The leader's first pass over everything is done (the queue drained once).
+    /// The leader's first pass over everything is done (each object reconciled once).
     pub startup_done: tokio::sync::watch::Sender<bool>,
     /// One watch per guard with a secretSelector: (selector, task).
     pub selector_watches: Mutex<SelectorWatches>,
