@@ -60,7 +60,8 @@ pub struct SecretGuardSpec {
     #[serde(default)]
     pub restore: RestoreMode,
 
-    /// Remove kubernetes.io/legacy-token-invalid-since from guarded tokens.
+    /// Remove kubernetes.io/legacy-token-invalid-since from guarded tokens when the legacy
+    /// token cleaner set it; a label anyone else set (to disable a token) always stays.
     #[serde(default = "default_true")]
     #[schemars(default = "default_true")]
     pub revalidate: bool,
