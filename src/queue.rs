@@ -3,9 +3,12 @@
 //! runs it again afterwards); delayed adds for deadlines and backoff.
 //!
 //! Two lanes. What just happened to a guarded object (a deletion, an invalidation) goes in
-//! the urgent lane and is always served before the background lane: the audit, the first
-//! pass, guard edits, re-checks and retries. So a restore never waits behind work that
-//! many or large guards cause (security review A5).
+//! the urgent lane and is served before the background lane: the audit, the first pass,
+//! guard edits, re-checks and retries. So a restore never waits behind work that many or
+//! large guards cause (security review A5). But never for ever: after URGENT_RUN urgent
+//! keys in a row while background keys wait, one background key is served, so urgent work
+//! that never stops (an object rewritten without pause, a loop) cannot starve the audit
+//! or the first pass that readiness waits for.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -13,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+/// Urgent keys served in a row, while background keys wait, before one background key.
+pub const URGENT_RUN: u32 = 8;
 
 /// Which lane a key waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,19 +51,36 @@ struct State<K> {
     dirty: HashMap<K, Lane>,
     /// Keys waiting in the urgent lane (the rest of `queued` wait in the background).
     urgent_waiting: usize,
+    /// Urgent keys served in a row while background keys waited.
+    urgent_run: u32,
 }
 
 impl<K: Clone + Eq + Hash> State<K> {
     fn pop(&mut self) -> Option<K> {
+        let background_waits = self.queued.len() > self.urgent_waiting;
+        if self.urgent_run >= URGENT_RUN
+            && background_waits
+            && let Some(key) = self.pop_background()
+        {
+            return Some(key);
+        }
         while let Some(key) = self.urgent.pop_front() {
             if self.queued.remove(&key).is_some() {
                 self.urgent_waiting -= 1;
+                if background_waits {
+                    self.urgent_run += 1;
+                }
                 return Some(key);
             }
         }
+        self.pop_background()
+    }
+
+    fn pop_background(&mut self) -> Option<K> {
         while let Some(key) = self.background.pop_front() {
             if self.queued.get(&key) == Some(&Lane::Background) {
                 self.queued.remove(&key);
+                self.urgent_run = 0;
                 return Some(key);
             }
         }
@@ -75,6 +98,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 active: HashSet::new(),
                 dirty: HashMap::new(),
                 urgent_waiting: 0,
+                urgent_run: 0,
             }),
             notify: Notify::new(),
         })
@@ -259,6 +283,24 @@ mod tests {
             !rest.contains(&500),
             "not served a second time from its old place"
         );
+    }
+
+    #[tokio::test]
+    async fn urgent_work_that_never_stops_still_lets_the_background_through() {
+        let q = WorkQueue::new();
+        q.add_all(["first-pass-a", "first-pass-b"], Lane::Background);
+        let mut served = Vec::new();
+        for _ in 0..(2 * (URGENT_RUN + 1)) {
+            // The same object, changed again as soon as it was looked at.
+            q.add("busy");
+            let k = q.next().await;
+            q.done(&k);
+            served.push(k);
+        }
+        let at = |k| served.iter().position(|s| *s == k);
+        assert_eq!(at("first-pass-a"), Some(URGENT_RUN as usize));
+        assert_eq!(at("first-pass-b"), Some(2 * URGENT_RUN as usize + 1));
+        assert_eq!(q.next().await, "busy", "and urgent work goes on");
     }
 
     #[tokio::test]
