@@ -223,18 +223,11 @@ async fn a_target_removed_from_its_guard_loses_its_label_and_restore_point() {
     cache(&mut writers.secrets, live_token());
     cache(&mut writers.restore_points, saved(&live_token(), 0));
     // Guarded by g until now; g stays but names another ServiceAccount.
-    let record = TargetRecord {
-        guard: ObjectKey::new(NS, "g"),
-        kind: crate::guard::spec::TargetKind::ServiceAccountToken,
-        state: crate::guard::decide::TargetState::Healthy,
-        reported: Default::default(),
-        missing_since: None,
-        restore_failing: false,
-        rechecks: 0,
-        restored_at: Vec::new(),
-        sharing: None,
-        message: None,
-    };
+    let record = TargetRecord::new(
+        ObjectKey::new(NS, "g"),
+        crate::guard::spec::TargetKind::ServiceAccountToken,
+        crate::guard::decide::TargetState::Healthy,
+    );
     ctx.records().targets.insert(key(), record);
     let guard = fixtures::guard(NS, "g", spec(&["other"], &[]));
     ctx.index_mut().upsert(&guard);

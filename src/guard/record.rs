@@ -102,18 +102,7 @@ pub fn update(
     let rec = records
         .targets
         .entry(target.key.clone())
-        .or_insert_with(|| TargetRecord {
-            guard: target.guard.clone(),
-            kind: target.spec.kind(),
-            state,
-            reported: Default::default(),
-            missing_since: None,
-            restore_failing: false,
-            rechecks: 0,
-            restored_at: Vec::new(),
-            sharing: None,
-            message: None,
-        });
+        .or_insert_with(|| TargetRecord::new(target.guard.clone(), target.spec.kind(), state));
     if restored {
         rec.restored_at.push(started);
         let excess = rec.restored_at.len().saturating_sub(breaker::HISTORY);

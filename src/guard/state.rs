@@ -44,6 +44,22 @@ pub struct Sharing {
 }
 
 impl TargetRecord {
+    /// A first record of a target: nothing reported, nothing failing, no history.
+    pub fn new(guard: ObjectKey, kind: TargetKind, state: TargetState) -> TargetRecord {
+        TargetRecord {
+            guard,
+            kind,
+            state,
+            reported: Default::default(),
+            missing_since: None,
+            restore_failing: false,
+            rechecks: 0,
+            restored_at: Vec::new(),
+            sharing: None,
+            message: None,
+        }
+    }
+
     /// Every guard covering it: the one reporting it first, then the others.
     pub fn guards(&self) -> impl Iterator<Item = &ObjectKey> {
         std::iter::once(&self.guard).chain(self.sharing.iter().flat_map(|s| &s.with))

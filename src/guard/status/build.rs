@@ -279,18 +279,7 @@ mod tests {
     fn record(name: &str, state: TargetState) -> (ObjectKey, TargetRecord) {
         (
             ObjectKey::new("ns", name),
-            TargetRecord {
-                guard: ObjectKey::new("ns", "g"),
-                kind: TargetKind::Secret,
-                state,
-                reported: Default::default(),
-                missing_since: None,
-                restore_failing: false,
-                rechecks: 0,
-                restored_at: Vec::new(),
-                sharing: None,
-                message: None,
-            },
+            TargetRecord::new(ObjectKey::new("ns", "g"), TargetKind::Secret, state),
         )
     }
 
