@@ -40,7 +40,7 @@ pub mod annotation {
 /// live object's history, not its content.
 const NOT_RESTORED_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RestorePointError {
     #[error("restore point {0} lacks annotation {1}")]
     MissingAnnotation(String, &'static str),
@@ -133,9 +133,10 @@ pub fn restores(rp: &Secret) -> u64 {
 }
 
 /// The restore count to write with a new restore point for `live`: the previous count,
-/// plus one if `live` is the restore of the Secret the previous point saved.
-pub fn next_restores(previous: Option<&RestorePoint>, live: &Secret) -> u64 {
-    let Some(prev) = previous else {
+/// plus one if `live` is the restore of the Secret the previous point saved. `previous`:
+/// that point's restore count and origin UID.
+pub fn next_restores(previous: Option<(u64, &str)>, live: &Secret) -> u64 {
+    let Some((restores, origin_uid)) = previous else {
         return 0;
     };
     let restored_from = live
@@ -143,7 +144,7 @@ pub fn next_restores(previous: Option<&RestorePoint>, live: &Secret) -> u64 {
         .annotations
         .as_ref()
         .and_then(|a| a.get(labels::RESTORED_FROM));
-    prev.restores + u64::from(restored_from == Some(&prev.origin_uid))
+    restores + u64::from(restored_from.map(String::as_str) == Some(origin_uid))
 }
 
 /// Build the restore point Secret for a live guarded Secret.
@@ -488,11 +489,19 @@ mod tests {
         assert_eq!(rp.restores, 2);
         let mut restored = restored_secret(&rp, &[]);
         restored.metadata.uid = Some("uid-2".into());
-        assert_eq!(next_restores(Some(&rp), &restored), 3, "the restore counts");
-        let after = parse(&build(&restored, "ServiceAccountToken", "op", 3)).expect("parse");
-        assert_eq!(next_restores(Some(&after), &restored), 3, "and only once");
         assert_eq!(
-            next_restores(Some(&rp), &live),
+            next_restores(Some((rp.restores, &rp.origin_uid)), &restored),
+            3,
+            "the restore counts"
+        );
+        let after = parse(&build(&restored, "ServiceAccountToken", "op", 3)).expect("parse");
+        assert_eq!(
+            next_restores(Some((after.restores, &after.origin_uid)), &restored),
+            3,
+            "and only once"
+        );
+        assert_eq!(
+            next_restores(Some((rp.restores, &rp.origin_uid)), &live),
             2,
             "a content change is no restore"
         );

@@ -3,6 +3,7 @@
 //! and its source error (`outcome::Failure`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
@@ -122,15 +123,13 @@ async fn create_token_secret(
 /// Re-create the Secret from its restore point, same bytes. For a token, returns whether
 /// a TokenReview accepted the restored token.
 async fn restore_identical(ctx: &Context, target: &ObservedTarget) -> ActionResult<Option<bool>> {
-    let Some(rp) = &target.restore_point else {
-        return Err(ActionError::MissingRestorePoint);
-    };
+    let rp = restore_source(ctx, target).await?;
     let drop: &[&str] = if target.policy.revalidate {
         &[labels::LEGACY_TOKEN_INVALID_SINCE]
     } else {
         &[]
     };
-    let mut secret = restore_point::restored_secret(rp, drop);
+    let mut secret = restore_point::restored_secret(&rp, drop);
     let owners =
         verify::live_owners(&ctx.client, &target.key.namespace, &rp.owner_references).await;
     secret.metadata.owner_references = (!owners.is_empty()).then_some(owners);
@@ -155,6 +154,25 @@ async fn restore_identical(ctx: &Context, target: &ObservedTarget) -> ActionResu
     ))
 }
 
+/// What to restore, data included: the deleted Secret's final state when this reconcile
+/// holds it and the restore point holds the same (no request at all), else the restore
+/// point, read with one GET (the cache keeps no data).
+async fn restore_source(
+    ctx: &Context,
+    target: &ObservedTarget,
+) -> ActionResult<restore_point::RestorePoint> {
+    let opns = &ctx.config.operator_namespace;
+    if let Some(rp) = target.restore_from_final_state(opns) {
+        return Ok(rp);
+    }
+    let name = restore_point::name_for(&target.key.namespace, &target.key.name);
+    let saved = restore_points(ctx)
+        .get_opt(&name)
+        .await?
+        .ok_or(ActionError::MissingRestorePoint)?;
+    restore_point::parse(&saved).map_err(|_| ActionError::MissingRestorePoint)
+}
+
 /// Add secretguard.dev/guarded=true, so the label-filtered watch sees the Secret.
 async fn label(ctx: &Context, key: &ObjectKey) -> ActionResult {
     let patch = json!({
@@ -168,22 +186,33 @@ async fn label(ctx: &Context, key: &ObjectKey) -> ActionResult {
     Ok(())
 }
 
-/// Save the live content as the restore point, counting a restore when the live Secret
-/// is one the operator re-created.
+/// Save the live content as the restore point (a deleted Secret's final state, when the
+/// restore point lacks it), counting a restore when the Secret is one the operator
+/// re-created. Written from the watch event that showed the content; with one GET when
+/// this reconcile does not hold it.
 async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionResult {
-    let Some(live) = &target.live else {
-        return Ok(());
+    let source = match (&target.content, &target.live) {
+        (Some(content), _) => Arc::clone(content),
+        (None, Some(_)) => match secrets(ctx, &target.key.namespace)
+            .get_opt(&target.key.name)
+            .await?
+        {
+            Some(s) => Arc::new(s),
+            // Deleted meanwhile: its deletion event brings this key back.
+            None => return Ok(()),
+        },
+        (None, None) => return Ok(()),
     };
-    let restores = restore_point::next_restores(target.restore_point.as_ref(), live);
-    if target
+    let previous = target
         .restore_point
         .as_ref()
-        .is_some_and(|rp| restores > rp.restores)
-    {
+        .and_then(|rp| Some((rp.restores, rp.saved.as_ref().ok()?.origin_uid.as_str())));
+    let restores = restore_point::next_restores(previous, &source);
+    if previous.is_some_and(|(before, _)| restores > before) {
         fault::point(fault::points::COUNT_NOT_SAVED);
     }
     let rp = restore_point::build(
-        live,
+        &source,
         target.spec.kind().as_str(),
         &ctx.config.operator_namespace,
         restores,
@@ -227,15 +256,18 @@ async fn rotate_service_account(ctx: &Context, target: &ObservedTarget, uid: &st
     Ok(())
 }
 
-/// Re-create the ServiceAccount from its snapshot.
+/// Re-create the ServiceAccount from its snapshot (read with one GET: the cache keeps no
+/// data).
 async fn recreate_service_account(ctx: &Context, target: &ObservedTarget) -> ActionResult {
-    let Some(sa) = target
-        .sa_snapshot
-        .as_ref()
-        .and_then(restore_point::parse_sa_snapshot)
-    else {
+    if target.sa_snapshot.is_none() {
         return Err(ActionError::MissingSnapshot);
-    };
+    }
+    let name = restore_point::snapshot_name_for(&target.key.namespace, &target.key.name);
+    let snapshot = restore_points(ctx)
+        .get_opt(&name)
+        .await?
+        .ok_or(ActionError::MissingSnapshot)?;
+    let sa = restore_point::parse_sa_snapshot(&snapshot).ok_or(ActionError::BadSnapshot)?;
     let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &target.key.namespace);
     tolerate(sas.create(&create_params(), &sa).await, &[409])?;
     Ok(())

@@ -43,11 +43,14 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Client;
 use kube::client::Body;
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::Lookup;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::context::{Context, StoreWriters};
+use crate::cache::CachedRestorePoint;
 use crate::config::Config;
+use crate::controller::triggers::{Seen, admit_secret};
 
 pub const OPERATOR_NAMESPACE: &str = "secretguard-system";
 
@@ -190,7 +193,7 @@ pub fn context() -> (Context, StoreWriters, ApiServer) {
 /// Put an object into a cache, as its watch would.
 pub fn cache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: K)
 where
-    K: kube::Resource + Clone + 'static,
+    K: Lookup + Clone + 'static,
     K::DynamicType: Clone + Default + Eq + std::hash::Hash,
 {
     writer.apply_watcher_event(&watcher::Event::Apply(obj));
@@ -199,10 +202,25 @@ where
 /// Take an object out of a cache, as its watch would on deletion.
 pub fn uncache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: K)
 where
-    K: kube::Resource + Clone + 'static,
+    K: Lookup + Clone + 'static,
     K::DynamicType: Clone + Default + Eq + std::hash::Hash,
 {
     writer.apply_watcher_event(&watcher::Event::Delete(obj));
+}
+
+/// A Secret's watch event, as the operator handles it: reduced for the cache (and its
+/// content kept for the reconcile when it needs it).
+pub fn secret_event(ctx: &Context, writers: &mut StoreWriters, secret: Secret, seen: Seen) {
+    let cached = admit_secret(ctx, secret, seen);
+    match seen {
+        Seen::Deleted => uncache(&mut writers.secrets, cached),
+        _ => cache(&mut writers.secrets, cached),
+    }
+}
+
+/// A restore point in the restore-point cache, as its watch puts it there.
+pub fn cache_restore_point(writers: &mut StoreWriters, rp: &Secret) {
+    cache(&mut writers.restore_points, CachedRestorePoint::of(rp));
 }
 
 pub fn namespace(name: &str) -> PartialObjectMeta<Namespace> {

@@ -1,8 +1,12 @@
 //! Step 1 of a reconcile: gather what one guarded Secret's decision needs, from the caches
 //! first. The apiserver is asked only where a cache cannot know: a Secret without our
-//! label (the cache holds labelled ones only), a namespace or ServiceAccount so new that
-//! its watch event has not arrived (or gone). The cost is proportional to this one
-//! object, never to the size of its guard.
+//! label (the cache holds labelled ones only) or cached without detail (no guard targeted
+//! it then), a namespace or ServiceAccount so new that its watch event has not arrived (or
+//! gone). The cost is proportional to this one object, never to the size of its guard.
+//! The caches hold no Secret data: the whole Secret comes with the watch event that
+//! showed it (`Context::take_content`), or from the GET.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
@@ -14,6 +18,8 @@ use super::observe;
 use super::spec::TargetSpec;
 use crate::Result;
 use crate::api::v1alpha1::Severity;
+use crate::cache::{CachedRestorePoint, CachedSecret, Saved};
+use crate::labels;
 use crate::object_key::ObjectKey;
 use crate::restore_point::{self, RestorePoint};
 
@@ -34,11 +40,17 @@ pub struct ObservedTarget {
     pub severity: Severity,
     pub spec: TargetSpec,
     pub policy: Policy,
-    pub live: Option<Secret>,
+    /// The live Secret, as the cache holds it (always with its detail).
+    pub live: Option<Arc<CachedSecret>>,
+    /// The whole Secret, data included, as the latest watch event (or the GET) showed it:
+    /// the same version as `live`, or, when the Secret is gone, its final state. Held only
+    /// for this reconcile: what a restore point is written from.
+    pub content: Option<Arc<Secret>>,
     /// The live Secret was read from the apiserver in this reconcile (not only the cache).
     pub looked: bool,
-    pub restore_point: Option<RestorePoint>,
-    pub sa_snapshot: Option<Secret>,
+    /// A readable restore point (never its data).
+    pub restore_point: Option<Arc<CachedRestorePoint>>,
+    pub sa_snapshot: Option<Arc<CachedRestorePoint>>,
     pub namespace: NamespaceState,
     /// For a token: its ServiceAccount (metadata).
     pub service_account: Option<PartialObjectMeta<ServiceAccount>>,
@@ -50,21 +62,43 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
     let restore_point = ctx
         .stores
         .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name))
-        .and_then(|s| match restore_point::parse(&s) {
-            Ok(rp) => Some(rp),
+        .filter(|rp| match &rp.saved {
+            Ok(_) => true,
             Err(e) => {
                 tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
-                None
+                false
             }
         });
-    let mut live = ctx.stores.secret(key).map(|s| (*s).clone());
+    let cached = ctx.stores.secret(key);
+    // Cached without detail: labelled while no guard targeted it; only the apiserver knows
+    // what it is now.
+    let bare = cached.as_ref().is_some_and(|s| s.detail.is_none());
+    let mut live = cached.clone().filter(|_| !bare);
+    let mut content = ctx.take_content(key).filter(|c| match &live {
+        // The same version as the cache, or nothing.
+        Some(l) => c.metadata.resource_version.as_deref() == Some(l.resource_version.as_str()),
+        // The final state of a deleted Secret (still labelled: not merely let go of).
+        None => cached.is_none() && has_our_label(c),
+    });
     let mut looked = false;
-    let mut guarding = Guarding::resolve(ctx, key, live.as_ref(), restore_point.as_ref());
-    if guarding.is_none() && live.is_none() && ctx.index().has_selectors(&key.namespace) {
-        // Not labelled by us (yet): a selector may match it. Look at it once.
-        live = get_secret(ctx, key).await?;
+    let mut guarding = Guarding::resolve(
+        ctx,
+        key,
+        live.as_deref(),
+        content.as_deref(),
+        restore_point.as_deref(),
+    );
+    let may_be_selected = || ctx.index().has_selectors(&key.namespace);
+    if (bare && (guarding.is_some() || may_be_selected()))
+        || (guarding.is_none() && live.is_none() && may_be_selected())
+    {
+        // Not labelled by us (yet), or cached bare: a guard may target it. Look at it once.
+        content = get_secret(ctx, key).await?.map(Arc::new);
+        live = content
+            .as_deref()
+            .map(|s| Arc::new(CachedSecret::detailed(s)));
         looked = true;
-        guarding = Guarding::resolve(ctx, key, live.as_ref(), restore_point.as_ref());
+        guarding = Guarding::resolve(ctx, key, live.as_deref(), None, restore_point.as_deref());
     }
     let Some(guarding) = guarding else {
         return Ok(None);
@@ -78,13 +112,10 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         }
         _ => None,
     };
-    let sa_snapshot = ctx
-        .stores
-        .restore_point(
-            opns,
-            &restore_point::snapshot_name_for(&key.namespace, &key.name),
-        )
-        .map(|s| (*s).clone());
+    let sa_snapshot = ctx.stores.restore_point(
+        opns,
+        &restore_point::snapshot_name_for(&key.namespace, &key.name),
+    );
     Ok(Some(ObservedTarget {
         key: key.clone(),
         guard: guarding.guard,
@@ -93,12 +124,22 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         spec: guarding.spec,
         policy: guarding.policy,
         live,
+        content,
         looked,
         restore_point,
         sa_snapshot,
         namespace,
         service_account,
     }))
+}
+
+fn has_our_label(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::GUARDED))
+        .is_some_and(|v| v == "true")
 }
 
 /// The guard of a Secret and what it asks, copied out of the index (never its whole spec).
@@ -111,19 +152,24 @@ struct Guarding {
 }
 
 impl Guarding {
-    /// By name, or by selector on the live labels (the restore point's when the Secret is
-    /// gone, so a deleted selected Secret is still known as guarded).
+    /// By name, or by selector on the live labels (when the Secret is gone, those of its
+    /// final state or of its restore point, so a deleted selected Secret is still known as
+    /// guarded).
     fn resolve(
         ctx: &Context,
         key: &ObjectKey,
-        live: Option<&Secret>,
-        rp: Option<&RestorePoint>,
+        live: Option<&CachedSecret>,
+        final_state: Option<&Secret>,
+        rp: Option<&CachedRestorePoint>,
     ) -> Option<Guarding> {
-        let labels = match live {
-            Some(s) => s.metadata.labels.as_ref(),
-            None => rp.map(|rp| &rp.labels),
+        let labels = match (live.and_then(|s| s.detail.as_ref()), final_state) {
+            (Some(d), _) => Some(d.labels_map()),
+            (None, Some(s)) => s.metadata.labels.clone(),
+            (None, None) => rp
+                .and_then(|rp| rp.saved.as_ref().ok())
+                .map(Saved::labels_map),
         };
-        ctx.index().resolve(key, labels).map(|r| Guarding {
+        ctx.index().resolve(key, labels.as_ref()).map(|r| Guarding {
             guard: r.guard.key.clone(),
             guard_uid: r.guard.uid.clone(),
             severity: r.guard.spec.severity,
@@ -134,18 +180,43 @@ impl Guarding {
 }
 
 impl ObservedTarget {
+    /// The readable restore point, as decisions read it.
+    pub fn saved(&self) -> Option<&Saved> {
+        self.restore_point
+            .as_ref()
+            .and_then(|rp| rp.saved.as_ref().ok())
+    }
+
+    /// The final state of the Secret, when it is gone and its deletion's event showed it.
+    pub fn final_state(&self) -> Option<&Secret> {
+        self.content.as_deref().filter(|_| self.live.is_none())
+    }
+
+    /// The restore point to decide with, and whether it still has to be saved: the final
+    /// state of a deleted Secret, when the restore point does not hold it yet.
+    fn latest_saved(&self) -> (Option<decide::RestorePointView>, bool) {
+        let final_view = self
+            .final_state()
+            .map(|s| observe::secret_view(&CachedSecret::detailed(s)));
+        decide::latest_saved(
+            self.saved().map(observe::restore_point_view),
+            final_view.as_ref(),
+            matches!(self.spec, TargetSpec::Token { .. }),
+        )
+    }
+
     /// Step 2, pure: what to do about what was observed.
     pub fn decide(&self) -> Decision {
         let namespace_terminating = self.namespace != NamespaceState::Active;
-        let secret = self.live.as_ref().map(observe::secret_view);
-        let restore_point = self.restore_point.as_ref().map(observe::restore_point_view);
-        match &self.spec {
+        let secret = self.live.as_deref().map(observe::secret_view);
+        let (restore_point, unsaved) = self.latest_saved();
+        let decision = match &self.spec {
             TargetSpec::Token { .. } => {
                 let sa = self.service_account.as_ref();
                 let snapshot_rv = self
                     .sa_snapshot
                     .as_ref()
-                    .and_then(restore_point::snapshot_resource_version);
+                    .and_then(|s| s.snapshot_resource_version.as_deref());
                 decide::decide_token(
                     &self.policy,
                     &TokenObservation {
@@ -169,6 +240,11 @@ impl ObservedTarget {
                     restore_point,
                 },
             ),
+        };
+        if unsaved {
+            decide::save_first(decision, &self.policy)
+        } else {
+            decision
         }
     }
 
@@ -180,20 +256,55 @@ impl ObservedTarget {
 
     /// Read the live Secret from the apiserver.
     pub async fn look(&mut self, ctx: &Context) -> Result<()> {
-        self.live = get_secret(ctx, &self.key).await?;
+        let found = get_secret(ctx, &self.key).await?;
+        self.live = found.as_ref().map(|s| Arc::new(CachedSecret::detailed(s)));
+        // What was seen of a deleted Secret still matters if it is gone.
+        if found.is_some() || self.final_state().is_none() {
+            self.content = found.map(Arc::new);
+        }
         self.looked = true;
         Ok(())
     }
 
     /// The same Secret's content changed (a legitimate update the restore point follows).
     pub fn content_changed(&self) -> bool {
-        match (&self.live, &self.restore_point) {
-            (Some(live), Some(rp)) => {
-                live.metadata.uid.as_deref() == Some(rp.origin_uid.as_str())
-                    && restore_point::secret_hash(live) != rp.content_hash
+        match (
+            self.live
+                .as_deref()
+                .and_then(|l| l.detail.as_ref().map(|d| (l, d))),
+            self.saved(),
+        ) {
+            (Some((live, d)), Some(rp)) => {
+                live.uid == rp.origin_uid && d.content_hash != rp.content_hash
             }
             _ => false,
         }
+    }
+
+    /// What a restore brings back, when this reconcile holds it: the deleted Secret's
+    /// final state, if that is what the restore point holds (or is about to, see
+    /// `decide::save_first`). Otherwise the restore reads the restore point.
+    pub fn restore_from_final_state(&self, operator_namespace: &str) -> Option<RestorePoint> {
+        let state = self.final_state()?;
+        let (view, _) = self.latest_saved();
+        let view = view?;
+        let seen = CachedSecret::detailed(state);
+        let holds = seen.uid == view.origin_uid
+            && seen
+                .detail
+                .as_ref()
+                .is_some_and(|d| d.content_hash == view.content_hash);
+        if !holds {
+            return None;
+        }
+        let kind = self.spec.kind();
+        restore_point::parse(&restore_point::build(
+            state,
+            kind.as_str(),
+            operator_namespace,
+            0,
+        ))
+        .ok()
     }
 }
 

@@ -1,56 +1,42 @@
-//! Turning Kubernetes objects into the views decisions take. Pure; the views never carry
+//! Turning what the caches hold into the views decisions take. Pure; the views never carry
 //! Secret data, only whether a token is present and a hash of the content.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 
 use super::decide::{Policy, RestorePointView, SecretView, ServiceAccountView};
 use super::spec::TargetSpec;
 use crate::api::v1alpha1::SecretGuardSpec;
+use crate::cache::{CachedSecret, Saved};
 use crate::labels;
-use crate::restore_point::{self, RestorePoint};
 
-pub fn secret_view(secret: &Secret) -> SecretView {
-    let meta = &secret.metadata;
-    let has = |key: &str, value: &str| {
-        meta.labels
-            .as_ref()
-            .and_then(|l| l.get(key))
-            .is_some_and(|v| v == value)
-    };
-    let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key));
+/// The view of a cached Secret. One cached without detail (no guard targeted it then) is
+/// never passed here: the reconcile reads such a Secret from the apiserver first.
+pub fn secret_view(secret: &CachedSecret) -> SecretView {
+    let d = secret.detail.as_ref();
+    let label = |key: &str| d.and_then(|d| d.label(key));
+    let annotation = |key: &str| d.and_then(|d| d.annotation(key));
     SecretView {
-        uid: meta.uid.clone().unwrap_or_default(),
-        created: meta
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(Timestamp::UNIX_EPOCH),
-        terminating: meta.deletion_timestamp.is_some(),
-        labelled: has(labels::GUARDED, "true"),
-        sa_uid: annotation(labels::SA_UID_ANNOTATION).cloned(),
-        token_populated: secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get("token"))
-            .is_some_and(|t| !t.0.is_empty()),
-        content_hash: restore_point::secret_hash(secret),
-        invalidated: meta
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(labels::LEGACY_TOKEN_INVALID_SINCE)),
-        rotate_requested: annotation(labels::ROTATE).is_some_and(|v| v == "true"),
+        uid: secret.uid.clone(),
+        created: d.and_then(|d| d.created).unwrap_or(Timestamp::UNIX_EPOCH),
+        terminating: d.is_some_and(|d| d.terminating),
+        labelled: label(labels::GUARDED) == Some("true"),
+        sa_uid: annotation(labels::SA_UID_ANNOTATION).map(str::to_owned),
+        token_populated: d.is_some_and(|d| d.token_populated),
+        content_hash: d.map(|d| d.content_hash.clone()).unwrap_or_default(),
+        invalidated: label(labels::LEGACY_TOKEN_INVALID_SINCE).is_some(),
+        rotate_requested: annotation(labels::ROTATE) == Some("true"),
     }
 }
 
-pub fn restore_point_view(rp: &RestorePoint) -> RestorePointView {
+pub fn restore_point_view(rp: &Saved) -> RestorePointView {
     RestorePointView {
         origin_uid: rp.origin_uid.clone(),
         content_hash: rp.content_hash.clone(),
-        sa_uid: rp.service_account_uid().map(str::to_owned),
+        sa_uid: rp.service_account_uid.clone(),
     }
 }
 
@@ -81,6 +67,7 @@ pub fn policy(spec: &SecretGuardSpec, target: &TargetSpec, populate_deadline: Du
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
     use kube::api::ObjectMeta;
     use std::collections::BTreeMap;
 
@@ -109,7 +96,7 @@ mod tests {
             )])),
             ..Default::default()
         };
-        let v = secret_view(&secret);
+        let v = secret_view(&CachedSecret::detailed(&secret));
         assert!(v.labelled && v.invalidated && v.rotate_requested && v.token_populated);
         assert_eq!(v.sa_uid.as_deref(), Some("sa"));
         assert!(!format!("{v:?}").contains("\"x\""), "no data in the view");
@@ -118,7 +105,7 @@ mod tests {
             data: Some(BTreeMap::from([("token".to_owned(), ByteString(vec![]))])),
             ..Default::default()
         };
-        let v = secret_view(&empty);
+        let v = secret_view(&CachedSecret::detailed(&empty));
         assert!(!v.token_populated && !v.labelled && !v.invalidated && !v.rotate_requested);
     }
 }

@@ -57,10 +57,17 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     // Report (metrics, alerts, Events; a status write is queued).
     report::report(ctx, &target, &decision, &executed, &recorded).await;
     match executed.failed {
-        Some(failure) if !failure.is_already_exists() => Err(Error::Action {
-            action: failure.action.name(),
-            source: failure.error,
-        }),
+        Some(failure) if !failure.is_already_exists() => {
+            // The retry still needs what the watch event showed (a deleted Secret's final
+            // state is nowhere else).
+            if let Some(content) = target.content.take() {
+                ctx.return_content(key, content);
+            }
+            Err(Error::Action {
+                action: failure.action.name(),
+                source: failure.error,
+            })
+        }
         _ => Ok(decision.requeue_after),
     }
 }

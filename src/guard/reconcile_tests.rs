@@ -8,10 +8,12 @@ use k8s_openapi::api::events::v1::Event;
 use serde_json::json;
 
 use super::*;
+use crate::cache::CachedSecret;
+use crate::controller::triggers::Seen;
 use crate::guard::context::{Context, StoreWriters};
 use crate::guard::fixtures::{
-    self, ApiServer, OPERATOR_NAMESPACE, Reply, cache, expect, namespace, service_account, spec,
-    token_secret, uncache,
+    self, ApiServer, OPERATOR_NAMESPACE, Reply, cache, cache_restore_point, expect, namespace,
+    secret_event, service_account, spec, token_secret, uncache,
 };
 use crate::{labels, restore_point};
 
@@ -63,6 +65,26 @@ fn token_review_accepting(user: &str) -> Reply {
     )
 }
 
+/// What restoring the token sends: the create, the TokenReview, and the Events (TokenDeleted
+/// on the guard, TokenRestored on the guard and the Secret).
+fn token_restore() -> Vec<fixtures::Expect> {
+    vec![
+        expect(Method::POST, SECRETS, Reply::Created),
+        expect(
+            Method::POST,
+            TOKEN_REVIEWS,
+            token_review_accepting("system:serviceaccount:ns:writer"),
+        ),
+        expect(Method::POST, EVENTS, Reply::Created),
+        expect(Method::POST, EVENTS, Reply::Created),
+        expect(Method::POST, EVENTS, Reply::Created),
+    ]
+}
+
+fn token_of(secret: &Secret) -> Option<&[u8]> {
+    Some(secret.data.as_ref()?.get("token")?.0.as_slice())
+}
+
 fn event_reasons(received: &[fixtures::Received]) -> Vec<(String, String)> {
     received
         .iter()
@@ -80,32 +102,31 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
  {
     let target = key();
     let (ctx, mut writers, mut server) = guarded_writer();
-    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    cache_restore_point(&mut writers, &saved(&live_token(), 0));
 
-    // The token Secret is gone: restore it.
+    // The token Secret is gone (deleted while no watch ran): restore it from its restore
+    // point, which only the GET brings with its data.
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
-        server.serve(vec![
-            expect(Method::POST, SECRETS, Reply::Created),
-            expect(
-                Method::POST,
-                TOKEN_REVIEWS,
-                token_review_accepting("system:serviceaccount:ns:writer"),
-            ),
-            expect(Method::POST, EVENTS, Reply::Created),
-            expect(Method::POST, EVENTS, Reply::Created),
-            expect(Method::POST, EVENTS, Reply::Created),
-        ])
+        server.serve(
+            [expect(
+                Method::GET,
+                rp_path(),
+                Reply::Json(
+                    200,
+                    serde_json::to_value(saved(&live_token(), 0)).unwrap_or_default()
+                )
+            )]
+            .into_iter()
+            .chain(token_restore())
+            .collect()
+        )
     );
     server.assert_nothing_else();
     assert!(result.is_ok(), "{result:?}");
-    let created: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
+    let created: Secret = serde_json::from_value(received[1].body.clone()).expect("Secret");
     assert_eq!(
-        created
-            .data
-            .as_ref()
-            .and_then(|d| d.get("token"))
-            .map(|t| t.0.as_slice()),
+        token_of(&created),
         Some(TOKEN),
         "the create carries the saved bytes"
     );
@@ -116,7 +137,7 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
         "marked as a restore of the deleted Secret, so it is counted once"
     );
     assert_eq!(
-        received[1].body["spec"]["token"],
+        received[2].body["spec"]["token"],
         json!(String::from_utf8_lossy(TOKEN)),
         "the TokenReview checks the restored token"
     );
@@ -129,12 +150,13 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
         ]
     );
 
-    // Its watch brings the restored Secret: the restore point follows it and counts the
-    // restore.
+    // Its watch brings the restored Secret: the restore point follows it, written from
+    // the event, and counts the restore.
     let mut restored = created;
     restored.metadata.uid = Some("restored-uid".into());
+    restored.metadata.resource_version = Some("6".into());
     restored.metadata.creation_timestamp = live_token().metadata.creation_timestamp;
-    cache(&mut writers.secrets, restored);
+    secret_event(&ctx, &mut writers, restored, Seen::Changed);
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
@@ -158,7 +180,7 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
     );
 
     // And with the refreshed restore point cached, all is well: nothing more to send.
-    cache(&mut writers.restore_points, rp);
+    cache_restore_point(&mut writers, &rp);
     let result = reconcile_target(&ctx, &target).await;
     server.assert_nothing_else();
     assert!(result.is_ok(), "{result:?}");
@@ -168,8 +190,8 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
 async fn a_second_reconcile_of_a_healthy_token_sends_nothing() {
     let target = key();
     let (ctx, mut writers, mut server) = guarded_writer();
-    cache(&mut writers.secrets, live_token());
-    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    cache(&mut writers.secrets, CachedSecret::detailed(&live_token()));
+    cache_restore_point(&mut writers, &saved(&live_token(), 0));
     for _ in 0..2 {
         let result = reconcile_target(&ctx, &target).await;
         server.assert_nothing_else();
@@ -181,8 +203,8 @@ async fn a_second_reconcile_of_a_healthy_token_sends_nothing() {
 async fn unguarding_sends_only_the_label_patch_and_the_restore_point_delete() {
     let target = key();
     let (ctx, mut writers, mut server) = guarded_writer();
-    cache(&mut writers.secrets, live_token());
-    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    cache(&mut writers.secrets, CachedSecret::detailed(&live_token()));
+    cache_restore_point(&mut writers, &saved(&live_token(), 0));
     let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
     ctx.index_mut().remove(&ObjectKey::of(&guard));
     uncache(&mut writers.guards, guard);
@@ -315,4 +337,156 @@ async fn a_failed_label_is_an_action_failure_not_a_failed_restore() {
             .get(&target)
             .is_some_and(|r| !r.restore_failing)
     );
+}
+
+#[tokio::test]
+async fn a_deletion_whose_event_shows_what_the_restore_point_holds_is_restored_without_reading_it()
+{
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache_restore_point(&mut writers, &saved(&live_token(), 0));
+    secret_event(&ctx, &mut writers, live_token(), Seen::Listed);
+    secret_event(&ctx, &mut writers, live_token(), Seen::Deleted);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(token_restore())
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let created: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
+    assert_eq!(token_of(&created), Some(TOKEN));
+    assert!(
+        ctx.take_content(&target).is_none(),
+        "the content went with the reconcile"
+    );
+}
+
+/// A guard `g` in `ns` guarding the generic Secret `db`, whose namespace is cached, and
+/// whose restore point holds `db("1", "old")`.
+fn guarded_db() -> (Context, StoreWriters, ApiServer) {
+    let (ctx, mut writers, server) = fixtures::context();
+    let guard = fixtures::guard(NS, "g", spec(&[], &["db"]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.guards, guard);
+    cache(&mut writers.namespaces, namespace(NS));
+    cache_restore_point(
+        &mut writers,
+        &restore_point::build(&db("1", "old"), "Secret", OPERATOR_NAMESPACE, 0),
+    );
+    (ctx, writers, server)
+}
+
+fn db_rp_path() -> String {
+    format!(
+        "/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets/{}",
+        restore_point::name_for(NS, "db")
+    )
+}
+
+fn db(version: &str, password: &str) -> Secret {
+    serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": NS, "uid": "db-uid", "resourceVersion": version,
+                     "labels": {labels::GUARDED: "true"}},
+        "type": "Opaque",
+        "data": {"password": k8s_openapi::ByteString(password.as_bytes().to_vec())},
+    }))
+    .unwrap_or_default()
+}
+
+fn data_of(body: &serde_json::Value) -> Option<Vec<u8>> {
+    let s: Secret = serde_json::from_value(body.clone()).ok()?;
+    Some(s.data?.get("password")?.0.clone())
+}
+
+#[tokio::test]
+async fn an_update_then_a_deletion_before_the_reconcile_saves_and_restores_the_latest_content() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = guarded_db();
+    secret_event(&ctx, &mut writers, db("1", "old"), Seen::Listed);
+    // Both events arrive before any reconcile of it runs.
+    secret_event(&ctx, &mut writers, db("2", "new"), Seen::Changed);
+    secret_event(&ctx, &mut writers, db("2", "new"), Seen::Deleted);
+    assert!(ctx.stores.secret(&target).is_none());
+
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+            expect(Method::POST, SECRETS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        data_of(&received[0].body).as_deref(),
+        Some(&b"new"[..]),
+        "the restore point is written from the deletion's event first"
+    );
+    assert_eq!(
+        data_of(&received[1].body).as_deref(),
+        Some(&b"new"[..]),
+        "and the latest content is what comes back"
+    );
+}
+
+#[tokio::test]
+async fn a_change_is_saved_from_its_watch_event_and_without_it_read_once() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = guarded_db();
+    // From the event: no read.
+    secret_event(&ctx, &mut writers, db("2", "new"), Seen::Changed);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(data_of(&received[0].body).as_deref(), Some(&b"new"[..]));
+
+    // Seen in a list (as after a restart): the cache has no data, so it is read once.
+    let (ctx, mut writers, mut server) = guarded_db();
+    secret_event(&ctx, &mut writers, db("3", "newer"), Seen::Listed);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(
+                Method::GET,
+                format!("{SECRETS}/db"),
+                Reply::Json(
+                    200,
+                    serde_json::to_value(db("3", "newer")).unwrap_or_default()
+                )
+            ),
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(data_of(&received[1].body).as_deref(), Some(&b"newer"[..]));
+}
+
+#[tokio::test]
+async fn a_labelled_secret_no_guard_targets_is_cached_bare_and_its_content_not_kept() {
+    let (ctx, mut writers, _server) = fixtures::context();
+    let mut big = db("1", &"x".repeat(900 * 1024));
+    big.metadata.name = Some("noise".into());
+    secret_event(&ctx, &mut writers, big.clone(), Seen::Changed);
+    secret_event(&ctx, &mut writers, big, Seen::Deleted);
+    let key = ObjectKey::new(NS, "noise");
+    assert!(ctx.take_content(&key).is_none(), "no content kept");
+    secret_event(&ctx, &mut writers, db("1", "x"), Seen::Changed);
+    let cached = ctx
+        .stores
+        .secret(&ObjectKey::new(NS, "db"))
+        .expect("cached");
+    assert_eq!(cached.detail, None, "name and UID only");
 }

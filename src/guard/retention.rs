@@ -86,7 +86,7 @@ async fn expire_restore_points(ctx: &Context, key: &ObjectKey) -> Result<Option<
         let Some(rp) = ctx.stores.restore_point(opns, &name) else {
             continue;
         };
-        let left = match restore_point::orphaned_since(&rp) {
+        let left = match rp.orphaned_since {
             None => {
                 let stamp = json!({
                     "apiVersion": "v1", "kind": "Secret",
@@ -125,7 +125,7 @@ pub async fn keep_restore_points(ctx: &Context, key: &ObjectKey) -> Result<()> {
         if ctx
             .stores
             .restore_point(opns, &name)
-            .is_some_and(|rp| restore_point::orphaned_since(&rp).is_some())
+            .is_some_and(|rp| rp.orphaned_since.is_some())
         {
             let unstamp = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": opns}});
             Api::<Secret>::namespaced(ctx.client.clone(), opns)

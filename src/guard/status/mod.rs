@@ -130,7 +130,7 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
                 ctx.stores
                     .restore_point(opns, &restore_point::name_for(&k.namespace, &k.name))
             })
-            .map(|rp| restore_point::restores(&rp))
+            .map(|rp| rp.restores)
             .sum();
         let records = ctx.records();
         export_counts(ctx, key, &targets, &records.targets);
