@@ -7,10 +7,10 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Resource;
-use kube::api::{Api, ObjectMeta};
+use kube::api::{Api, ObjectMeta, WatchEvent, WatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::watcher::{self, Event};
@@ -25,17 +25,37 @@ use crate::guard::context::{Context, StoreWriters, Stores};
 use crate::labels;
 use crate::metrics::Cache;
 
-/// Objects per list request (kube's default is 500). A list response is held whole while
-/// it is read: 500 labelled Secrets of 1 MiB would be half a GiB at once. 100 keeps that
-/// to a tenth and a list of 10,000 guarded Secrets to 100 requests.
-pub const PAGE_SIZE: u32 = 100;
+/// Objects per list request where the apiserver cannot stream lists (kube's default is
+/// 500). A list response is read whole, and a listed Secret of 900 KiB costs about 4 MiB
+/// while it is (measured: 300 of them in pages of 100 added 406 MiB to the peak): 25 keeps
+/// a page of the largest Secrets near 100 MiB, and a list of 10,000 guarded Secrets to 400
+/// requests.
+pub const PAGE_SIZE: u32 = 25;
 
 /// Run every cache watch until the process ends, calling the triggers for every event.
 pub async fn run(ctx: &Arc<Context>, writers: StoreWriters) {
     let c = &ctx.client;
+    let opns = &ctx.config.operator_namespace;
+    let streaming = streaming_lists(c, opns).await;
+    tracing::info!(
+        streaming,
+        "initial lists: {}",
+        if streaming {
+            "streamed, one object at a time"
+        } else {
+            "paged"
+        }
+    );
+    let config = || {
+        let c = watcher::Config::default();
+        if streaming {
+            c.streaming_lists()
+        } else {
+            c.page_size(PAGE_SIZE)
+        }
+    };
     let guarded = config().labels(&format!("{}=true", labels::GUARDED));
     let rp_selector = config().labels(&format!("{}=true", labels::RESTORE_POINT));
-    let opns = &ctx.config.operator_namespace;
     let stores = &ctx.stores;
     futures::future::join5(
         consume(
@@ -119,8 +139,32 @@ pub async fn run(ctx: &Arc<Context>, writers: StoreWriters) {
     .await;
 }
 
-fn config() -> watcher::Config {
-    watcher::Config::default().page_size(PAGE_SIZE)
+/// Whether the apiserver streams lists (the WatchList feature: on by default from
+/// Kubernetes 1.34, off in 1.33): a (re-)list then comes as one watch event per object, so
+/// it never holds more than one large Secret at once. Asked once, with a watch that
+/// selects nothing; any failure means no.
+async fn streaming_lists(client: &kube::Client, namespace: &str) -> bool {
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
+    let params = WatchParams::streaming_lists()
+        .labels("secretguard.dev/streaming-list-probe=none")
+        .timeout(2);
+    let probe = async {
+        let stream = api.watch(&params, "0").await.ok()?;
+        futures::pin_mut!(stream);
+        match stream.try_next().await.ok()?? {
+            WatchEvent::Bookmark(b) => Some(
+                b.metadata
+                    .annotations
+                    .contains_key("k8s.io/initial-events-end"),
+            ),
+            _ => Some(false),
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// A watch for a cache, retried with backoff.
