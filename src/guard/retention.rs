@@ -41,9 +41,10 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
     if ctx.stores.secret(key).is_some() {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.namespace);
         let patch = json!({"metadata": {"labels": {labels::GUARDED: null}}});
+        // Answered with the metadata only: the Secret may be anyone's, of any size.
         tolerate(
             secrets
-                .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_metadata(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await,
             &[404],
         )?;
