@@ -32,6 +32,22 @@ pub const DECISION_ANNOTATIONS: &[&str] = &[
     labels::RESTORED_FROM,
 ];
 
+/// A content hash as its 32 bytes; shown (and compared with the views') as hex.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest(pub [u8; 32]);
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&restore_point::hex(&self.0))
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// Approximate heap bytes a cache entry holds (the `secretguard_cached_bytes` gauge).
 pub trait Retained {
     fn retained_bytes(&self) -> usize;
@@ -60,7 +76,7 @@ pub struct SecretDetail {
     /// Only the `DECISION_ANNOTATIONS`, sorted by key.
     pub annotations: Vec<(String, String)>,
     /// `restore_point::secret_hash`: type and data.
-    pub content_hash: String,
+    pub content_hash: Digest,
     /// `data.token` is present and not empty.
     pub token_populated: bool,
 }
@@ -99,7 +115,7 @@ impl CachedSecret {
                 annotations: sorted(meta.annotations.as_ref(), &|k| {
                     DECISION_ANNOTATIONS.contains(&k)
                 }),
-                content_hash: restore_point::secret_hash(secret),
+                content_hash: Digest(restore_point::secret_digest(secret)),
                 token_populated: secret
                     .data
                     .as_ref()
@@ -118,10 +134,7 @@ impl Retained for CachedSecret {
             + self.uid.capacity()
             + self.resource_version.capacity()
             + self.detail.as_ref().map_or(0, |d| {
-                d.type_.capacity()
-                    + pairs_bytes(&d.labels)
-                    + pairs_bytes(&d.annotations)
-                    + d.content_hash.capacity()
+                d.type_.capacity() + pairs_bytes(&d.labels) + pairs_bytes(&d.annotations)
             })
     }
 }
@@ -166,7 +179,7 @@ pub struct Saved {
     pub origin_kind: String,
     /// The hash of the data the restore point really holds, not its annotation: one whose
     /// data was edited behind the operator's back no longer matches and is rewritten.
-    pub content_hash: String,
+    pub content_hash: Digest,
     /// The ServiceAccount UID a saved token was issued for.
     pub service_account_uid: Option<String>,
     /// The origin's labels, sorted by key: a deleted Secret is matched to a selector by them.
@@ -180,7 +193,7 @@ impl CachedRestorePoint {
             service_account_uid: rp.service_account_uid().map(str::to_owned),
             origin_uid: rp.origin_uid,
             origin_kind: rp.origin_kind,
-            content_hash: rp.content_hash,
+            content_hash: Digest(restore_point::content_digest(&rp.type_, &rp.data)),
             labels: rp.labels.into_iter().collect(),
         });
         CachedRestorePoint {
@@ -207,7 +220,6 @@ impl Retained for CachedRestorePoint {
             + self.saved.as_ref().map_or(0, |s| {
                 s.origin_uid.capacity()
                     + s.origin_kind.capacity()
-                    + s.content_hash.capacity()
                     + s.service_account_uid.as_ref().map_or(0, String::capacity)
                     + pairs_bytes(&s.labels)
             })
@@ -357,7 +369,7 @@ mod tests {
             "only the annotations decisions read: {:?}",
             d.annotations
         );
-        assert_eq!(d.content_hash, restore_point::secret_hash(&s));
+        assert_eq!(d.content_hash.to_string(), restore_point::secret_hash(&s));
         assert!(d.token_populated);
         assert_eq!(d.created.map(|t| t.as_second()), Some(1767225600));
         assert!(!d.terminating);
@@ -406,7 +418,10 @@ mod tests {
         assert_eq!(cached.orphaned_since, None);
         let saved = cached.saved.as_ref().expect("readable");
         assert_eq!(saved.origin_uid, "db-uid");
-        assert_eq!(saved.content_hash, restore_point::secret_hash(&live));
+        assert_eq!(
+            saved.content_hash.to_string(),
+            restore_point::secret_hash(&live)
+        );
         assert_eq!(saved.service_account_uid.as_deref(), Some("sa-uid"));
         assert_eq!(
             saved.labels_map().get("tier").map(String::as_str),
@@ -426,7 +441,7 @@ mod tests {
             .insert("password".into(), ByteString(b"edited".to_vec()));
         let edited = CachedRestorePoint::of(&rp);
         assert_ne!(
-            edited.saved.expect("readable").content_hash,
+            edited.saved.expect("readable").content_hash.to_string(),
             restore_point::secret_hash(&live)
         );
     }

@@ -87,6 +87,11 @@ pub fn name_for(namespace: &str, name: &str) -> String {
 /// Hash of what a restore must bring back: type and data. Labels and annotations are
 /// saved too but do not make a new restore point on their own.
 pub fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> String {
+    hex(&content_digest(type_, data))
+}
+
+/// `content_hash` as its 32 bytes (what the caches keep).
+pub fn content_digest(type_: &str, data: &BTreeMap<String, ByteString>) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update((type_.len() as u64).to_be_bytes());
     h.update(type_.as_bytes());
@@ -96,19 +101,24 @@ pub fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> String 
         h.update((v.0.len() as u64).to_be_bytes());
         h.update(&v.0);
     }
-    hex(&h.finalize())
+    h.finalize().into()
 }
 
 /// Content hash of a live Secret.
 pub fn secret_hash(secret: &Secret) -> String {
+    hex(&secret_digest(secret))
+}
+
+/// `secret_hash` as its 32 bytes.
+pub fn secret_digest(secret: &Secret) -> [u8; 32] {
     let empty = BTreeMap::new();
-    content_hash(
+    content_digest(
         secret.type_.as_deref().unwrap_or("Opaque"),
         secret.data.as_ref().unwrap_or(&empty),
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -293,7 +293,7 @@ impl ObservedTarget {
             && seen
                 .detail
                 .as_ref()
-                .is_some_and(|d| d.content_hash == view.content_hash);
+                .is_some_and(|d| d.content_hash.to_string() == view.content_hash);
         if !holds {
             return None;
         }

@@ -26,7 +26,7 @@ pub fn secret_view(secret: &CachedSecret) -> SecretView {
         labelled: label(labels::GUARDED) == Some("true"),
         sa_uid: annotation(labels::SA_UID_ANNOTATION).map(str::to_owned),
         token_populated: d.is_some_and(|d| d.token_populated),
-        content_hash: d.map(|d| d.content_hash.clone()).unwrap_or_default(),
+        content_hash: d.map(|d| d.content_hash.to_string()).unwrap_or_default(),
         invalidated: label(labels::LEGACY_TOKEN_INVALID_SINCE).is_some(),
         rotate_requested: annotation(labels::ROTATE) == Some("true"),
     }
@@ -35,7 +35,7 @@ pub fn secret_view(secret: &CachedSecret) -> SecretView {
 pub fn restore_point_view(rp: &Saved) -> RestorePointView {
     RestorePointView {
         origin_uid: rp.origin_uid.clone(),
-        content_hash: rp.content_hash.clone(),
+        content_hash: rp.content_hash.to_string(),
         sa_uid: rp.service_account_uid.clone(),
     }
 }
