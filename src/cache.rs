@@ -71,8 +71,8 @@ pub struct SecretDetail {
     pub created: Option<Timestamp>,
     pub terminating: bool,
     pub type_: String,
-    /// Every label, sorted by key (selectors match on them).
-    pub labels: Vec<(String, String)>,
+    /// Every label (selectors match on them).
+    pub labels: Labels,
     /// Only the `DECISION_ANNOTATIONS`, sorted by key.
     pub annotations: Vec<(String, String)>,
     /// `restore_point::secret_hash`: type and data.
@@ -96,23 +96,13 @@ impl CachedSecret {
     /// What decisions read of a guarded Secret.
     pub fn detailed(secret: &Secret) -> CachedSecret {
         let meta = &secret.metadata;
-        let sorted = |m: Option<&BTreeMap<String, String>>, keep: &dyn Fn(&str) -> bool| {
-            let mut v: Vec<(String, String)> = m
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| keep(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            v.shrink_to_fit();
-            v
-        };
         CachedSecret {
             detail: Some(SecretDetail {
                 created: meta.creation_timestamp.as_ref().map(|t| t.0),
                 terminating: meta.deletion_timestamp.is_some(),
                 type_: secret.type_.clone().unwrap_or_else(|| "Opaque".into()),
-                labels: sorted(meta.labels.as_ref(), &|_| true),
-                annotations: sorted(meta.annotations.as_ref(), &|k| {
+                labels: Labels::of(meta.labels.as_ref()),
+                annotations: sorted(meta.annotations.as_ref(), |k| {
                     DECISION_ANNOTATIONS.contains(&k)
                 }),
                 content_hash: Digest(restore_point::secret_digest(secret)),
@@ -134,14 +124,14 @@ impl Retained for CachedSecret {
             + self.uid.capacity()
             + self.resource_version.capacity()
             + self.detail.as_ref().map_or(0, |d| {
-                d.type_.capacity() + pairs_bytes(&d.labels) + pairs_bytes(&d.annotations)
+                d.type_.capacity() + d.labels.bytes() + pairs_bytes(&d.annotations)
             })
     }
 }
 
 impl SecretDetail {
     pub fn label(&self, key: &str) -> Option<&str> {
-        find(&self.labels, key)
+        self.labels.get(key)
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
@@ -150,7 +140,7 @@ impl SecretDetail {
 
     /// The labels as selectors take them.
     pub fn labels_map(&self) -> BTreeMap<String, String> {
-        self.labels.iter().cloned().collect()
+        self.labels.to_map()
     }
 }
 
@@ -176,14 +166,13 @@ pub struct CachedRestorePoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Saved {
     pub origin_uid: String,
-    pub origin_kind: String,
     /// The hash of the data the restore point really holds, not its annotation: one whose
     /// data was edited behind the operator's back no longer matches and is rewritten.
     pub content_hash: Digest,
     /// The ServiceAccount UID a saved token was issued for.
     pub service_account_uid: Option<String>,
-    /// The origin's labels, sorted by key: a deleted Secret is matched to a selector by them.
-    pub labels: Vec<(String, String)>,
+    /// The origin's labels: a deleted Secret is matched to a selector by them.
+    pub labels: Labels,
 }
 
 impl CachedRestorePoint {
@@ -192,9 +181,8 @@ impl CachedRestorePoint {
         let saved = restore_point::parse(secret).map(|rp| Saved {
             service_account_uid: rp.service_account_uid().map(str::to_owned),
             origin_uid: rp.origin_uid,
-            origin_kind: rp.origin_kind,
             content_hash: Digest(restore_point::content_digest(&rp.type_, &rp.data)),
-            labels: rp.labels.into_iter().collect(),
+            labels: Labels::of(Some(&rp.labels)),
         });
         CachedRestorePoint {
             key: ObjectKey::of(secret),
@@ -219,17 +207,69 @@ impl Retained for CachedRestorePoint {
                 .map_or(0, String::capacity)
             + self.saved.as_ref().map_or(0, |s| {
                 s.origin_uid.capacity()
-                    + s.origin_kind.capacity()
                     + s.service_account_uid.as_ref().map_or(0, String::capacity)
-                    + pairs_bytes(&s.labels)
+                    + s.labels.bytes()
             })
     }
 }
 
 impl Saved {
     pub fn labels_map(&self) -> BTreeMap<String, String> {
-        self.labels.iter().cloned().collect()
+        self.labels.to_map()
     }
+}
+
+/// Labels, compactly: sorted pairs, and secretguard.dev/guarded=true as a flag (every
+/// guarded Secret, and nearly every restore point's origin, carries it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels {
+    guarded: bool,
+    others: Vec<(String, String)>,
+}
+
+impl Labels {
+    pub fn of(labels: Option<&BTreeMap<String, String>>) -> Labels {
+        let guarded = labels
+            .and_then(|l| l.get(labels::GUARDED))
+            .is_some_and(|v| v == "true");
+        Labels {
+            guarded,
+            others: sorted(labels, |k| !(guarded && k == labels::GUARDED)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        if self.guarded && key == labels::GUARDED {
+            return Some("true");
+        }
+        find(&self.others, key)
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let ours = self
+            .guarded
+            .then(|| (labels::GUARDED.to_owned(), "true".to_owned()));
+        self.others.iter().cloned().chain(ours).collect()
+    }
+
+    fn bytes(&self) -> usize {
+        pairs_bytes(&self.others)
+    }
+}
+
+/// The pairs of `m` whose key `keep` accepts, sorted by key.
+fn sorted(
+    m: Option<&BTreeMap<String, String>>,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = m
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    v.shrink_to_fit();
+    v
 }
 
 fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -361,6 +401,10 @@ mod tests {
         let d = cached.detail.as_ref().expect("detail");
         assert_eq!(d.label("tier"), Some("critical"));
         assert_eq!(d.label(labels::GUARDED), Some("true"));
+        assert_eq!(
+            d.labels_map().get(labels::GUARDED).map(String::as_str),
+            Some("true")
+        );
         assert_eq!(d.annotation(labels::SA_UID_ANNOTATION), Some("sa-uid"));
         assert_eq!(d.annotation(labels::ROTATE), Some("true"));
         assert_eq!(

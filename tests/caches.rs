@@ -3,6 +3,8 @@
 //! guard adds next to nothing to it; and a restore point is written from the watch event
 //! itself, so an update followed at once by a deletion restores the latest content.
 //!
+//! Lists are streamed where the apiserver can (one object at a time), paged elsewhere.
+//!
 //! The tests of this binary run one at a time: each runs an operator of its own, and
 //! operators act cluster-wide.
 
@@ -230,5 +232,29 @@ async fn labelled_secrets_no_guard_targets_are_cached_without_their_content() {
         added < 8 * 1024,
         "secretguard_cached_bytes grew by {added} bytes for {} Secrets of 200-900 KiB",
         names.len()
+    );
+}
+
+#[tokio::test]
+async fn initial_lists_are_streamed_where_the_apiserver_can() {
+    let _serial = SERIAL.lock().await;
+    let client = admin_client().await;
+    prepare_operator();
+    let op = OperatorProcess::builder("lists").start();
+    op.wait_ready();
+    let version = client.apiserver_version().await.expect("version");
+    let minor: u32 = version
+        .minor
+        .trim_end_matches('+')
+        .parse()
+        .expect("a minor version");
+    // WatchList, which streams lists, is on by default from Kubernetes 1.34 (off in 1.33).
+    let want = format!("streaming={}", minor >= 34);
+    let log = op.read_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("initial lists") && l.contains(&want)),
+        "{want} on {}: {log}",
+        version.git_version
     );
 }
