@@ -18,7 +18,7 @@ use crate::guard::spec::{self, TargetKind};
 use crate::guard::status;
 use crate::metrics::GuardKind;
 use crate::object_key::ObjectKey;
-use crate::{labels, restore_point};
+use crate::restore_point;
 
 pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     let key = ObjectKey::of(guard);
@@ -97,11 +97,9 @@ pub fn admit_secret(ctx: &Context, secret: Secret, seen: Seen) -> CachedSecret {
     let needed = *ctx.leading.borrow()
         && match seen {
             Seen::Listed => false,
-            // Its final state, unless it was only let go of (our label removed).
-            Seen::Deleted => cached
-                .detail
-                .as_ref()
-                .is_some_and(|d| d.label(labels::GUARDED) == Some("true")),
+            // Its final state. (A Secret that only lost our label comes as a deletion too,
+            // with its previous content: its restore then finds it there and looks again.)
+            Seen::Deleted => true,
             // A change its restore point does not hold yet.
             Seen::Changed => !restore_point_holds(ctx, &cached),
         };

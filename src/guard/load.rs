@@ -19,7 +19,6 @@ use super::spec::TargetSpec;
 use crate::Result;
 use crate::api::v1alpha1::Severity;
 use crate::cache::{CachedRestorePoint, CachedSecret, Saved};
-use crate::labels;
 use crate::object_key::ObjectKey;
 use crate::restore_point::{self, RestorePoint};
 
@@ -77,8 +76,8 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
     let mut content = ctx.take_content(key).filter(|c| match &live {
         // The same version as the cache, or nothing.
         Some(l) => c.metadata.resource_version.as_deref() == Some(l.resource_version.as_str()),
-        // The final state of a deleted Secret (still labelled: not merely let go of).
-        None => cached.is_none() && has_our_label(c),
+        // The final state of a deleted Secret.
+        None => cached.is_none(),
     });
     let mut looked = false;
     let mut guarding = Guarding::resolve(
@@ -131,15 +130,6 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         namespace,
         service_account,
     }))
-}
-
-fn has_our_label(secret: &Secret) -> bool {
-    secret
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::GUARDED))
-        .is_some_and(|v| v == "true")
 }
 
 /// The guard of a Secret and what it asks, copied out of the index (never its whole spec).
