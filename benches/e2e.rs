@@ -610,6 +610,7 @@ async fn run() {
 
     let parts = env_words("BENCH_PARTS", "restore,memory");
     let measure_restores = parts.iter().any(|p| p == "restore");
+    let measure_memory = parts.iter().any(|p| p == "memory");
     let noise = env_num("BENCH_NOISE", 300);
     let mut restore_rows = Vec::new();
     let mut alert_ms = Vec::new();
@@ -622,7 +623,8 @@ async fn run() {
                 if kind == "token" && layout == "one-guard" && n > 256 {
                     continue; // a guard lists at most 256 ServiceAccounts
                 }
-                let memory_here = n == max_scale && kind == "secret" && layout == "many-guards";
+                let memory_here =
+                    measure_memory && n == max_scale && kind == "secret" && layout == "many-guards";
                 if !measure_restores && !memory_here {
                     continue;
                 }
