@@ -28,6 +28,14 @@ pub const DEFAULT_RUNBOOK_BASE: &str =
 pub const EVENT_WINDOW: Duration = Duration::from_secs(600);
 const RESEND: Duration = Duration::from_secs(60);
 const ATTEMPTS: u32 = 5;
+/// Alerts about one guard's objects active at once, at most: beyond, one
+/// SecretGuardAlertsCapped alert for the guard stands for the rest (its objects are in
+/// the guard's status and the per-object metrics), so one guard of many missing names
+/// cannot flood Alertmanager or crowd out other alerts (security review A5).
+pub const MAX_ALERTS_PER_GUARD: usize = 20;
+/// Alerts per request to Alertmanager when re-sending all active ones.
+const CHUNK: usize = 500;
+const CAPPED: &str = "SecretGuardAlertsCapped";
 
 /// One alert about one object.
 #[derive(Clone, Debug)]
@@ -134,10 +142,21 @@ async fn push_loop(
                         let ends_at = alert.event
                             .then(|| now + SignedDuration::try_from(EVENT_WINDOW).unwrap_or(SignedDuration::ZERO));
                         let key = (alert.object.clone(), alert.alertname);
-                        let a = active.entry(key).or_insert(Active { alert: alert.clone(), starts_at: now, ends_at });
-                        a.alert = alert;
-                        a.ends_at = ends_at;
-                        vec![payload(a, &runbook_base)]
+                        if !active.contains_key(&key) && of_guard(&active, &alert) >= MAX_ALERTS_PER_GUARD {
+                            metrics.alerts_sent.get_or_create(&Outcome { outcome: "capped".into() }).inc();
+                            let capped = capped_alert(&alert);
+                            let key = (capped.object.clone(), CAPPED);
+                            if active.contains_key(&key) {
+                                continue;
+                            }
+                            let a = active.entry(key).or_insert(Active { alert: capped, starts_at: now, ends_at: None });
+                            vec![payload(a, &runbook_base)]
+                        } else {
+                            let a = active.entry(key).or_insert(Active { alert: alert.clone(), starts_at: now, ends_at });
+                            a.alert = alert;
+                            a.ends_at = ends_at;
+                            vec![payload(a, &runbook_base)]
+                        }
                     }
                     Msg::Resolve(_) | Msg::ResolveOne(..) => {
                         let done: Vec<_> = active
@@ -145,8 +164,11 @@ async fn push_loop(
                             .filter(|(k, a)| !a.alert.event && msg.resolves(k))
                             .map(|(k, _)| k.clone())
                             .collect();
-                        done.into_iter()
-                            .filter_map(|k| active.remove(&k))
+                        let mut ended: Vec<Active> =
+                            done.into_iter().filter_map(|k| active.remove(&k)).collect();
+                        ended.extend(uncap(&mut active));
+                        ended
+                            .into_iter()
                             .map(|mut a| {
                                 a.ends_at = Some(now);
                                 payload(&a, &runbook_base)
@@ -158,13 +180,80 @@ async fn push_loop(
             _ = tick.tick() => {
                 let now = Timestamp::now();
                 active.retain(|_, a| a.ends_at.is_none_or(|e| e > now));
-                active.values().map(|a| payload(a, &runbook_base)).collect()
+                let ended: Vec<_> = uncap(&mut active)
+                    .into_iter()
+                    .map(|mut a| {
+                        a.ends_at = Some(now);
+                        payload(&a, &runbook_base)
+                    })
+                    .collect();
+                active.values().map(|a| payload(a, &runbook_base)).chain(ended).collect()
             }
         };
-        if !batch.is_empty() {
-            post(&client, &urls, &batch, &metrics).await;
+        for chunk in batch.chunks(CHUNK) {
+            post(&client, &urls, chunk, &metrics).await;
         }
     }
+}
+
+type Key = (ObjectKey, &'static str);
+
+/// Whether an active alert is about one of this guard's objects (the capped alert aside).
+fn same_guard((object, name): &Key, a: &Active, namespace: &str, guard: &str) -> bool {
+    *name != CAPPED && object.namespace == namespace && a.alert.guard == guard
+}
+
+/// Alerts active about the objects of `alert`'s guard.
+fn of_guard(active: &HashMap<Key, Active>, alert: &Alert) -> usize {
+    let ns = &alert.object.namespace;
+    active
+        .iter()
+        .filter(|(k, a)| same_guard(k, a, ns, &alert.guard))
+        .count()
+}
+
+/// The alert that stands for a guard's alerts beyond MAX_ALERTS_PER_GUARD.
+fn capped_alert(alert: &Alert) -> Alert {
+    Alert {
+        alertname: CAPPED,
+        event: false,
+        object: ObjectKey::new(&alert.object.namespace, &alert.guard),
+        guard: alert.guard.clone(),
+        kind: "SecretGuard".into(),
+        reason: "AlertsCapped".into(),
+        severity: alert.severity.clone(),
+        summary: format!(
+            "More than {MAX_ALERTS_PER_GUARD} objects of SecretGuard {}/{} need attention",
+            alert.object.namespace, alert.guard
+        ),
+        description: format!(
+            "Further alerts about this guard's objects are not sent one by one. See kubectl -n {} get secretguard {} -o yaml, and the secretguard_object_missing metric.",
+            alert.object.namespace, alert.guard
+        ),
+    }
+}
+
+/// Remove the capped alerts of guards back under the cap; returns them, to be resolved.
+fn uncap(active: &mut HashMap<Key, Active>) -> Vec<Active> {
+    let capped: Vec<Key> = active
+        .keys()
+        .filter(|(_, name)| *name == CAPPED)
+        .cloned()
+        .collect();
+    let under: Vec<Key> = capped
+        .into_iter()
+        .filter(|(guard, _)| {
+            active
+                .iter()
+                .filter(|(k, a)| same_guard(k, a, &guard.namespace, &guard.name))
+                .count()
+                < MAX_ALERTS_PER_GUARD
+        })
+        .collect();
+    under
+        .into_iter()
+        .filter_map(|k| active.remove(&k))
+        .collect()
 }
 
 fn payload(a: &Active, runbook_base: &str) -> serde_json::Value {

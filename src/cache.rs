@@ -17,11 +17,12 @@ use std::mem::size_of;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
 use kube::runtime::reflector::Lookup;
 
 use crate::labels;
 use crate::object_key::ObjectKey;
-use crate::restore_point::{self, RestorePointError};
+use crate::restore_point::{self, RestorePointError, Written};
 
 /// The annotations of a guarded Secret that decisions read; all others are left out of the
 /// cache (the restore point is written from the whole object, not from the cache).
@@ -29,6 +30,7 @@ pub const DECISION_ANNOTATIONS: &[&str] = &[
     labels::SA_NAME_ANNOTATION,
     labels::SA_UID_ANNOTATION,
     labels::ROTATE,
+    labels::RETIRE,
     labels::RESTORED_FROM,
 ];
 
@@ -79,6 +81,9 @@ pub struct SecretDetail {
     pub content_hash: Digest,
     /// `data.token` is present and not empty.
     pub token_populated: bool,
+    /// kubernetes.io/legacy-token-invalid-since was set by the legacy token cleaner, and
+    /// only by it (its managedFields say so; the cache keeps no managedFields).
+    pub invalidated_by_cleaner: bool,
 }
 
 impl CachedSecret {
@@ -111,6 +116,7 @@ impl CachedSecret {
                     .as_ref()
                     .and_then(|d| d.get("token"))
                     .is_some_and(|t| !t.0.is_empty()),
+                invalidated_by_cleaner: invalidated_by_cleaner(meta),
             }),
             ..CachedSecret::minimal(secret)
         }
@@ -149,8 +155,11 @@ impl SecretDetail {
 pub struct CachedRestorePoint {
     /// The restore point's own namespace and name.
     pub key: ObjectKey,
-    /// The Secret it belongs to (None: not one of ours to act on).
-    pub origin: Option<ObjectKey>,
+    /// Its resourceVersion: a save is made over this version only.
+    pub resource_version: String,
+    /// Where it was written and of what (its origin: None when it is not one of ours to
+    /// act on).
+    pub written: Written,
     /// Restores recorded on it.
     pub restores: u64,
     /// Stamped when its namespace was found gone.
@@ -173,20 +182,35 @@ pub struct Saved {
     pub service_account_uid: Option<String>,
     /// The origin's labels: a deleted Secret is matched to a selector by them.
     pub labels: Labels,
+    /// A tombstone: why the name must not be re-created (`secretguard.dev/tombstone`).
+    pub tombstone: Option<String>,
+    /// The origin was retired on purpose (`secretguard.dev/retire`).
+    pub retired: bool,
 }
 
 impl CachedRestorePoint {
+    /// The Secret it belongs to (None: not one of ours to act on).
+    pub fn origin(&self) -> Option<&ObjectKey> {
+        self.written.origin.as_ref()
+    }
+
     pub fn of(secret: &Secret) -> CachedRestorePoint {
         // A snapshot has no origin type: it reads as no restore point of a Secret.
         let saved = restore_point::parse(secret).map(|rp| Saved {
             service_account_uid: rp.service_account_uid().map(str::to_owned),
-            origin_uid: rp.origin_uid,
             content_hash: Digest(restore_point::content_digest(&rp.type_, &rp.data)),
             labels: Labels::of(Some(&rp.labels)),
+            tombstone: rp.annotations.get(labels::TOMBSTONE).cloned(),
+            retired: rp
+                .annotations
+                .get(labels::RETIRE)
+                .is_some_and(|v| v == "true"),
+            origin_uid: rp.origin_uid,
         });
         CachedRestorePoint {
             key: ObjectKey::of(secret),
-            origin: restore_point::origin_key(secret),
+            resource_version: secret.metadata.resource_version.clone().unwrap_or_default(),
+            written: Written::of(secret),
             restores: restore_point::restores(secret),
             orphaned_since: restore_point::orphaned_since(secret),
             snapshot_resource_version: restore_point::snapshot_resource_version(secret)
@@ -198,16 +222,22 @@ impl CachedRestorePoint {
 
 impl Retained for CachedRestorePoint {
     fn retained_bytes(&self) -> usize {
+        let w = &self.written;
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
         size_of::<Self>()
             + key_bytes(&self.key)
-            + self.origin.as_ref().map_or(0, key_bytes)
-            + self
-                .snapshot_resource_version
-                .as_ref()
-                .map_or(0, String::capacity)
+            + self.resource_version.capacity()
+            + w.origin.as_ref().map_or(0, key_bytes)
+            + w.service_account.as_ref().map_or(0, key_bytes)
+            + opt(&w.origin_kind)
+            + opt(&w.origin_uid)
+            + opt(&w.namespace_uid)
+            + opt(&w.adopt_namespace_uid)
+            + opt(&self.snapshot_resource_version)
             + self.saved.as_ref().map_or(0, |s| {
                 s.origin_uid.capacity()
-                    + s.service_account_uid.as_ref().map_or(0, String::capacity)
+                    + opt(&s.service_account_uid)
+                    + opt(&s.tombstone)
                     + s.labels.bytes()
             })
     }
@@ -270,6 +300,33 @@ fn sorted(
         .collect();
     v.shrink_to_fit();
     v
+}
+
+/// The field managers that own a label of an object, from its managedFields (empty when
+/// they are unknown).
+pub fn label_owners<'a>(meta: &'a ObjectMeta, label: &str) -> Vec<&'a str> {
+    let field = format!("f:{label}");
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.get(&field))
+                .is_some()
+        })
+        .map(|m| m.manager.as_deref().unwrap_or_default())
+        .collect()
+}
+
+/// Whether the invalidation label was set by the legacy token cleaner, and only by it.
+/// kube-controller-manager writes as `kube-controller-manager`; a person's kubectl writes
+/// as `kubectl-label`, `kubectl-edit`, `kubectl-patch`, ... A field manager is chosen by
+/// the client, so this tells apart who meant what, not who may do what: whoever names
+/// itself kube-controller-manager could as well have removed the label.
+pub fn invalidated_by_cleaner(meta: &ObjectMeta) -> bool {
+    let owners = label_owners(meta, labels::LEGACY_TOKEN_INVALID_SINCE);
+    !owners.is_empty() && owners.iter().all(|m| *m == labels::CONTROLLER_MANAGER)
 }
 
 fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -455,9 +512,9 @@ mod tests {
     #[test]
     fn a_restore_point_is_cached_without_its_data_with_the_hash_of_the_data_it_holds() {
         let live = secret(json!({labels::SA_UID_ANNOTATION: "sa-uid"}));
-        let mut rp = restore_point::build(&live, "Secret", "op", 3);
+        let mut rp = restore_point::build(&live, "Secret", "ns-uid", "op", 3);
         let cached = CachedRestorePoint::of(&rp);
-        assert_eq!(cached.origin, Some(ObjectKey::new("ns", "db")));
+        assert_eq!(cached.origin(), Some(&ObjectKey::new("ns", "db")));
         assert_eq!(cached.restores, 3);
         assert_eq!(cached.orphaned_since, None);
         let saved = cached.saved.as_ref().expect("readable");
@@ -502,9 +559,13 @@ mod tests {
             },
             ..Default::default()
         };
-        let snap = restore_point::build_sa_snapshot(&sa, "writer-token", "op");
+        let snap = restore_point::build_sa_snapshot(&sa, "writer-token", "ns-uid", "op");
         let cached = CachedRestorePoint::of(&snap);
-        assert_eq!(cached.origin, Some(ObjectKey::new("ns", "writer-token")));
+        assert_eq!(cached.origin(), Some(&ObjectKey::new("ns", "writer-token")));
+        assert_eq!(
+            cached.written.service_account,
+            Some(ObjectKey::new("ns", "writer"))
+        );
         assert_eq!(cached.snapshot_resource_version.as_deref(), Some("9"));
         assert!(
             cached.saved.is_err(),

@@ -21,6 +21,10 @@ pub struct Config {
     pub runbook_base_url: String,
     /// Leader election; None: this process always leads (one replica, tests).
     pub leader: Option<LeaderConfig>,
+    /// The restore-loop breaker: more restores of one object than this within
+    /// `restore_loop_window` stop its restores (RestoreLoop).
+    pub restore_loop_limit: usize,
+    pub restore_loop_window: Duration,
 }
 
 /// Leader election among replicas (src/leader.rs).

@@ -31,6 +31,10 @@ pub enum Error {
 
     #[error("HTTP server on {0} failed: {1}")]
     Http(std::net::SocketAddr, #[source] std::io::Error),
+
+    /// A unit of work panicked; caught by the worker, which retries it with backoff.
+    #[error("panicked: {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -44,6 +48,7 @@ impl Error {
             Error::Action { .. } => "ActionFailed",
             Error::LostLeadership => "LostLeadership",
             Error::Http(..) => "HTTPError",
+            Error::Panicked(_) => "Panic",
         }
     }
 }
@@ -68,6 +73,11 @@ pub enum ActionError {
 
     #[error("unreadable ServiceAccount snapshot")]
     BadSnapshot,
+
+    /// The restore point changed since this reconcile read it (409 on a save that carried
+    /// the version read): read again and decide again, with backoff.
+    #[error("the restore point changed since it was read")]
+    StaleRestorePoint,
 }
 
 impl ActionError {

@@ -1,7 +1,9 @@
 //! Fault-injection points for the crash tests. With the `fault-injection` feature (test
 //! builds only), a process whose SECRETGUARD_FAULT names a point kills itself with SIGKILL
-//! when it gets there: no destructors, no flush, exactly like `kill -9`. Without the
-//! feature, `point` compiles to nothing.
+//! when it gets there: no destructors, no flush, exactly like `kill -9`. `stop:<point>`
+//! stops it there with SIGSTOP instead (a paused leader: the test sends SIGCONT), and
+//! `panic:<point>` panics there (a bug in one reconcile); each of those two only the
+//! first time. Without the feature, `point` compiles to nothing.
 
 /// The points, in the order a restore passes them.
 pub mod points {
@@ -19,12 +21,35 @@ pub mod points {
 
 #[cfg(feature = "fault-injection")]
 pub fn point(name: &str) {
-    if std::env::var("SECRETGUARD_FAULT").is_ok_and(|f| f == name) {
-        eprintln!("secretguard: fault point {name} reached: SIGKILL");
-        // SAFETY: getpid and kill have no preconditions; this ends the process.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A stop or a panic happens once per process: the test resumes it, or the retry runs.
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    let Ok(fault) = std::env::var("SECRETGUARD_FAULT") else {
+        return;
+    };
+    let (how, at) = fault.split_once(':').unwrap_or(("kill", &fault));
+    if at != name {
+        return;
+    }
+    match how {
+        "stop" if !FIRED.swap(true, Ordering::SeqCst) => {
+            eprintln!("secretguard: fault point {name} reached: SIGSTOP");
+            // SAFETY: as below; the process stops here until it gets SIGCONT.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGSTOP);
+            }
         }
+        "panic" if !FIRED.swap(true, Ordering::SeqCst) => {
+            panic!("fault point {name} reached: panic")
+        }
+        "kill" => {
+            eprintln!("secretguard: fault point {name} reached: SIGKILL");
+            // SAFETY: getpid and kill have no preconditions; this ends the process.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+        _ => {}
     }
 }
 

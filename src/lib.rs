@@ -22,6 +22,10 @@ pub mod metrics;
 
 pub mod queue;
 
+pub mod throttle;
+
+pub mod transport;
+
 pub mod telemetry;
 
 pub mod leader;

@@ -1,8 +1,12 @@
 //! `secretguard`: CLI and wiring only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use secretguard::metrics::Metrics;
+use secretguard::throttle::ThrottleLayer;
+use secretguard::transport::{Clients, Fence};
 use secretguard::{Error, Result, api, controller, http, telemetry};
 
 #[derive(Parser, Debug)]
@@ -58,6 +62,17 @@ struct RunArgs {
     )]
     metrics_bind_address: std::net::SocketAddr,
 
+    /// Serve /metrics over HTTPS, and only to bearer tokens allowed `get` on the
+    /// non-resource URL /metrics (checked with a TokenReview and a SubjectAccessReview,
+    /// cached briefly). false: plain HTTP, open to whoever reaches the port.
+    #[arg(long, env = "SECRETGUARD_METRICS_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    metrics_secure: bool,
+
+    /// Directory with tls.crt and tls.key for /metrics (a mounted kubernetes.io/tls
+    /// Secret); read at start. Not given: a self-signed certificate made at start.
+    #[arg(long, env = "SECRETGUARD_METRICS_CERT_DIR")]
+    metrics_cert_dir: Option<std::path::PathBuf>,
+
     /// Where /healthz and /readyz are served.
     #[arg(
         long,
@@ -105,6 +120,24 @@ struct RunArgs {
     /// Guarded objects reconciled concurrently.
     #[arg(long, env = "SECRETGUARD_WORKERS", default_value_t = 8)]
     workers: usize,
+
+    /// Restores of one object allowed within --restore-loop-window; one more stops its
+    /// restores (RestoreLoop: Event, metric, alert) until a guard is told to resume.
+    #[arg(long, env = "SECRETGUARD_RESTORE_LOOP_LIMIT", default_value_t = 5)]
+    restore_loop_limit: usize,
+
+    /// The window of --restore-loop-limit.
+    #[arg(long, env = "SECRETGUARD_RESTORE_LOOP_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    restore_loop_window: Duration,
+
+    /// Requests a second to the apiserver, at most, after a burst (0: no limit). Restores
+    /// are served before the audit and other background work.
+    #[arg(long, env = "SECRETGUARD_API_QPS", default_value_t = 200.0)]
+    api_qps: f64,
+
+    /// Requests allowed at once above --api-qps.
+    #[arg(long, env = "SECRETGUARD_API_BURST", default_value_t = 400)]
+    api_burst: u32,
 }
 
 #[tokio::main]
@@ -129,16 +162,32 @@ fn print_crds() -> Result<()> {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
+    if args.leader_elect
+        && args.leader_election_renew_deadline >= args.leader_election_lease_duration
+    {
+        // The fence closes at the renew deadline; a standby may lead at the lease duration.
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--leader-election-renew-deadline must be shorter than --leader-election-lease-duration",
+            )
+            .exit();
+    }
     telemetry::init(args.log_format)?;
-    let client = kube::Client::try_default().await.map_err(|e| match e {
-        kube::Error::InferConfig(e) => Error::Config(e),
-        e => Error::Kube(e),
-    })?;
+    let metrics = Arc::new(Metrics::new());
+    let kube_config = kube::Config::infer().await.map_err(Error::Config)?;
+    // One request budget for both clients; without leader election nothing fences writes.
+    let throttle = ThrottleLayer::new(args.api_qps, args.api_burst, metrics.api.clone());
+    let fence = if args.leader_elect {
+        Fence::closed()
+    } else {
+        Fence::unfenced()
+    };
+    let clients = Clients::build(kube_config, &throttle, fence)?;
+    let client = clients.requests.clone();
     let version = client.apiserver_version().await?;
     tracing::info!(apiserver = %version.git_version, namespace = %args.namespace, "connected");
-    let instance = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "secretguard".into());
+    let instance = instance_name();
     let leader = args
         .leader_elect
         .then(|| secretguard::config::LeaderConfig {
@@ -157,19 +206,55 @@ async fn run(args: RunArgs) -> Result<()> {
         populate_deadline: args.token_populate_timeout,
         workers: args.workers,
         restore_point_retention: args.restore_point_retention,
+        restore_loop_limit: args.restore_loop_limit,
+        restore_loop_window: args.restore_loop_window,
         alertmanager_urls: args.alertmanager_urls,
         runbook_base_url: args.runbook_base_url,
         instance,
     };
-    let controller = controller::Controller::new(client, config);
+    let controller = controller::Controller::with_clients(clients, config, metrics);
     let ctx = controller.context();
-    let metrics = http::serve(args.metrics_bind_address, http::metrics_router(ctx.clone()));
+    let metrics = serve_metrics(
+        args.metrics_bind_address,
+        args.metrics_secure,
+        args.metrics_cert_dir.as_deref(),
+        client,
+        ctx.clone(),
+    );
     let health = http::serve(args.health_bind_address, http::health_router(ctx));
     tokio::select! {
         r = controller.run(shutdown_signal()) => r,
         r = metrics => r.map_err(|e| Error::Http(args.metrics_bind_address, e)),
         r = health => r.map_err(|e| Error::Http(args.health_bind_address, e)),
     }
+}
+
+/// /metrics: `secure`, over HTTPS (certificate from `cert_dir`, else self-signed) and for
+/// allowed bearer tokens only; else plain and open.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    secure: bool,
+    cert_dir: Option<&std::path::Path>,
+    client: kube::Client,
+    ctx: std::sync::Arc<secretguard::guard::context::Context>,
+) -> std::io::Result<()> {
+    if !secure {
+        tracing::warn!("/metrics is served over plain HTTP to anyone (--metrics-secure=false)");
+        return http::serve(addr, http::metrics_router(ctx)).await;
+    };
+    let tls = match cert_dir {
+        Some(dir) => http::tls::from_dir(dir)?,
+        None => http::tls::self_signed(&["localhost".to_owned(), instance_name()])?,
+    };
+    let auth = std::sync::Arc::new(http::auth::MetricsAuth::new(client));
+    http::serve_tls(addr, http::secure_metrics_router(ctx, auth), tls).await
+}
+
+/// This process, as named in Events, the Lease and its certificate.
+fn instance_name() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "secretguard".into())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,8 +1,12 @@
 //! Prometheus metrics (OpenMetrics, prometheus-client). Label sets are small and bounded:
 //! namespace, guard, kind, reason or outcome. Per-object series (with a `name` label) exist
 //! only while that object is unhealthy, and are removed when it is fixed. Counters matter:
-//! a restore can finish between two scrapes, and the alert must still fire.
+//! a restore can finish between two scrapes, and the alert must still fire. Every series
+//! labelled with a guard goes when the guard goes (`forget_guard`), so guard churn does
+//! not grow what is exported.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -82,6 +86,26 @@ pub struct Build {
     pub version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiVerb {
+    /// get | list | watch | post | patch | put | delete
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLane {
+    /// urgent | background
+    pub lane: String,
+}
+
+/// What the client-side limit (`throttle`) counts; shared with the client's service stack,
+/// which exists before the rest of the metrics' users.
+#[derive(Clone, Debug, Default)]
+pub struct ApiMetrics {
+    pub requests: Family<ApiVerb, Counter>,
+    pub throttled_seconds: Counter<f64, AtomicU64>,
+}
+
 fn duration_buckets() -> Histogram {
     // 1 ms .. ~33 s: restores are expected in milliseconds, a slow apiserver in seconds.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -109,6 +133,17 @@ pub struct Metrics {
     pub cached_objects: Family<Cache, Gauge>,
     pub cached_bytes: Family<Cache, Gauge>,
     pub build_info: Family<Build, Gauge>,
+    pub api: ApiMetrics,
+    pub queue_depth: Family<QueueLane, Gauge>,
+    /// The counter series of each guard, to forget with it.
+    counted: Mutex<HashMap<Guard, Counted>>,
+}
+
+/// Counter series of one guard.
+#[derive(Default)]
+struct Counted {
+    incidents: HashSet<Incident>,
+    restores: HashSet<Restore>,
 }
 
 /// Every metric name as scraped (for tests of dashboards and rules).
@@ -131,6 +166,9 @@ pub const NAMES: &[&str] = &[
     "secretguard_cached_objects",
     "secretguard_cached_bytes",
     "secretguard_build_info",
+    "secretguard_api_requests_total",
+    "secretguard_api_throttled_seconds_total",
+    "secretguard_queue_depth",
 ];
 
 impl Default for Metrics {
@@ -161,6 +199,9 @@ impl Metrics {
             cached_objects: Family::default(),
             cached_bytes: Family::default(),
             build_info: Family::default(),
+            api: ApiMetrics::default(),
+            queue_depth: Family::default(),
+            counted: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -245,6 +286,21 @@ impl Metrics {
             m.cached_bytes.clone(),
         );
         registry.register("build_info", "Build information", m.build_info.clone());
+        registry.register(
+            "api_requests",
+            "Requests sent to the apiserver, by verb (watch: a watch started)",
+            m.api.requests.clone(),
+        );
+        registry.register(
+            "api_throttled_seconds",
+            "Time requests waited for the client-side limit (--api-qps, --api-burst)",
+            m.api.throttled_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Work waiting, by lane: urgent (something happened to a guarded object) or background",
+            m.queue_depth.clone(),
+        );
         m.build_info
             .get_or_create(&Build {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -259,6 +315,65 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    fn counted(&self, namespace: &str, guard: &str, note: impl FnOnce(&mut Counted)) {
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        note(
+            counted
+                .entry(Guard {
+                    namespace: namespace.into(),
+                    guard: guard.into(),
+                })
+                .or_default(),
+        );
+    }
+
+    /// One more incident.
+    pub fn count_incident(&self, labels: Incident) {
+        self.incidents.get_or_create(&labels).inc();
+        self.counted(&labels.namespace.clone(), &labels.guard.clone(), |c| {
+            c.incidents.insert(labels);
+        });
+    }
+
+    /// One more restore.
+    pub fn count_restore(&self, labels: Restore) {
+        self.restores.get_or_create(&labels).inc();
+        self.counted(&labels.namespace.clone(), &labels.guard.clone(), |c| {
+            c.restores.insert(labels);
+        });
+    }
+
+    /// Forget every series labelled with this guard: it was deleted. `kinds`: the target
+    /// kinds its gauges may be labelled with.
+    pub fn forget_guard(&self, namespace: &str, guard: &str, kinds: &[&str]) {
+        let key = Guard {
+            namespace: namespace.into(),
+            guard: guard.into(),
+        };
+        let counted = self
+            .counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+            .unwrap_or_default();
+        for labels in &counted.incidents {
+            self.incidents.remove(labels);
+        }
+        for labels in &counted.restores {
+            self.restores.remove(labels);
+        }
+        self.audit_drift.remove(&key);
+        for kind in kinds {
+            let labels = GuardKind {
+                namespace: namespace.into(),
+                guard: guard.into(),
+                kind: (*kind).into(),
+            };
+            self.guarded_objects.remove(&labels);
+            self.missing_objects.remove(&labels);
+        }
     }
 
     /// Forget every per-object series of one object (it is healthy, or no longer guarded).
@@ -305,22 +420,18 @@ mod tests {
                 kind: "Secret".into(),
             })
             .set(0);
-        m.incidents
-            .get_or_create(&Incident {
-                namespace: "ns".into(),
-                guard: "g".into(),
-                kind: "Secret".into(),
-                reason: "SecretDeleted".into(),
-            })
-            .inc();
-        m.restores
-            .get_or_create(&Restore {
-                namespace: "ns".into(),
-                guard: "g".into(),
-                kind: "Secret".into(),
-                outcome: "identical".into(),
-            })
-            .inc();
+        m.count_incident(Incident {
+            namespace: "ns".into(),
+            guard: "g".into(),
+            kind: "Secret".into(),
+            reason: "SecretDeleted".into(),
+        });
+        m.count_restore(Restore {
+            namespace: "ns".into(),
+            guard: "g".into(),
+            kind: "Secret".into(),
+            outcome: "identical".into(),
+        });
         m.restore_duration
             .get_or_create(&Kind {
                 kind: "Secret".into(),
@@ -358,6 +469,16 @@ mod tests {
         };
         m.cached_objects.get_or_create(&cache).set(1);
         m.cached_bytes.get_or_create(&cache).set(100);
+        m.api
+            .requests
+            .get_or_create(&ApiVerb { verb: "get".into() })
+            .inc();
+        m.api.throttled_seconds.inc_by(0.5);
+        m.queue_depth
+            .get_or_create(&QueueLane {
+                lane: "urgent".into(),
+            })
+            .set(0);
         let text = m.encode();
         for name in NAMES {
             assert!(
@@ -380,5 +501,43 @@ mod tests {
             !m.encode().contains("name=\"db\""),
             "per-object series are removed"
         );
+    }
+
+    #[test]
+    fn a_deleted_guard_takes_every_series_labelled_with_it() {
+        let m = Metrics::new();
+        for guard in ["gone", "kept"] {
+            for kind in ["Secret", "ServiceAccountToken"] {
+                m.count_incident(Incident {
+                    namespace: "ns".into(),
+                    guard: guard.into(),
+                    kind: kind.into(),
+                    reason: "SecretDeleted".into(),
+                });
+                m.count_restore(Restore {
+                    namespace: "ns".into(),
+                    guard: guard.into(),
+                    kind: kind.into(),
+                    outcome: "failed".into(),
+                });
+                m.guarded_objects
+                    .get_or_create(&GuardKind {
+                        namespace: "ns".into(),
+                        guard: guard.into(),
+                        kind: kind.into(),
+                    })
+                    .set(1);
+            }
+            m.audit_drift
+                .get_or_create(&Guard {
+                    namespace: "ns".into(),
+                    guard: guard.into(),
+                })
+                .inc();
+        }
+        m.forget_guard("ns", "gone", &["Secret", "ServiceAccountToken"]);
+        let text = m.encode();
+        assert!(!text.contains("guard=\"gone\""), "{text}");
+        assert_eq!(text.matches("guard=\"kept\"").count(), 7, "{text}");
     }
 }

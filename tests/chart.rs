@@ -5,7 +5,7 @@
 mod support;
 
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    NonResourceAttributes, ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -130,6 +130,23 @@ fn the_chart_is_hardened_by_default() {
         labels("secretguard-view")["rbac.authorization.k8s.io/aggregate-to-view"],
         "true"
     );
+    // The Lease rule names its Lease (create cannot be limited to a name).
+    let role = find(&docs, "Role");
+    let lease_rules: Vec<&serde_yaml::Value> = role["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .filter(|r| r["resources"][0] == "leases")
+        .collect();
+    assert_eq!(lease_rules.len(), 2, "{lease_rules:?}");
+    for rule in lease_rules {
+        let verbs = serde_yaml::to_string(&rule["verbs"]).expect("yaml");
+        if rule["resourceNames"].is_null() {
+            assert_eq!(verbs.trim(), "- create", "only create is unnamed");
+        } else {
+            assert_eq!(rule["resourceNames"][0], "secretguard-leader");
+        }
+    }
     // The values schema refuses nonsense.
     let out = helm(&[
         "template",
@@ -176,6 +193,140 @@ fn the_chart_crd_and_the_plain_manifests_are_in_sync() {
     );
 }
 
+/// Secure metrics by default: HTTPS and the metrics-reader role; the operator may ask the
+/// apiserver about a scraper's token; the ServiceMonitor scrapes with a bearer token.
+#[test]
+fn the_chart_serves_metrics_only_to_the_metrics_reader_role() {
+    let (_, docs) = helm_template(&["--set", "metrics.serviceMonitor.enabled=true"]);
+    let args = serde_yaml::to_string(
+        &find(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"],
+    )
+    .expect("yaml");
+    assert!(args.contains("--metrics-secure=true"), "{args}");
+    let role = |name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("ClusterRole {name}"))
+            .clone()
+    };
+    let reader: serde_yaml::Value =
+        serde_yaml::from_str("[{nonResourceURLs: [/metrics], verbs: [get]}]").expect("yaml");
+    assert_eq!(
+        role("secretguard-metrics-reader")["rules"],
+        reader,
+        "get /metrics, nothing else"
+    );
+    let operator = serde_yaml::to_string(&role("secretguard")["rules"]).expect("yaml");
+    assert!(
+        operator.contains("subjectaccessreviews"),
+        "the operator asks whether a scraper may read /metrics: {operator}"
+    );
+    assert!(
+        docs.iter().all(|d| d["kind"] != "ClusterRoleBinding"
+            || d["metadata"]["name"] != "secretguard-metrics-reader"),
+        "nobody is bound to metrics-reader unless metrics.readers says so"
+    );
+    let endpoint = &find(&docs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(
+        endpoint["bearerTokenFile"],
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    );
+    assert_eq!(endpoint["tlsConfig"]["insecureSkipVerify"], true);
+
+    let (_, plain) = helm_template(&["--set", "metrics.secure=false"]);
+    let operator = serde_yaml::to_string(
+        &plain
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "secretguard")
+            .expect("operator ClusterRole")["rules"],
+    )
+    .expect("yaml");
+    assert!(!operator.contains("subjectaccessreviews"), "{operator}");
+}
+
+/// Each rule of a rendered NetworkPolicy section as YAML text.
+fn rules(policy: &serde_yaml::Value, section: &str) -> Vec<String> {
+    policy["spec"][section]
+        .as_sequence()
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|r| serde_yaml::to_string(r).expect("yaml"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The NetworkPolicy is on by default and opens nothing it is not told to: the metrics
+/// port only to the Prometheus selectors (without them: to nobody), egress only to the
+/// apiserver (its addresses as the cluster has them), DNS and the Alertmanagers.
+#[tokio::test]
+async fn the_charts_network_policy_opens_only_what_the_operator_needs() {
+    let (_, docs) = helm_template(&[]);
+    let policy = find(&docs, "NetworkPolicy");
+    assert_eq!(
+        serde_yaml::to_string(&policy["spec"]["policyTypes"]).expect("yaml"),
+        "- Ingress\n- Egress\n"
+    );
+    let ingress = rules(policy, "ingress");
+    assert_eq!(
+        ingress,
+        vec!["ports:\n- port: 8081\n".to_owned()],
+        "no scraper selector: the metrics port is closed, only the probes are open"
+    );
+    let egress = rules(policy, "egress");
+    assert!(
+        egress.iter().all(|r| r.contains("ports:")),
+        "no egress rule opens every port: {egress:?}"
+    );
+    assert!(
+        !egress.iter().any(|r| r.contains("9093")),
+        "no Alertmanager configured, none reachable: {egress:?}"
+    );
+
+    let (_, docs) = helm_template(&[
+        "--set",
+        "networkPolicy.prometheus.namespaceSelector.matchLabels.team=monitoring,networkPolicy.prometheus.podSelector.matchLabels.app=prometheus,operator.alertmanagerURLs={http://am.monitoring:9093}",
+    ]);
+    let policy = find(&docs, "NetworkPolicy");
+    let scrapers = &policy["spec"]["ingress"][0];
+    assert_eq!(scrapers["ports"][0]["port"], 8080);
+    assert_eq!(
+        scrapers["from"][0]["namespaceSelector"]["matchLabels"]["team"],
+        "monitoring"
+    );
+    assert_eq!(
+        scrapers["from"][0]["podSelector"]["matchLabels"]["app"], "prometheus",
+        "one peer: those pods in those namespaces"
+    );
+    assert!(
+        rules(policy, "egress")
+            .iter()
+            .any(|r| r.contains("port: 9093")),
+        "the Alertmanager's port"
+    );
+
+    // Installed (or rendered against the cluster), the apiserver rule names the
+    // apiserver's addresses, from its EndpointSlices (this control plane runs without the
+    // endpoint reconciler, so the test provides one).
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {name: kubernetes-sg-chart-test, namespace: default, labels: {kubernetes.io/service-name: kubernetes}}\n\
+                 addressType: IPv4\nendpoints: [{addresses: [192.0.2.10]}]\nports: [{name: https, port: 16443, protocol: TCP}]\n";
+    let out = kubectl_with_input(&["apply", "-f", "-"], slice);
+    assert!(out.status.success(), "EndpointSlice");
+    let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
+    let (_, docs) = helm_template(&["--dry-run=server", "--kubeconfig", &kubeconfig]);
+    let _ = kubectl_with_input(&["delete", "-f", "-"], slice);
+    let apiserver = &rules(find(&docs, "NetworkPolicy"), "egress")[0];
+    assert!(
+        apiserver.contains("cidr: 192.0.2.10/32")
+            && apiserver.contains("cidr: 10.0.0.1/32")
+            && apiserver.contains("port: 16443"),
+        "the apiserver's endpoints and Service: {apiserver}"
+    );
+}
+
 fn access(ns: Option<&str>, verb: &str, group: &str, resource: &str) -> SelfSubjectAccessReview {
     SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
@@ -192,11 +343,85 @@ fn access(ns: Option<&str>, verb: &str, group: &str, resource: &str) -> SelfSubj
     }
 }
 
+fn access_named(
+    ns: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    name: &str,
+) -> SelfSubjectAccessReview {
+    let mut review = access(Some(ns), verb, group, resource);
+    if let Some(attrs) = review.spec.resource_attributes.as_mut() {
+        attrs.name = Some(name.into());
+    }
+    review
+}
+
+fn access_url(verb: &str, path: &str) -> SelfSubjectAccessReview {
+    SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            non_resource_attributes: Some(NonResourceAttributes {
+                path: Some(path.into()),
+                verb: Some(verb.into()),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Whether the holder of `client` may do what `review` asks.
+async fn allowed(client: &kube::Client, review: &SelfSubjectAccessReview) -> bool {
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), review)
+        .await
+        .expect("SelfSubjectAccessReview")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+/// A token of ServiceAccount `name` in `ns`, valid for an hour.
+fn token_of(ns: &str, name: &str) -> String {
+    let out = kubectl(&["-n", ns, "create", "token", name, "--duration=1h"]);
+    assert!(
+        out.status.success(),
+        "create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// GET `url` (HTTPS, self-signed) with this bearer token: the status code and body.
+async fn scrape(url: &str, token: Option<&str>) -> (u16, String) {
+    let client = ::reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("HTTP client");
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("GET /metrics");
+    let code = response.status().as_u16();
+    (code, response.text().await.unwrap_or_default())
+}
+
+/// The release `secretguard` in this namespace, uninstalled when the test ends however it
+/// ends: its cluster-wide roles would make the next install fail.
+struct Uninstall(String);
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = helm_on_cluster(&["uninstall", "secretguard", "--namespace", &self.0]);
+    }
+}
+
 #[tokio::test]
 async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_more() {
     let client = admin_client().await;
     install_crds();
     let release_ns = TestNamespace::new(&client, "sg-release").await;
+    let _release = Uninstall(release_ns.name.clone());
     let out = helm_on_cluster(&[
         "install",
         "secretguard",
@@ -213,21 +438,46 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
         "helm install: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = kubectl(&[
-        "-n",
-        &release_ns.name,
-        "create",
-        "token",
-        "secretguard",
-        "--duration=1h",
-    ]);
-    assert!(token.status.success());
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let token = token_of(&release_ns.name, "secretguard");
     let as_operator = token_client(&token).await;
 
     // What it must be able to do, and what it must not.
     let reviews = Api::<SelfSubjectAccessReview>::all(as_operator.clone());
     let other = "some-app";
+    let lease = |verb: &str, name: &str| {
+        access_named(
+            &release_ns.name,
+            verb,
+            "coordination.k8s.io",
+            "leases",
+            name,
+        )
+    };
+    for (review, want) in [
+        (lease("get", "secretguard-leader"), true),
+        (lease("update", "secretguard-leader"), true),
+        (
+            access(
+                Some(&release_ns.name),
+                "create",
+                "coordination.k8s.io",
+                "leases",
+            ),
+            true,
+        ),
+        (lease("get", "another-lease"), false),
+        (lease("update", "another-lease"), false),
+        (lease("delete", "secretguard-leader"), false),
+    ] {
+        let attrs = review.spec.resource_attributes.clone().expect("attrs");
+        assert_eq!(
+            allowed(&as_operator, &review).await,
+            want,
+            "{:?} lease {:?}",
+            attrs.verb,
+            attrs.name
+        );
+    }
     let cases = [
         (access(Some(other), "create", "", "secrets"), true),
         (access(Some(other), "patch", "", "secrets"), true),
@@ -236,16 +486,16 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
             true,
         ),
         (
-            access(
-                Some(&release_ns.name),
-                "update",
-                "coordination.k8s.io",
-                "leases",
-            ),
+            access(None, "create", "authentication.k8s.io", "tokenreviews"),
             true,
         ),
         (
-            access(None, "create", "authentication.k8s.io", "tokenreviews"),
+            access(
+                None,
+                "create",
+                "authorization.k8s.io",
+                "subjectaccessreviews",
+            ),
             true,
         ),
         (access(Some(other), "delete", "", "secrets"), false),
@@ -309,7 +559,69 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
         .namespace(&release_ns.name)
         .kubeconfig(&kubeconfig)
         .leader_election()
+        .secure_metrics()
         .start();
+    op.wait_ready();
+
+    // /metrics: HTTPS, only for tokens bound to the chart's metrics-reader role (through
+    // metrics.readers), checked by the operator with a TokenReview and a
+    // SubjectAccessReview under the chart's RBAC. The probes stay open.
+    let url = op.metrics_url().to_owned();
+    assert!(url.starts_with("https://"), "{url}");
+    assert_eq!(scrape(&url, None).await.0, 401, "no token");
+    assert_eq!(
+        scrape(&url, Some("not-a-token")).await.0,
+        401,
+        "a made-up token"
+    );
+    for sa in ["nobody", "scraper"] {
+        create_service_account(&client, &release_ns.name, sa).await;
+    }
+    let nobody = token_of(&release_ns.name, "nobody");
+    let scraper = token_of(&release_ns.name, "scraper");
+    assert_eq!(
+        scrape(&url, Some(&nobody)).await.0,
+        403,
+        "a ServiceAccount without the metrics-reader role"
+    );
+    let reader = format!(
+        "metrics.readers[0].kind=ServiceAccount,metrics.readers[0].name=scraper,metrics.readers[0].namespace={}",
+        release_ns.name
+    );
+    let out = helm_on_cluster(&[
+        "upgrade",
+        "secretguard",
+        "charts/secretguard",
+        "--namespace",
+        &release_ns.name,
+        "--reuse-values",
+        "--set",
+        &reader,
+    ]);
+    assert!(
+        out.status.success(),
+        "helm upgrade: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = wait_for("the bound scraper to read /metrics", || async {
+        let (code, body) = scrape(&url, Some(&scraper)).await;
+        (code == 200).then_some(body)
+    })
+    .await;
+    assert!(body.contains("secretguard_build_info"), "{body}");
+    assert_eq!(scrape(&url, Some(&nobody)).await.0, 403, "still refused");
+    let as_scraper = token_client(&scraper).await;
+    assert!(allowed(&as_scraper, &access_url("get", "/metrics")).await);
+    assert!(
+        !allowed(
+            &as_scraper,
+            &access(Some(&release_ns.name), "get", "", "secrets")
+        )
+        .await,
+        "the role reads metrics and nothing else"
+    );
+    assert!(!allowed(&as_scraper, &access_url("get", "/logs")).await);
+    assert!(op.ready(), "/readyz answers without a token");
 
     let ns = TestNamespace::new(&client, "sg-rbac").await;
     create_service_account(&client, &ns.name, "writer").await;

@@ -1,15 +1,17 @@
 //! Nothing is lost under faults: the operator binary, built with fault-injection points,
 //! killed with SIGKILL at every step of a restore; deletions while it is down; the
-//! apiserver restarted under it; a namespace deleted with guarded Secrets in it.
+//! apiserver restarted under it; a namespace or a guard deleted with guarded Secrets in
+//! it; a restart while a guard's spec is invalid.
 //!
 //! The operator runs as a subprocess here (one at a time: the tests take a lock), so it
 //! can really be killed. Its logs are in target/test-logs/<test>/operator-<name>.log.
 
 mod support;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use secretguard::api::v1alpha1::SecretGuard;
 use secretguard::fault::points;
 use secretguard::restore_point;
 use serde_json::json;
@@ -138,17 +140,7 @@ async fn a_deleted_namespace_completes_and_its_restore_points_expire_after_the_r
         .args(["--restore-point-retention", "4s"])
         .start();
     wait_settled(&client, &ns.name, &api, 0).await;
-    ns.delete(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    wait_for("the namespace deletion to complete", || async {
-        namespaces
-            .get_opt(&ns.name)
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    ns.delete_and_wait(&client).await;
     let stamped = wait_for("the restore point to be kept, stamped orphaned", || async {
         restore_point::orphaned_since(&get_restore_point(&client, &ns.name, "db").await?)
     })
@@ -171,4 +163,200 @@ async fn a_deleted_namespace_completes_and_its_restore_points_expire_after_the_r
             .any(|l| l.contains("reconcile failed") && l.contains(&ns.name)),
         "no error loop over the deleted namespace"
     );
+}
+
+/// Patch the guard `g` (merge patch of its spec).
+async fn patch_guard_spec(client: &Client, ns: &str, spec: serde_json::Value) {
+    Api::<SecretGuard>::namespaced(client.clone(), ns)
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .expect("patch the guard");
+}
+
+/// Make the guard invalid (a token Secret name also listed in secrets) and wait until the
+/// operator says so.
+async fn make_invalid(client: &Client, ns: &str) {
+    patch_guard_spec(
+        client,
+        ns,
+        json!({"serviceAccounts": [{"name": "a", "tokenSecretName": "db"}]}),
+    )
+    .await;
+    wait_guard_status(client, ns, "g", "InvalidSpec", |s| {
+        condition(s, "Ready")
+            .is_some_and(|(status, reason)| status == "False" && reason == "InvalidSpec")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_spec_then_a_restart_keeps_the_last_valid_spec_in_force() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "invalid-restart").await;
+    let op = operator_process("invalid-before").start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    make_invalid(&client, &ns.name).await;
+    drop(op);
+    let after = operator_process("invalid-after").start();
+    after.wait_ready();
+    // The restarted operator never saw the valid spec: it guards with the one in force.
+    api.delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_settled(&client, &ns.name, &api, 1).await;
+    let g = Api::<SecretGuard>::namespaced(client.clone(), &ns.name)
+        .get("g")
+        .await
+        .expect("guard");
+    assert_eq!(
+        g.status.as_ref().and_then(|s| condition(s, "Ready")),
+        Some(("False", "InvalidSpec")),
+        "still says the current spec is invalid"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_never_unguards_what_an_invalid_guard_names() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "invalid-nospec").await;
+    let op = operator_process("nospec-before").start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    make_invalid(&client, &ns.name).await;
+    drop(op);
+    // As a guard written before the spec in force was recorded.
+    Api::<SecretGuard>::namespaced(client.clone(), &ns.name)
+        .patch_status(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"specInForce": null}})),
+        )
+        .await
+        .expect("clear specInForce");
+    let after = operator_process("nospec-after").start();
+    // Ready: its first pass over every restore point and labelled Secret is done.
+    after.wait_ready();
+    let rp = get_restore_point(&client, &ns.name, "db").await;
+    assert!(
+        rp.as_ref()
+            .is_some_and(|rp| restore_point::orphaned_since(rp).is_none()),
+        "the restore point of a Secret an existing guard names is kept, not orphaned"
+    );
+    let db = api.get("db").await.expect("db");
+    assert_eq!(
+        db.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(secretguard::labels::GUARDED))
+            .map(String::as_str),
+        Some("true"),
+        "and so is its label"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_guard_leaves_its_restore_points_for_the_retention() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "guard-deleted").await;
+    let _op = operator_process("guard-deleted").start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    let guards: Api<SecretGuard> = Api::namespaced(client.clone(), &ns.name);
+    guards
+        .delete("g", &DeleteParams::default())
+        .await
+        .expect("delete the guard");
+    wait_for("the restore point kept, stamped orphaned", || async {
+        restore_point::orphaned_since(&get_restore_point(&client, &ns.name, "db").await?)
+    })
+    .await;
+    // The guard comes back (say, re-applied after an accidental deletion): so does
+    // protection, with the same restore point.
+    create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
+    wait_for("the stamp removed", || async {
+        let rp = get_restore_point(&client, &ns.name, "db").await?;
+        restore_point::orphaned_since(&rp).is_none().then_some(())
+    })
+    .await;
+    api.delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_settled(&client, &ns.name, &api, 1).await;
+    // Removing the Secret from a guard that stays drops its restore point at once.
+    patch_guard_spec(&client, &ns.name, json!({"secrets": [{"name": "other"}]})).await;
+    wait_restore_point_gone(&client, &ns.name, "db", "the restore point dropped").await;
+}
+
+#[tokio::test]
+async fn a_guard_deleted_while_the_watch_was_down_stops_guarding() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "watchgap").await;
+    let op = operator_process("watch-gap").start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    // The operator hears nothing while stopped. The apiserver restart closes its watches
+    // before the guard is deleted (so no event of it waits in a socket buffer), and the
+    // compaction makes them resume from a resource version that is gone: a re-list.
+    let pid = op.pid() as i32;
+    // SAFETY: a plain kill(2) of the operator process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    restart_apiserver();
+    let client = admin_client().await;
+    Api::<SecretGuard>::namespaced(client.clone(), &ns.name)
+        .delete("g", &DeleteParams::default())
+        .await
+        .expect("delete the guard");
+    create_secret(&client, &ns.name, "unrelated").await;
+    compact_etcd().await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    // No longer guarded: our label comes off, and its restore point is kept only for the
+    // retention.
+    wait_for("the guarded label removed", || async {
+        let db = api.get_opt("db").await.ok()??;
+        (!db.metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key(secretguard::labels::GUARDED))
+        .then_some(())
+    })
+    .await;
+    wait_for("the restore point stamped orphaned", || async {
+        restore_point::orphaned_since(&get_restore_point(&client, &ns.name, "db").await?)
+    })
+    .await;
+    drop(op);
+}
+
+#[tokio::test]
+async fn a_panic_in_one_reconcile_is_caught_counted_and_retried_and_the_operator_stays_up() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let (ns, api) = setup(&client, "panic").await;
+    // A bug in the restore path, the first time it runs.
+    let op = operator_process("panics-once")
+        .fault(&format!("panic:{}", points::DELETION_SEEN))
+        .start();
+    wait_settled(&client, &ns.name, &api, 0).await;
+    api.delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // Caught, retried with backoff: restored by the retry.
+    wait_settled(&client, &ns.name, &api, 1).await;
+    assert!(
+        http_ok(&format!("{}/healthz", op.health_url())),
+        "the operator is still up"
+    );
+    let panics = op
+        .metric(r#"secretguard_reconcile_errors_total{reason="Panic"}"#)
+        .await;
+    assert_eq!(panics, Some(1.0), "counted once");
+    let log = op.read_log();
+    assert!(log.contains("reconcile panicked"), "{log}");
 }

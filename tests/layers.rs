@@ -19,6 +19,8 @@ const ORDER: &[&str] = &[
     // Infrastructure.
     "metrics.rs",
     "queue.rs",
+    "throttle.rs",
+    "transport.rs",
     "telemetry.rs",
     "leader.rs",
     "alerts.rs",
@@ -31,6 +33,7 @@ const ORDER: &[&str] = &[
     "guard/decide/token.rs",
     "guard/decide/secret.rs",
     "guard/observe.rs",
+    "guard/breaker.rs",
     "guard/outcome.rs",
     "guard/state.rs",
     "guard/status/build.rs",
@@ -55,7 +58,9 @@ const ORDER: &[&str] = &[
     "controller/watches.rs",
     "controller/worker.rs",
     "controller/mod.rs",
-    "http.rs",
+    "http/tls.rs",
+    "http/auth.rs",
+    "http/mod.rs",
     "lib.rs",
     "main.rs",
 ];
@@ -64,6 +69,7 @@ const ORDER: &[&str] = &[
 const TEST_ONLY: &[&str] = &[
     "guard/fixtures.rs",
     "guard/decide/tests.rs",
+    "guard/decide/intent_tests.rs",
     "guard/reconcile_tests.rs",
 ];
 

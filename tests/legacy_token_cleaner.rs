@@ -1,6 +1,6 @@
 //! The real legacy token cleaner invalidates a guarded token; secretguard reports it and,
-//! with revalidate, makes the token work again. Restarts kube-controller-manager, so it
-//! is a test binary of its own.
+//! with revalidate, makes the token work again. An invalidation a person set stays.
+//! Restarts kube-controller-manager, so it is a test binary of its own.
 
 mod support;
 
@@ -138,4 +138,57 @@ async fn a_token_invalidated_by_the_legacy_token_cleaner_works_again_after_reval
             )
             .await;
     }
+}
+
+/// revalidate undoes the cleaner's automatic invalidation only: the same label set by a
+/// person (here an admin's `kubectl label`, field manager kubectl-label) is deliberate
+/// incident response, and stays.
+#[tokio::test]
+async fn an_invalidation_an_admin_set_stays_even_with_revalidate() {
+    let client = admin_client().await;
+    let ctx = operator();
+    let (ns, token) = guarded_writer(&client, "admininvalid", json!({})).await;
+    let n = ns.name.as_str();
+    let label = format!("{}=2026-01-01", labels::LEGACY_TOKEN_INVALID_SINCE);
+    let out = kubectl(&["-n", n, "label", "secret", "writer-token", &label]);
+    assert!(
+        out.status.success(),
+        "kubectl label: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Published by the reconcile that decided about the label, after its writes.
+    let note = wait_event(&client, n, "TokenInvalidated", "SecretGuard").await;
+    assert!(note.contains("left in place"), "{note}");
+    let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
+    secretguard::controller::audit(&ctx);
+    wait_operator_idle(&ctx, processed).await;
+    let s = Api::<Secret>::namespaced(client.clone(), n)
+        .get("writer-token")
+        .await
+        .expect("token Secret");
+    assert!(
+        s.metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key(labels::LEGACY_TOKEN_INVALID_SINCE),
+        "the admin's invalidation was undone"
+    );
+    assert!(events(&client, n, "TokenRevalidated").await.is_empty());
+    let st = wait_guard_status(&client, n, "g", "the token Invalidated", |s| {
+        s.targets.first().is_some_and(|t| t.state == "Invalidated")
+    })
+    .await;
+    assert!(
+        st.targets[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("left in place")),
+        "{:?}",
+        st.targets[0].message
+    );
+    // Never used before: the apiserver's token cache cannot answer for it.
+    assert!(
+        matches!(whoami(&token).await, Err(kube::Error::Api(s)) if s.code == 401),
+        "the invalidated token is rejected"
+    );
 }

@@ -16,37 +16,16 @@ use secretguard::labels;
 use serde_json::json;
 use support::*;
 
-struct Shared {
-    operator: OperatorProcess,
-    alertmanager: String,
-}
-
 /// One Alertmanager and one operator (pushing to it, logging JSON) for this test binary.
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
+fn shared() -> &'static WithAlertmanager {
+    static SHARED: OnceLock<WithAlertmanager> = OnceLock::new();
     SHARED.get_or_init(|| {
-        prepare_operator();
-        let alertmanager = start_alertmanager();
-        let operator = OperatorProcess::builder("shared")
-            .alertmanager(&alertmanager)
-            .json_logs()
-            .rust_log("debug,hyper=info,tower=info,rustls=info,kube_client=info")
-            .start_for_life();
-        operator.wait_ready();
-        Shared {
-            operator,
-            alertmanager,
-        }
+        operator_with_alertmanager(
+            OperatorProcess::builder("shared")
+                .json_logs()
+                .rust_log("debug,hyper=info,tower=info,rustls=info,kube_client=info"),
+        )
     })
-}
-
-async fn get_text(url: &str) -> String {
-    ::reqwest::get(url)
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body")
 }
 
 /// The value of one sample in an exposition, by metric name and label fragments.
@@ -197,6 +176,30 @@ async fn incidents_reach_a_real_alertmanager_and_are_resolved_when_fixed() {
             .await
             .into_iter()
             .find(|(n, _)| n == "SecretGuardTokenDeleted")
+    })
+    .await;
+
+    // So is a generic Secret (security review B9).
+    let ns3 = TestNamespace::new(&client, "amsecret").await;
+    create_secret(&client, &ns3.name, "db").await;
+    create_guard(
+        &client,
+        &ns3.name,
+        "g",
+        json!({"secrets": [{"name": "db"}]}),
+    )
+    .await;
+    wait_restore_point(&client, &ns3.name, "db", "the restore point", |_| true).await;
+    Api::<Secret>::namespaced(client.clone(), &ns3.name)
+        .delete("db", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_guard_status(&client, &ns3.name, "g", "restored", |st| st.restores == 1).await;
+    wait_for("SecretGuardSecretDeleted in Alertmanager", || async {
+        alerts_in(&am, &ns3.name)
+            .await
+            .into_iter()
+            .find(|(n, _)| n == "SecretGuardSecretDeleted")
     })
     .await;
 
@@ -376,7 +379,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .iter()
         .filter_map(|r| r["alert"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(alerts.len(), 9);
+    assert_eq!(alerts.len(), 11);
     for a in &alerts {
         assert!(
             tests.contains(&format!("alertname: {a}")),

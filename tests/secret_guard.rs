@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use secretguard::api::v1alpha1::SecretGuard;
 use secretguard::labels;
 use secretguard::restore_point;
 use serde_json::json;
@@ -33,23 +34,6 @@ fn secret(name: &str, type_: &str, data: &[(&str, &[u8])]) -> Secret {
         ),
         ..Default::default()
     }
-}
-
-/// Wait until the operator keeps a restore point of this Secret with its current content.
-async fn wait_saved(client: &Client, ns: &str, name: &str) {
-    let live = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .expect("get");
-    let want = restore_point::secret_hash(&live);
-    wait_restore_point(
-        client,
-        ns,
-        name,
-        &format!("a restore point of {name}"),
-        |rp| restore_point::parse(rp).is_ok_and(|rp| rp.content_hash == want),
-    )
-    .await;
 }
 
 /// Wait until the Secret exists as a new object (a UID other than `old`); returns it.
@@ -496,4 +480,137 @@ async fn one_guard_selecting_a_thousand_secrets_works() {
         s.restores == 3 && s.missing == 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_selector_the_apiserver_would_refuse_is_an_invalid_spec_not_a_silent_watch_error() {
+    let client = admin_client().await;
+    operator();
+    let ns = TestNamespace::new(&client, "badselector").await;
+    for (name, selector, why) in [
+        (
+            "badkey",
+            json!({"matchLabels": {"bad key!": "v"}}),
+            "label key \"bad key!\"",
+        ),
+        (
+            "emptyin",
+            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": []}]}),
+            "needs at least one value",
+        ),
+    ] {
+        create_guard(&client, &ns.name, name, json!({"secretSelector": selector})).await;
+        let status = wait_guard_status(&client, &ns.name, name, "InvalidSpec", |s| {
+            condition(s, "Ready") == Some(("False", "InvalidSpec"))
+        })
+        .await;
+        let message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        assert!(message.contains(why), "{name}: {message}");
+    }
+}
+
+/// Restores the in-process operator counted in namespace `ns` (its restores_total).
+fn restores_in(ctx: &secretguard::controller::Context, ns: &str) -> f64 {
+    ctx.metrics
+        .encode()
+        .lines()
+        .filter(|l| {
+            l.starts_with("secretguard_restores_total{")
+                && l.contains(&format!("namespace=\"{ns}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The state of `name` in the guard's status.
+async fn target_state(client: &Client, ns: &str, guard: &str, name: &str) -> Option<String> {
+    Api::<SecretGuard>::namespaced(client.clone(), ns)
+        .get(guard)
+        .await
+        .ok()?
+        .status?
+        .targets
+        .into_iter()
+        .find(|t| t.name == name)
+        .map(|t| t.state)
+}
+
+#[tokio::test]
+async fn a_restore_loop_stops_after_the_limit_and_resumes_when_asked() {
+    let client = admin_client().await;
+    operator();
+    let ns = TestNamespace::new(&client, "loop").await;
+    let n = &ns.name;
+    // A token Secret guarded as a plain Secret: once its ServiceAccount is gone, the
+    // tokens controller deletes it each time it is restored (security review B2).
+    create_service_account(&client, n, "x").await;
+    let token: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "x-token", "annotations": {"kubernetes.io/service-account.name": "x"}},
+        "type": "kubernetes.io/service-account-token",
+    }))
+    .expect("token Secret");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), n);
+    secrets
+        .create(&PostParams::default(), &token)
+        .await
+        .expect("create x-token");
+    wait_for_token(&client, n, "x-token").await;
+    create_guard(&client, n, "g", json!({"secrets": [{"name": "x-token"}]})).await;
+    wait_restore_point(&client, n, "x-token", "x-token saved", |rp| {
+        rp.data.as_ref().is_some_and(|d| d.contains_key("token"))
+    })
+    .await;
+    Api::<ServiceAccount>::namespaced(client.clone(), n)
+        .delete("x", &DeleteParams::default())
+        .await
+        .expect("delete the ServiceAccount");
+
+    wait_guard_status(&client, n, "g", "RestoreLoop after 5 restores", |s| {
+        s.targets
+            .iter()
+            .any(|t| t.name == "x-token" && t.state == "RestoreLoop")
+    })
+    .await;
+    let ctx = operator();
+    assert_eq!(restores_in(&ctx, n), 5.0, "exactly the limit, then no more");
+    let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
+    secretguard::controller::audit(&ctx);
+    wait_operator_idle(&ctx, processed).await;
+    assert_eq!(
+        target_state(&client, n, "g", "x-token").await.as_deref(),
+        Some("RestoreLoop"),
+        "an audit does not restore it either"
+    );
+    let events = wait_event_on(&client, n, "RestoreLoop", "SecretGuard", "g").await;
+    assert!(
+        events.contains("secretguard.dev/resume-restores"),
+        "says how to resume: {events}"
+    );
+
+    // Resumed: it restores again, up to the limit once more.
+    Api::<SecretGuard>::namespaced(client.clone(), n)
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"secretguard.dev/resume-restores": "1"}}}),
+            ),
+        )
+        .await
+        .expect("annotate the guard");
+    wait_for("10 restores", || async {
+        (restores_in(&ctx, n) >= 10.0).then_some(())
+    })
+    .await;
+    wait_for("RestoreLoop again", || async {
+        (target_state(&client, n, "g", "x-token").await.as_deref() == Some("RestoreLoop"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(restores_in(&ctx, n), 10.0, "the limit again, then no more");
 }

@@ -443,7 +443,7 @@ async fn a_second_reconcile_writes_nothing() {
 }
 
 #[tokio::test]
-async fn deleting_the_guard_removes_its_labels_and_restore_points() {
+async fn deleting_the_guard_removes_its_labels_and_keeps_its_restore_points_for_the_retention() {
     let client = admin_client().await;
     operator();
     let (ns, _) = guarded_writer(&client, "unguard", json!({})).await;
@@ -466,12 +466,11 @@ async fn deleting_the_guard_removes_its_labels_and_restore_points() {
         }
     })
     .await;
-    wait_restore_point_gone(
-        &client,
-        &ns.name,
-        "writer-token",
-        "the restore point to be deleted",
-    )
+    // Kept for the retention, as for a deleted namespace (a guard deleted by accident,
+    // or with the CRD, must not take every backup with it).
+    wait_for("the restore point stamped orphaned", || async {
+        restore_point::orphaned_since(&get_restore_point(&client, &ns.name, "writer-token").await?)
+    })
     .await;
     // No longer guarded: a deletion now stays a deletion.
     api.delete("writer-token", &DeleteParams::default())
@@ -504,16 +503,7 @@ async fn a_guard_with_an_invalid_spec_reports_it_without_disturbing_another_guar
         json!({"serviceAccounts": [{"name": "good"}]}),
     )
     .await;
-    let st = wait_guard_status(&client, &ns.name, "bad", "InvalidSpec", |s| {
-        condition(s, "Ready") == Some(("False", "InvalidSpec"))
-    })
-    .await;
-    let msg = &st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .expect("Ready")
-        .message;
+    let msg = wait_invalid_spec(&client, &ns.name, "bad").await;
     assert!(msg.contains("spec.secretSelector"), "{msg}");
     wait_for_token(&client, &ns.name, "good-token").await;
     wait_guard_status(
@@ -531,20 +521,7 @@ async fn a_terminating_namespace_is_left_alone() {
     let client = admin_client().await;
     let ctx = operator();
     let (ns, _) = guarded_writer(&client, "nsgone", json!({})).await;
-    ns.delete(&client).await;
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    wait_for("the namespace to be gone", || {
-        let (namespaces, name) = (namespaces.clone(), ns.name.clone());
-        async move {
-            namespaces
-                .get_opt(&name)
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    ns.delete_and_wait(&client).await;
     let processed = ctx.processed.load(std::sync::atomic::Ordering::Relaxed);
     secretguard::controller::audit(&ctx);
     wait_operator_idle(&ctx, processed).await;

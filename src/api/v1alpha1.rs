@@ -60,7 +60,8 @@ pub struct SecretGuardSpec {
     #[serde(default)]
     pub restore: RestoreMode,
 
-    /// Remove kubernetes.io/legacy-token-invalid-since from guarded tokens.
+    /// Remove kubernetes.io/legacy-token-invalid-since from guarded tokens when the legacy
+    /// token cleaner set it; a label anyone else set (to disable a token) always stays.
     #[serde(default = "default_true")]
     #[schemars(default = "default_true")]
     pub revalidate: bool,
@@ -162,7 +163,7 @@ pub struct SecretGuardStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready and Degraded.
+    /// Ready, Degraded and Overlap.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -183,9 +184,16 @@ pub struct SecretGuardStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_incident: Option<Incident>,
 
-    /// Per-object state; only unhealthy objects when the guard is large.
+    /// Per-object state; only unhealthy objects when the guard is large, and at most
+    /// 50 of them (the Degraded condition counts the rest).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetStatus>,
+
+    /// The spec in force, as JSON: the last valid one. While the current spec is invalid
+    /// (Ready=False, InvalidSpec) the operator keeps guarding with it, across restarts and
+    /// failovers. Written by the operator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_in_force: Option<String>,
 }
 
 /// One incident: something happened to a guarded object, and what the operator did.

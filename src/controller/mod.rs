@@ -13,6 +13,9 @@ use std::time::Instant;
 
 use kube::Client;
 
+use crate::metrics::Metrics;
+use crate::transport::Clients;
+
 pub use crate::config::Config;
 pub use crate::guard::context::Context;
 use crate::guard::context::StoreWriters;
@@ -26,7 +29,21 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(client: Client, config: Config) -> Self {
-        let (ctx, writers) = Context::new(client, config);
+        Controller::with_metrics(client, config, Arc::new(Metrics::new()))
+    }
+
+    /// As `new`, with metrics made beforehand (see `throttle`).
+    pub fn with_metrics(client: Client, config: Config, metrics: Arc<Metrics>) -> Self {
+        let (ctx, writers) = Context::with_metrics(client, config, metrics);
+        Controller {
+            ctx: Arc::new(ctx),
+            writers,
+        }
+    }
+
+    /// As `with_metrics`, with the clients made beforehand (src/transport.rs).
+    pub fn with_clients(clients: Clients, config: Config, metrics: Arc<Metrics>) -> Self {
+        let (ctx, writers) = Context::with_clients(clients, config, metrics);
         Controller {
             ctx: Arc::new(ctx),
             writers,
@@ -38,7 +55,8 @@ impl Controller {
     }
 
     /// Run until `shutdown` resolves, or until leadership, once held, is lost (an error:
-    /// the process must stop writing at once).
+    /// the process must stop writing at once). On shutdown the workers stop, then a leader
+    /// gives the Lease up, so a standby leads within its retry period.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
@@ -56,7 +74,10 @@ impl Controller {
         };
         let election = async {
             match ctx.config.leader.clone() {
-                Some(cfg) => crate::leader::run(ctx.client.clone(), cfg, ctx.leading.clone()).await,
+                Some(cfg) => {
+                    let (leading, fence) = (ctx.leading.clone(), ctx.fence.clone());
+                    crate::leader::run(ctx.client.clone(), cfg, leading, fence).await
+                }
                 None => std::future::pending().await,
             }
         };
@@ -69,6 +90,31 @@ impl Controller {
             }
             _ = shutdown => tracing::info!("shutting down"),
         }
+        release(&ctx).await;
         Ok(())
+    }
+}
+
+/// Stop writing, and give the Lease up if this process leads (bounded by the renew
+/// deadline: a shutdown never hangs on it).
+async fn release(ctx: &Context) {
+    let Some(cfg) = &ctx.config.leader else {
+        return;
+    };
+    ctx.fence.close();
+    if !ctx.leading.send_replace(false) {
+        return;
+    }
+    ctx.metrics.leader.set(0);
+    let released = tokio::time::timeout(
+        cfg.renew_deadline,
+        crate::leader::release(ctx.client.clone(), cfg),
+    )
+    .await;
+    match released {
+        Ok(Ok(true)) => tracing::info!(lease = %cfg.lease_name, "released the Lease"),
+        Ok(Ok(false)) => tracing::info!(lease = %cfg.lease_name, "the Lease was no longer ours"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease"),
+        Err(_) => tracing::warn!("could not release the Lease in time"),
     }
 }

@@ -38,7 +38,7 @@ pub fn update(ctx: &Arc<Context>, guard: &ObjectKey) {
 /// those that stop matching.
 async fn watch_selected(ctx: Arc<Context>, namespace: String, selector: String) {
     // Api<PartialObjectMeta<_>> makes metadata-only requests.
-    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(ctx.watch_client.clone(), &namespace);
     let stream = watch(api, watcher::Config::default().labels(&selector)).default_backoff();
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {

@@ -11,17 +11,20 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 
 use super::selectors;
-use crate::api::v1alpha1::SecretGuard;
+use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
 use crate::cache::{CachedRestorePoint, CachedSecret};
 use crate::guard::context::{Context, Work};
 use crate::guard::spec::{self, TargetKind};
 use crate::guard::status;
-use crate::metrics::GuardKind;
 use crate::object_key::ObjectKey;
-use crate::restore_point;
+use crate::queue::Lane;
+use crate::{labels, restore_point};
 
 pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     let key = ObjectKey::of(guard);
+    if !deleted {
+        resume_restores(ctx, &key, guard);
+    }
     // Our own status writes come back as events. Only a new spec (generation) or a new
     // guard changes what is guarded; anything else must cost nothing, or every status
     // update would re-reconcile every target of the guard.
@@ -35,18 +38,14 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
     }
     let touched = if deleted {
         ctx.records().guards.remove(&key);
-        for kind in TargetKind::ALL {
-            let labels = GuardKind {
-                namespace: key.namespace.clone(),
-                guard: key.name.clone(),
-                kind: kind.as_str().into(),
-            };
-            ctx.metrics.guarded_objects.remove(&labels);
-            ctx.metrics.missing_objects.remove(&labels);
-        }
+        ctx.metrics.forget_guard(
+            &key.namespace,
+            &key.name,
+            &TargetKind::ALL.map(TargetKind::as_str),
+        );
         ctx.index_mut().remove(&key)
     } else {
-        match spec::validate(&guard.spec) {
+        match spec::validate(&key.namespace, &guard.spec, &ctx.config.operator_namespace) {
             Ok(()) => {
                 ctx.records().guards.entry(key.clone()).or_default().invalid = None;
                 ctx.index_mut().upsert(guard)
@@ -54,17 +53,119 @@ pub fn on_guard(ctx: &Arc<Context>, guard: &SecretGuard, deleted: bool) {
             Err(why) => {
                 // Keep guarding with the last usable spec: a bad edit must not drop protection.
                 ctx.records().guards.entry(key.clone()).or_default().invalid = Some(why);
-                Vec::new()
+                if ctx.index().guard(&key).is_some() {
+                    Vec::new()
+                } else {
+                    // Not seen valid since start (a restart or failover): the spec in force
+                    // is in its status.
+                    match spec_in_force(guard, &ctx.config.operator_namespace) {
+                        Some(last) => ctx.index_mut().upsert(&last),
+                        None => Vec::new(),
+                    }
+                }
             }
         }
     };
-    for t in touched {
-        ctx.touch(t);
+    // What it covered by selector, and objects it shares with other guards: who covers
+    // them, and so what is in force, may have changed. A guard edit is not an incident:
+    // its targets wait behind restores.
+    let covered = ctx.records().covered_by(&key);
+    for t in touched.into_iter().chain(covered) {
+        ctx.touch_in(t, Lane::Background);
     }
     selectors::update(ctx, &key);
     if !deleted {
-        ctx.queue.add(Work::Status(key));
+        ctx.queue.add_background(Work::Status(key));
     }
+}
+
+/// After the guards watch re-listed (a broken watch, an apiserver restart): guards deleted
+/// meanwhile vanished from the cache without a delete event. Forget them as if the event
+/// had come, so they stop guarding (security review B5).
+pub fn forget_vanished_guards(ctx: &Arc<Context>) {
+    let vanished: Vec<SecretGuard> = ctx
+        .index()
+        .guards()
+        .filter(|g| ctx.stores.guard(&g.key).is_none())
+        .map(|g| {
+            let mut guard = SecretGuard::new(&g.key.name, g.spec.clone());
+            guard.metadata.namespace = Some(g.key.namespace.clone());
+            guard.metadata.uid = Some(g.uid.clone());
+            guard
+        })
+        .collect();
+    for guard in vanished {
+        tracing::info!(guard = %ObjectKey::of(&guard), "guard deleted while the watch was down: no longer guarding");
+        on_guard(ctx, &guard, true);
+    }
+}
+
+/// A new value of the guard's resume-restores annotation resumes the restores the
+/// restore-loop breaker stopped for its objects (metadata only: no new generation).
+fn resume_restores(ctx: &Arc<Context>, key: &ObjectKey, guard: &SecretGuard) {
+    let asked = guard.annotations().get(labels::RESUME_RESTORES).cloned();
+    let resumed: Vec<ObjectKey> = {
+        let mut records = ctx.records();
+        let record = records.guards.entry(key.clone()).or_default();
+        if record.resume == asked || asked.is_none() {
+            record.resume = asked;
+            return;
+        }
+        record.resume = asked;
+        records
+            .targets
+            .iter_mut()
+            .filter(|(_, r)| r.covered_by(key) && !r.restored_at.is_empty())
+            .map(|(k, r)| {
+                r.restored_at.clear();
+                k.clone()
+            })
+            .collect()
+    };
+    for t in resumed {
+        tracing::info!(target = %t, guard = %key, "restores resumed");
+        ctx.touch(t);
+    }
+}
+
+/// The guard with the spec its status says is in force (the last valid one), if that
+/// spec is readable and valid (in its namespace: never in the operator's).
+fn spec_in_force(guard: &SecretGuard, operator_namespace: &str) -> Option<SecretGuard> {
+    let json = guard.status.as_ref()?.spec_in_force.as_deref()?;
+    let spec: SecretGuardSpec = match serde_json::from_str(json) {
+        Ok(spec) => spec,
+        Err(e) => {
+            tracing::warn!(guard = %ObjectKey::of(guard), error = %e, "status.specInForce unreadable; not used");
+            return None;
+        }
+    };
+    let namespace = guard.metadata.namespace.as_deref().unwrap_or_default();
+    spec::validate(namespace, &spec, operator_namespace).ok()?;
+    Some(SecretGuard {
+        spec,
+        ..guard.clone()
+    })
+}
+
+pub fn on_secret(ctx: &Arc<Context>, secret: &CachedSecret, deleted: bool) {
+    let key = secret.key.clone();
+    if deleted {
+        let mut records = ctx.records();
+        if let Some(r) = records.targets.get_mut(&key) {
+            r.missing_since.get_or_insert_with(Instant::now);
+        }
+        if secret
+            .detail
+            .as_ref()
+            .is_some_and(|d| d.annotation(labels::RETIRE) == Some("true"))
+        {
+            // Its last state said "retired": the reconcile may only ever see it gone.
+            records
+                .retired_deletions
+                .insert(key.clone(), secret.uid.clone());
+        }
+    }
+    ctx.touch(key);
 }
 
 /// How a watch event showed an object.
@@ -130,24 +231,27 @@ pub fn admit_restore_point(_ctx: &Context, rp: Secret, _seen: Seen) -> CachedRes
     CachedRestorePoint::of(&rp)
 }
 
-pub fn on_secret(ctx: &Arc<Context>, secret: &CachedSecret, deleted: bool) {
-    if deleted && let Some(r) = ctx.records().targets.get_mut(&secret.key) {
-        r.missing_since.get_or_insert_with(Instant::now);
-    }
-    ctx.touch(secret.key.clone());
-}
-
 pub fn on_restore_point(ctx: &Arc<Context>, rp: &CachedRestorePoint, deleted: bool) {
-    let Some(key) = rp.origin.clone() else {
+    let Some(key) = rp.origin().cloned() else {
         return;
     };
     if deleted {
         // A deleted restore point is rewritten from the live object.
         ctx.touch(key);
     } else {
-        // A refreshed one may carry a new restore count: the guard's status sums them.
-        let guard = ctx.records().targets.get(&key).map(|r| r.guard.clone());
-        if let Some(guard) = guard {
+        if rp.written.adopt_namespace_uid.is_some() {
+            // A cluster admin allows it into a re-created namespace: act on it now.
+            ctx.touch(key.clone());
+        }
+        // A refreshed one may carry a new restore count: the statuses of the guards
+        // covering it sum them.
+        let guards: Vec<ObjectKey> = ctx
+            .records()
+            .targets
+            .get(&key)
+            .map(|r| r.guards().cloned().collect())
+            .unwrap_or_default();
+        for guard in guards {
             status::request(ctx, guard);
         }
     }
@@ -169,15 +273,15 @@ pub fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, delet
         let name = ns.name_any();
         let targets = ctx.index().targets_in(&name);
         for t in targets {
-            ctx.touch(t);
+            ctx.touch_in(t, Lane::Background);
         }
         if deleted {
             // Its guards are gone too: start the retention of its restore points.
             for rp in ctx.stores.restore_points.state() {
-                if let Some(origin) = &rp.origin
+                if let Some(origin) = rp.origin()
                     && origin.namespace == name
                 {
-                    ctx.touch(origin.clone());
+                    ctx.touch_in(origin.clone(), Lane::Background);
                 }
             }
         }
@@ -191,15 +295,15 @@ pub fn audit(ctx: &Context) {
 }
 
 /// The first pass after start: the same work, but nothing it finds is drift (there were
-/// no watches yet to miss anything).
-pub fn startup_pass(ctx: &Context) {
-    queue_all(ctx, false);
+/// no watches yet to miss anything). Returns the units of work it queued.
+pub fn startup_pass(ctx: &Context) -> Vec<Work> {
+    queue_all(ctx, false)
 }
 
-fn queue_all(ctx: &Context, count_drift: bool) {
+fn queue_all(ctx: &Context, count_drift: bool) -> Vec<Work> {
     let mut keys: BTreeSet<ObjectKey> = ctx.index().all_targets().into_iter().collect();
     for rp in ctx.stores.restore_points.state() {
-        if let Some(origin) = &rp.origin {
+        if let Some(origin) = rp.origin() {
             keys.insert(origin.clone());
         }
     }
@@ -211,6 +315,11 @@ fn queue_all(ctx: &Context, count_drift: bool) {
         ctx.records().audit_pending.extend(keys.iter().cloned());
     }
     tracing::debug!(targets = keys.len(), "audit");
-    ctx.queue.add_all(keys.into_iter().map(Work::Target));
-    ctx.queue.add_all(guards.into_iter().map(Work::Status));
+    let work: Vec<Work> = keys
+        .into_iter()
+        .map(Work::Target)
+        .chain(guards.into_iter().map(Work::Status))
+        .collect();
+    ctx.queue.add_all(work.iter().cloned(), Lane::Background);
+    work
 }

@@ -34,7 +34,7 @@ pub const PAGE_SIZE: u32 = 25;
 
 /// Run every cache watch until the process ends, calling the triggers for every event.
 pub async fn run(ctx: &Arc<Context>, writers: StoreWriters) {
-    let c = &ctx.client;
+    let c = &ctx.watch_client;
     let opns = &ctx.config.operator_namespace;
     let streaming = streaming_lists(c, opns).await;
     tracing::info!(
@@ -184,8 +184,9 @@ fn drop_managed_fields<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
 
-/// Of a ServiceAccount or Namespace, decisions read only what identifies it and whether
-/// it is being deleted; their labels and annotations are anyone's to fill.
+/// Of a ServiceAccount or Namespace, decisions read only what identifies it (a namespace's
+/// UID and creation time tell it from an earlier one of the same name) and whether it is
+/// being deleted; their labels and annotations are anyone's to fill.
 fn keep_identity<K: Resource>(obj: &mut K) {
     let m = obj.meta_mut();
     *m = ObjectMeta {
@@ -193,6 +194,7 @@ fn keep_identity<K: Resource>(obj: &mut K) {
         namespace: m.namespace.take(),
         uid: m.uid.take(),
         resource_version: m.resource_version.take(),
+        creation_timestamp: m.creation_timestamp.take(),
         deletion_timestamp: m.deletion_timestamp.take(),
         ..Default::default()
     };
@@ -300,6 +302,9 @@ async fn consume<K, S>(
                     watch = what,
                     "watch re-listed: re-checking every guarded object"
                 );
+                if what == "guards" {
+                    triggers::forget_vanished_guards(ctx);
+                }
                 triggers::startup_pass(ctx);
             }
             Ok(Event::InitDone) => listed_before = true,
@@ -337,6 +342,7 @@ mod tests {
             "apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": "writer", "namespace": "ns", "uid": "u", "resourceVersion": "3",
                          "deletionTimestamp": "2026-01-01T00:00:00Z",
+                         "creationTimestamp": "2025-01-01T00:00:00Z",
                          "labels": {"a": "b"}, "annotations": {"big": "x".repeat(200 * 1024)},
                          "finalizers": ["f"], "managedFields": [{"manager": "kubectl"}]},
         }))
@@ -353,6 +359,7 @@ mod tests {
             (Some("writer"), Some("ns"), Some("u"), Some("3"))
         );
         assert!(m.deletion_timestamp.is_some());
+        assert!(m.creation_timestamp.is_some());
         assert_eq!(
             (&m.labels, &m.annotations, &m.finalizers),
             (&None, &None, &None)

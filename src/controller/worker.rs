@@ -1,21 +1,32 @@
-//! The workers: take a unit of work off the queue, run it, and on failure retry it with
-//! per-object exponential backoff. Also the leader's first pass and the periodic audit.
+//! The workers: take a unit of work off the queue, run it, and on failure (a panic
+//! included) retry it with per-object exponential backoff, or after the apiserver's
+//! Retry-After. They take work only while this process may write (the fence). Also the
+//! leader's first pass and the periodic audit.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use tracing::Instrument;
+
 use super::triggers;
+use crate::error::ActionError;
 use crate::guard::context::{Context, Work};
 use crate::guard::{reconcile, status};
-use crate::metrics::{ErrorReason, Work as WorkLabel};
+use crate::metrics::{ErrorReason, QueueLane, Work as WorkLabel};
+use crate::queue::Lane;
+use crate::{Error, Result, transport};
 
 /// Everything a leader runs: the first pass over everything (ready once it is done), the
 /// workers and the periodic audit. Never returns.
 pub async fn run(ctx: &Arc<Context>, started: Instant) {
-    triggers::startup_pass(ctx);
+    let first = FirstPass::new(triggers::startup_pass(ctx));
     let first_pass = async {
-        while !ctx.idle() {
+        while !first.done() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         ctx.startup_done.send_replace(true);
@@ -31,7 +42,7 @@ pub async fn run(ctx: &Arc<Context>, started: Instant) {
         restore_points = ctx.stores.restore_points.state().len(),
         "caches synced and leading; reconciling"
     );
-    let workers = (0..ctx.config.workers.max(1)).map(|_| worker(ctx));
+    let workers = (0..ctx.config.workers.max(1)).map(|_| worker(ctx, &first));
     let audits = async {
         let mut tick = tokio::time::interval(ctx.config.audit_interval);
         tick.tick().await;
@@ -43,72 +54,248 @@ pub async fn run(ctx: &Arc<Context>, started: Instant) {
     futures::future::join3(futures::future::join_all(workers), audits, first_pass).await;
 }
 
-async fn worker(ctx: &Arc<Context>) {
+/// The leader's first pass: done once every guarded object it queued has been reconciled
+/// once, whatever the result. Not "once the queue is empty": work that keeps coming back
+/// (an object changed over and over, a write that fails and is retried) must not keep a
+/// freshly started operator unready. Guard statuses follow on their own (debounced).
+struct FirstPass(Mutex<HashSet<Work>>);
+
+impl FirstPass {
+    fn new(work: Vec<Work>) -> Self {
+        let targets = work.into_iter().filter(|w| matches!(w, Work::Target(_)));
+        FirstPass(Mutex::new(targets.collect()))
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Work>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ran(&self, work: &Work) {
+        self.pending().remove(work);
+    }
+
+    fn done(&self) -> bool {
+        self.pending().is_empty()
+    }
+}
+
+async fn worker(ctx: &Arc<Context>, first: &FirstPass) {
     loop {
+        // No reconcile starts once the leader Lease may have passed (the transport keeps
+        // in the writes of one already running).
+        ctx.fence.opened().await;
         let work = ctx.queue.next().await;
-        let started = Instant::now();
-        let (kind, result) = match &work {
+        for lane in [Lane::Urgent, Lane::Background] {
+            ctx.metrics
+                .queue_depth
+                .get_or_create(&QueueLane {
+                    lane: lane.as_str().into(),
+                })
+                .set(ctx.queue.waiting_in(lane) as i64);
+        }
+        match &work {
             Work::Target(key) => {
                 let span = tracing::info_span!("reconcile", target = %key);
-                (
-                    "target",
-                    tracing::Instrument::instrument(reconcile::reconcile_target(ctx, key), span)
-                        .await,
-                )
+                let run = reconcile::reconcile_target(ctx, key);
+                process(ctx, &work, "target", run.instrument(span)).await;
             }
             Work::Status(key) => {
                 let span = tracing::info_span!("status", guard = %key);
-                (
-                    "status",
-                    tracing::Instrument::instrument(status::write(ctx, key), span)
-                        .await
-                        .map(|()| None),
-                )
-            }
-        };
-        ctx.metrics
-            .reconcile_duration
-            .get_or_create(&WorkLabel { work: kind.into() })
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(requeue) => {
-                ctx.failures().remove(&work);
-                if let Some(after) = requeue {
-                    ctx.queue.add_after(work.clone(), after);
-                }
-            }
-            Err(e) => {
-                ctx.metrics
-                    .reconcile_errors
-                    .get_or_create(&ErrorReason {
-                        reason: e.reason().into(),
-                    })
-                    .inc();
-                let attempt = {
-                    let mut failures = ctx.failures();
-                    let n = failures.entry(work.clone()).or_insert(0);
-                    *n = n.saturating_add(1);
-                    *n
-                };
-                let delay = backoff(attempt);
-                tracing::warn!(work = ?work, error = %e, reason = e.reason(), attempt, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
-                ctx.queue.add_after(work.clone(), delay);
+                let run = status::write(ctx, key).map(|r| r.map(|()| None));
+                process(ctx, &work, "status", run.instrument(span)).await;
             }
         }
         ctx.queue.done(&work);
+        first.ran(&work);
         ctx.processed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
+/// Run one unit of work and deal with its result: queue it again when it asks to, or, if
+/// it failed, count the failure and retry it with backoff. A panic inside it is such a
+/// failure (logged, counted as reason `Panic`, retried): it never takes the worker, or
+/// the process, down.
+async fn process<F>(ctx: &Context, work: &Work, kind: &'static str, run: F)
+where
+    F: Future<Output = Result<Option<Duration>>>,
+{
+    let started = Instant::now();
+    let result = AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(work = ?work, panic = %what, "reconcile panicked; retrying with backoff");
+            Err(Error::Panicked(what))
+        });
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&WorkLabel { work: kind.into() })
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(requeue) => {
+            ctx.failures().remove(work);
+            if let Some(after) = requeue {
+                ctx.queue.add_after(work.clone(), after);
+            }
+        }
+        Err(e) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ErrorReason {
+                    reason: e.reason().into(),
+                })
+                .inc();
+            let attempt = {
+                let mut failures = ctx.failures();
+                let n = failures.entry(work.clone()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            };
+            let delay = retry_delay(attempt, &e);
+            tracing::warn!(work = ?work, error = %e, reason = e.reason(), attempt, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+            ctx.queue.add_after(work.clone(), delay);
+        }
+    }
+}
+
+/// The wait before retrying a failed unit of work: its backoff, or longer if the apiserver
+/// asked (429 Retry-After), up to the backoff's cap.
+fn retry_delay(attempt: u32, e: &Error) -> Duration {
+    let asked = match e {
+        Error::Kube(e)
+        | Error::Action {
+            source: ActionError::Kube(e),
+            ..
+        } => transport::retry_after(e),
+        _ => None,
+    };
+    backoff(attempt).max(asked.unwrap_or_default().min(MAX_BACKOFF))
+}
+
+/// The longest wait before a retry.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
 /// Exponential backoff per object: 100 ms doubling to at most 60 s.
 pub fn backoff(attempt: u32) -> Duration {
     let ms = 100u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(10));
-    Duration::from_millis(ms.min(60_000))
+    Duration::from_millis(ms).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guard::fixtures;
+    use crate::object_key::ObjectKey;
+
+    fn too_many_requests(retry_after: u32) -> Error {
+        let status = kube::core::response::Status::failure("slow down", "TooManyRequests")
+            .with_code(429)
+            .with_details(kube::core::response::StatusDetails {
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: retry_after,
+            });
+        Error::Action {
+            action: "RestoreIdentical",
+            source: ActionError::Kube(kube::Error::Api(status.boxed())),
+        }
+    }
+
+    /// Let delayed adds whose time has come reach the queue (paused clock).
+    async fn after(delay: Duration) {
+        tokio::time::sleep(delay).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_unit_of_work_is_logged_counted_and_retried_with_backoff_and_the_worker_goes_on()
+     {
+        let (ctx, _writers, mut server) = fixtures::context();
+        let work = Work::Target(ObjectKey::new("ns", "db"));
+        process(&ctx, &work, "target", async {
+            if ctx.processed.load(Ordering::Relaxed) == 0 {
+                panic!("a bug in one reconcile");
+            }
+            Ok(None)
+        })
+        .await;
+        assert_eq!(ctx.failures().get(&work), Some(&1));
+        assert!(
+            ctx.metrics
+                .encode()
+                .contains(r#"secretguard_reconcile_errors_total{reason="Panic"} 1"#),
+            "{}",
+            ctx.metrics.encode()
+        );
+        after(Duration::from_millis(99)).await;
+        assert!(ctx.queue.is_empty(), "not before its backoff");
+        after(Duration::from_millis(1)).await;
+        assert_eq!(ctx.queue.len(), 1, "retried after 100 ms");
+
+        ctx.processed.fetch_add(1, Ordering::Relaxed);
+        process(&ctx, &work, "target", async { Ok(None) }).await;
+        assert_eq!(ctx.failing(), 0, "the retry went through");
+        server.assert_nothing_else();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+        let (ctx, _writers, _server) = fixtures::context();
+        let work = Work::Target(ObjectKey::new("ns", "db"));
+        process(&ctx, &work, "target", async { Err(too_many_requests(7)) }).await;
+        after(Duration::from_millis(6_900)).await;
+        assert!(ctx.queue.is_empty(), "the apiserver asked for 7 s");
+        after(Duration::from_millis(100)).await;
+        assert_eq!(ctx.queue.len(), 1);
+    }
+
+    #[test]
+    fn the_first_pass_is_done_once_each_of_its_units_ran_however_often_they_come_back() {
+        let key = |n: &str| Work::Target(crate::object_key::ObjectKey::new("ns", n));
+        let status = Work::Status(crate::object_key::ObjectKey::new("ns", "g"));
+        let first = FirstPass::new(vec![key("a"), key("b"), status]);
+        assert!(!first.done());
+        for _ in 0..3 {
+            first.ran(&key("a")); // queued again and again: counts once
+        }
+        first.ran(&key("other"));
+        assert!(!first.done(), "b has not run yet");
+        first.ran(&key("b"));
+        assert!(first.done());
+        assert!(
+            FirstPass::new(Vec::new()).done(),
+            "nothing to do: ready at once"
+        );
+    }
+
+    #[test]
+    fn retry_after_lengthens_the_backoff_never_shortens_it_and_is_capped() {
+        assert_eq!(
+            retry_delay(1, &too_many_requests(7)),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            retry_delay(10, &too_many_requests(7)),
+            backoff(10),
+            "the backoff is longer already"
+        );
+        assert_eq!(
+            retry_delay(1, &too_many_requests(3600)),
+            MAX_BACKOFF,
+            "a Retry-After of an hour parks no object for an hour"
+        );
+        assert_eq!(retry_delay(3, &Error::Panicked("x".into())), backoff(3));
+    }
 
     #[test]
     fn backoff_doubles_from_100ms_and_is_capped_at_a_minute() {

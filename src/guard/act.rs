@@ -10,11 +10,13 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, P
 use serde_json::json;
 
 use super::context::Context;
-use super::decide::{Action, Decision};
+use super::decide::{Action, Decision, Tombstone};
 use super::load::ObservedTarget;
-use super::outcome::{Executed, Failure};
+use super::observe;
+use super::outcome::{Executed, Failure, TokenCheck};
 use super::spec::TargetSpec;
 use super::verify;
+use crate::cache::CachedRestorePoint;
 use crate::error::ActionError;
 use crate::object_key::ObjectKey;
 use crate::{fault, labels, restore_point};
@@ -38,12 +40,13 @@ pub async fn execute(ctx: &Context, target: &ObservedTarget, decision: &Decision
             },
             Action::Label => label(ctx, &target.key).await,
             Action::SaveRestorePoint => save_restore_point(ctx, target).await,
-            Action::RemoveInvalidLabel => remove_invalid_label(ctx, &target.key).await,
+            Action::RemoveInvalidLabel => remove_invalid_label(ctx, target).await,
             Action::RotateServiceAccount { uid } => rotate_service_account(ctx, target, uid).await,
             Action::RecreateServiceAccount => recreate_service_account(ctx, target).await,
             Action::SaveServiceAccountSnapshot => {
                 snapshot_service_account(ctx, target).await.map(|_| ())
             }
+            Action::ForgetRestorePoint(why) => forget_restore_point(ctx, target, *why).await,
         };
         match result {
             Ok(()) => executed.done.push(action.clone()),
@@ -120,16 +123,20 @@ async fn create_token_secret(
     Ok(())
 }
 
-/// Re-create the Secret from its restore point, same bytes. For a token, returns whether
-/// a TokenReview accepted the restored token.
-async fn restore_identical(ctx: &Context, target: &ObservedTarget) -> ActionResult<Option<bool>> {
+/// Re-create the Secret from its restore point, same bytes. For a token, returns what a
+/// TokenReview of the restored token said.
+async fn restore_identical(
+    ctx: &Context,
+    target: &ObservedTarget,
+) -> ActionResult<Option<TokenCheck>> {
     let rp = restore_source(ctx, target).await?;
-    let drop: &[&str] = if target.policy.revalidate {
-        &[labels::LEGACY_TOKEN_INVALID_SINCE]
-    } else {
-        &[]
-    };
-    let mut secret = restore_point::restored_secret(&rp, drop);
+    // Labels come back as saved, kubernetes.io/legacy-token-invalid-since included: a copy
+    // does not say who set it, and an invalidation someone meant must stay.
+    let mut secret = restore_point::restored_secret(&rp, &target.key, &[]);
+    if let Some(annotations) = secret.metadata.annotations.as_mut() {
+        // A rotation asked for before is never asked again by a restore.
+        annotations.remove(labels::ROTATE);
+    }
     let owners =
         verify::live_owners(&ctx.client, &target.key.namespace, &rp.owner_references).await;
     secret.metadata.owner_references = (!owners.is_empty()).then_some(owners);
@@ -156,21 +163,51 @@ async fn restore_identical(ctx: &Context, target: &ObservedTarget) -> ActionResu
 
 /// What to restore, data included: the deleted Secret's final state when this reconcile
 /// holds it and the restore point holds the same (no request at all), else the restore
-/// point, read with one GET (the cache keeps no data).
+/// point, read with one GET (the cache keeps no data). Decide never restores from a
+/// refused point or a tombstone; this is the last line, before a write: the point read
+/// is judged again.
 async fn restore_source(
     ctx: &Context,
     target: &ObservedTarget,
 ) -> ActionResult<restore_point::RestorePoint> {
-    let opns = &ctx.config.operator_namespace;
-    if let Some(rp) = target.restore_from_final_state(opns) {
+    if let Some(rp) = target.restore_from_final_state() {
         return Ok(rp);
     }
+    let (Some(_), Some(ns)) = (
+        target.usable_saved().filter(|s| s.tombstone.is_none()),
+        target.namespace.active(),
+    ) else {
+        return Err(ActionError::MissingRestorePoint);
+    };
     let name = restore_point::name_for(&target.key.namespace, &target.key.name);
-    let saved = restore_points(ctx)
+    let point = restore_points(ctx)
         .get_opt(&name)
         .await?
         .ok_or(ActionError::MissingRestorePoint)?;
-    restore_point::parse(&saved).map_err(|_| ActionError::MissingRestorePoint)
+    let live_uid = target.live.as_ref().map(|s| s.uid.as_str());
+    let read = CachedRestorePoint::of(&point);
+    let kind = target.spec.kind();
+    if observe::restore_point_refusal(&read, &target.key, kind, ns, live_uid).is_some()
+        || read.saved.as_ref().is_ok_and(|s| s.tombstone.is_some())
+    {
+        return Err(ActionError::MissingRestorePoint);
+    }
+    restore_point::parse(&point).map_err(|_| ActionError::MissingRestorePoint)
+}
+
+/// The usable restore point whole (one GET): what only the stored point says.
+async fn read_restore_point(
+    ctx: &Context,
+    target: &ObservedTarget,
+) -> ActionResult<Option<restore_point::RestorePoint>> {
+    if target.usable_restore_point().is_none() {
+        return Ok(None);
+    }
+    let name = restore_point::name_for(&target.key.namespace, &target.key.name);
+    Ok(restore_points(ctx)
+        .get_opt(&name)
+        .await?
+        .and_then(|p| restore_point::parse(&p).ok()))
 }
 
 /// Add secretguard.dev/guarded=true, so the label-filtered watch sees the Secret.
@@ -191,6 +228,10 @@ async fn label(ctx: &Context, key: &ObjectKey) -> ActionResult {
 /// re-created. Written from the watch event that showed the content; with one GET when
 /// this reconcile does not hold it.
 async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionResult {
+    // Decide writes nothing outside an active namespace.
+    let Some(ns) = target.namespace.active() else {
+        return Ok(());
+    };
     let source = match (&target.content, &target.live) {
         (Some(content), _) => Arc::clone(content),
         (None, Some(_)) => match secrets(ctx, &target.key.namespace)
@@ -203,9 +244,9 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
         },
         (None, None) => return Ok(()),
     };
+    // A refused point's count is not this Secret's: it starts again.
     let previous = target
-        .restore_point
-        .as_ref()
+        .usable_restore_point()
         .and_then(|rp| Some((rp.restores, rp.saved.as_ref().ok()?.origin_uid.as_str())));
     let restores = restore_point::next_restores(previous, &source);
     if previous.is_some_and(|(before, _)| restores > before) {
@@ -214,23 +255,110 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
     let rp = restore_point::build(
         &source,
         target.spec.kind().as_str(),
+        &ns.uid,
         &ctx.config.operator_namespace,
         restores,
     );
     let name = restore_point::name_for(&target.key.namespace, &target.key.name);
-    restore_points(ctx)
+    // Over the version read only: a leader that lost the Lease unawares (paused, cut off)
+    // never puts older content over a point its successor saved (409, read again).
+    let mut rp = rp;
+    rp.metadata.resource_version = target.restore_point_version.clone();
+    match restore_points(ctx)
         .patch(&name, &apply_params(), &Patch::Apply(&rp))
-        .await?;
-    Ok(())
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ActionError::StaleRestorePoint),
+        r => r.map(|_| ()).map_err(ActionError::from),
+    }
 }
 
-/// Remove kubernetes.io/legacy-token-invalid-since: the token authenticates again.
-async fn remove_invalid_label(ctx: &Context, key: &ObjectKey) -> ActionResult {
-    let patch = json!({"metadata": {"labels": {labels::LEGACY_TOKEN_INVALID_SINCE: null}}});
+/// Remove kubernetes.io/legacy-token-invalid-since: the token authenticates again. Only
+/// from the version of the Secret the decision saw (who set the label was read from it):
+/// if it changed since, the apiserver refuses (409) and the next reconcile decides again.
+async fn remove_invalid_label(ctx: &Context, target: &ObservedTarget) -> ActionResult {
+    let version = target.live.as_ref().map(|s| s.resource_version.clone());
+    let patch = json!({"metadata": {
+        "resourceVersion": version,
+        "labels": {labels::LEGACY_TOKEN_INVALID_SINCE: null},
+    }});
+    let key = &target.key;
     secrets(ctx, &key.namespace)
         .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+/// Replace the restore point by a tombstone: the same name and origin, no data, and why
+/// the name must not be re-created. Only names are kept (type, ServiceAccount name and
+/// UID), never another Secret's labels or annotations.
+async fn forget_restore_point(
+    ctx: &Context,
+    target: &ObservedTarget,
+    why: Tombstone,
+) -> ActionResult {
+    // Decide writes nothing outside an active namespace.
+    let Some(ns) = target.namespace.active() else {
+        return Ok(());
+    };
+    let live = target.live.as_ref().and_then(|s| s.detail.as_ref());
+    let live_annotation = |key: &str| live.and_then(|d| d.annotation(key)).map(str::to_owned);
+    let names = [labels::SA_NAME_ANNOTATION, labels::SA_UID_ANNOTATION];
+    // What only the stored point says (its type, the names it saved), read when needed.
+    let rp = match live {
+        Some(_) if names.iter().all(|k| live_annotation(k).is_some()) => None,
+        _ => read_restore_point(ctx, target).await?,
+    };
+    let saved_annotation = |key: &str| rp.as_ref().and_then(|rp| rp.annotations.get(key).cloned());
+    let kept = |key: &str| live_annotation(key).or_else(|| saved_annotation(key));
+    let type_ = match (live, &rp, &target.spec) {
+        (Some(d), _, _) => Some(d.type_.clone()),
+        (None, Some(rp), _) => Some(rp.type_.clone()),
+        (None, None, TargetSpec::Token { .. }) => Some(labels::TOKEN_TYPE.to_owned()),
+        (None, None, TargetSpec::Secret) => None,
+    };
+    let saved = target.usable_restore_point();
+    let mut annotations = BTreeMap::from([(labels::TOMBSTONE.to_owned(), why.as_str().to_owned())]);
+    if why == Tombstone::Retired {
+        annotations.insert(labels::RETIRE.to_owned(), "true".to_owned());
+    }
+    for key in names {
+        if let Some(v) = kept(key) {
+            annotations.insert(key.to_owned(), v);
+        }
+    }
+    let origin = Secret {
+        metadata: ObjectMeta {
+            name: Some(target.key.name.clone()),
+            namespace: Some(target.key.namespace.clone()),
+            uid: target.live.as_ref().map(|s| s.uid.clone()).or_else(|| {
+                saved
+                    .and_then(|p| p.saved.as_ref().ok())
+                    .map(|s| s.origin_uid.clone())
+            }),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        type_,
+        ..Default::default()
+    };
+    let mut tombstone = restore_point::build(
+        &origin,
+        target.spec.kind().as_str(),
+        &ns.uid,
+        &ctx.config.operator_namespace,
+        saved.map(|rp| rp.restores).unwrap_or(0),
+    );
+    let name = restore_point::name_for(&target.key.namespace, &target.key.name);
+    // Over the version read only, as every restore point write (see save_restore_point).
+    tombstone.metadata.resource_version = target.restore_point_version.clone();
+    match restore_points(ctx)
+        .patch(&name, &apply_params(), &Patch::Apply(&tombstone))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ActionError::StaleRestorePoint),
+        r => r.map(|_| ()).map_err(ActionError::from),
+    }
 }
 
 /// Revoke every token of the ServiceAccount: snapshot it, delete it (UID precondition) and
@@ -267,6 +395,25 @@ async fn recreate_service_account(ctx: &Context, target: &ObservedTarget) -> Act
         .get_opt(&name)
         .await?
         .ok_or(ActionError::MissingSnapshot)?;
+    // Judged again as read, like a restore point (see restore_source).
+    let usable = match (&target.spec, target.namespace.active()) {
+        (
+            TargetSpec::Token {
+                service_account, ..
+            },
+            Some(ns),
+        ) => observe::snapshot_usable(
+            &CachedRestorePoint::of(&snapshot),
+            &target.key,
+            service_account,
+            ns,
+            None,
+        ),
+        _ => false,
+    };
+    if !usable {
+        return Err(ActionError::MissingSnapshot);
+    }
     let sa = restore_point::parse_sa_snapshot(&snapshot).ok_or(ActionError::BadSnapshot)?;
     let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &target.key.namespace);
     tolerate(sas.create(&create_params(), &sa).await, &[409])?;
@@ -278,9 +425,12 @@ async fn snapshot_service_account(
     ctx: &Context,
     target: &ObservedTarget,
 ) -> ActionResult<Option<(ServiceAccount, Secret)>> {
-    let TargetSpec::Token {
-        service_account, ..
-    } = &target.spec
+    let (
+        TargetSpec::Token {
+            service_account, ..
+        },
+        Some(ns),
+    ) = (&target.spec, target.namespace.active())
     else {
         return Ok(None);
     };
@@ -289,7 +439,7 @@ async fn snapshot_service_account(
         return Ok(None);
     };
     let opns = &ctx.config.operator_namespace;
-    let snapshot = restore_point::build_sa_snapshot(&sa, &target.key.name, opns);
+    let snapshot = restore_point::build_sa_snapshot(&sa, &target.key.name, &ns.uid, opns);
     let name = restore_point::snapshot_name_for(&target.key.namespace, &target.key.name);
     restore_points(ctx)
         .patch(&name, &apply_params(), &Patch::Apply(&snapshot))

@@ -22,7 +22,8 @@ use crate::config::Config;
 use crate::labels;
 use crate::metrics::Metrics;
 use crate::object_key::ObjectKey;
-use crate::queue::WorkQueue;
+use crate::queue::{Lane, WorkQueue};
+use crate::transport::{Clients, Fence};
 
 /// A unit of work.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -113,7 +114,12 @@ impl Stores {
 }
 
 pub struct Context {
+    /// Request-response calls (bounded by a timeout).
     pub client: Client,
+    /// Watches (long-lived).
+    pub watch_client: Client,
+    /// Open while this process may write (src/transport.rs); the workers wait on it.
+    pub fence: Fence,
     pub config: Config,
     pub stores: Stores,
     pub index: RwLock<Index>,
@@ -133,7 +139,7 @@ pub struct Context {
     pub synced: tokio::sync::watch::Sender<bool>,
     /// This process holds the leader Lease (always true without leader election).
     pub leading: tokio::sync::watch::Sender<bool>,
-    /// The leader's first pass over everything is done (the queue drained once).
+    /// The leader's first pass over everything is done (each object reconciled once).
     pub startup_done: tokio::sync::watch::Sender<bool>,
     /// One watch per guard with a secretSelector: (selector, task).
     pub selector_watches: Mutex<SelectorWatches>,
@@ -182,15 +188,44 @@ impl Context {
     /// (when Alertmanagers are configured; it needs a Tokio runtime). The caches fill
     /// through the returned writers.
     pub fn new(client: Client, config: Config) -> (Context, StoreWriters) {
+        Context::with_metrics(client, config, Arc::new(Metrics::new()))
+    }
+
+    /// As `new`, with metrics made beforehand (the client's service stack counts into them).
+    pub fn with_metrics(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> (Context, StoreWriters) {
+        let mut clients = Clients::single(client);
+        if config.leader.is_some() {
+            clients.fence = Fence::closed();
+        }
+        Context::with_clients(clients, config, metrics)
+    }
+
+    /// As `with_metrics`, with the clients made beforehand (src/main.rs: the fence and the
+    /// request budget are in their service stack).
+    pub fn with_clients(
+        clients: Clients,
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> (Context, StoreWriters) {
+        let Clients {
+            requests: client,
+            watches: watch_client,
+            fence,
+        } = clients;
         let (stores, writers) = Stores::new();
         let reporter = Reporter {
             controller: labels::MANAGER.into(),
             instance: Some(config.instance.clone()),
         };
-        let metrics = Arc::new(Metrics::new());
         let ctx = Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            watch_client,
+            fence,
             stores,
             index: RwLock::new(Index::default()),
             records: Mutex::new(Records::default()),
@@ -270,10 +305,16 @@ impl Context {
         self.queue.is_idle() && !self.records().guards.values().any(|g| g.status_pending)
     }
 
-    /// Queue a target because something happened to it (not the audit).
+    /// Queue a target, urgently, because something happened to it (not the audit).
     pub fn touch(&self, key: ObjectKey) {
+        self.touch_in(key, Lane::Urgent);
+    }
+
+    /// Queue a target because something changed around it (its guard, its namespace), in
+    /// `lane`; not the audit.
+    pub fn touch_in(&self, key: ObjectKey, lane: Lane) {
         self.records().audit_pending.remove(&key);
-        self.queue.add(Work::Target(key));
+        self.queue.add_in(Work::Target(key), lane);
     }
 
     /// Drift found by audits since start in one guard's objects.

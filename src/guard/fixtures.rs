@@ -48,7 +48,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::context::{Context, StoreWriters};
-use crate::cache::CachedRestorePoint;
+use crate::cache::{CachedRestorePoint, CachedSecret};
 use crate::config::Config;
 use crate::controller::triggers::{Seen, admit_secret};
 
@@ -176,36 +176,67 @@ pub fn config() -> Config {
         workers: 1,
         instance: "unit-test".into(),
         restore_point_retention: std::time::Duration::from_secs(24 * 3600),
+        restore_loop_limit: 5,
+        restore_loop_window: std::time::Duration::from_secs(600),
         alertmanager_urls: Vec::new(),
         runbook_base_url: String::new(),
         leader: None,
     }
 }
 
-/// A Context over a mock apiserver, with empty caches and their writers.
-pub fn context() -> (Context, StoreWriters, ApiServer) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let (ctx, writers) = Context::new(client, config());
-    (ctx, writers, ApiServer { handle })
+/// A client of a mock apiserver, and the mock.
+pub fn mock_client() -> (Client, ApiServer) {
+    let (service, api) = mock_service();
+    (Client::new(service, "default"), api)
 }
 
-/// Put an object into a cache, as its watch would.
-pub fn cache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: K)
+/// The service end of a mock apiserver (for a client with layers of its own), and the mock.
+pub fn mock_service() -> (
+    tower_test::mock::Mock<Request<Body>, Response<Body>>,
+    ApiServer,
+) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (service, ApiServer { handle })
+}
+
+/// A Context over a mock apiserver, with empty caches and their writers.
+pub fn context() -> (Context, StoreWriters, ApiServer) {
+    let (client, api) = mock_client();
+    let (ctx, writers) = Context::new(client, config());
+    (ctx, writers, api)
+}
+
+/// Put an object into a cache, as its watch would (a Secret reduced as the Secret and
+/// restore-point caches keep it).
+pub fn cache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: impl Into<K>)
 where
     K: Lookup + Clone + 'static,
     K::DynamicType: Clone + Default + Eq + std::hash::Hash,
 {
-    writer.apply_watcher_event(&watcher::Event::Apply(obj));
+    writer.apply_watcher_event(&watcher::Event::Apply(obj.into()));
 }
 
 /// Take an object out of a cache, as its watch would on deletion.
-pub fn uncache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: K)
+pub fn uncache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: impl Into<K>)
 where
     K: Lookup + Clone + 'static,
     K::DynamicType: Clone + Default + Eq + std::hash::Hash,
 {
-    writer.apply_watcher_event(&watcher::Event::Delete(obj));
+    writer.apply_watcher_event(&watcher::Event::Delete(obj.into()));
+}
+
+/// A guarded Secret as the Secret cache keeps it.
+impl From<Secret> for CachedSecret {
+    fn from(secret: Secret) -> CachedSecret {
+        CachedSecret::detailed(&secret)
+    }
+}
+
+/// A restore point as the restore-point cache keeps it.
+impl From<Secret> for CachedRestorePoint {
+    fn from(point: Secret) -> CachedRestorePoint {
+        CachedRestorePoint::of(&point)
+    }
 }
 
 /// A Secret's watch event, as the operator handles it: reduced for the cache (and its
@@ -216,11 +247,6 @@ pub fn secret_event(ctx: &Context, writers: &mut StoreWriters, secret: Secret, s
         Seen::Deleted => uncache(&mut writers.secrets, cached),
         _ => cache(&mut writers.secrets, cached),
     }
-}
-
-/// A restore point in the restore-point cache, as its watch puts it there.
-pub fn cache_restore_point(writers: &mut StoreWriters, rp: &Secret) {
-    cache(&mut writers.restore_points, CachedRestorePoint::of(rp));
 }
 
 pub fn namespace(name: &str) -> PartialObjectMeta<Namespace> {

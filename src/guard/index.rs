@@ -1,6 +1,11 @@
 //! Which guard guards which object. Updated from the guard watch; no I/O. Lookups by
 //! Secret or ServiceAccount are O(1), so an event about one object costs work proportional
 //! to that object, never to the size of its guard.
+//!
+//! Several guards may cover one Secret (by name, tokenSecretName or selector). Then the
+//! most protective value of each setting among them is in force, so no guard can weaken
+//! another (a paused or alert-only guard cannot disarm a team's guard), and one of them,
+//! the most protective, reports it (docs/architecture.md, Behaviour).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -8,7 +13,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use super::spec::{TargetSpec, targets_of};
-use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
+use crate::api::v1alpha1::{RestoreMode, SecretGuard, SecretGuardSpec, Severity};
 pub use crate::object_key::ObjectKey;
 
 /// A guard as the index holds it.
@@ -22,15 +27,139 @@ pub struct GuardEntry {
     pub targets: Vec<(ObjectKey, TargetSpec)>,
 }
 
-/// The guard that owns a target, and what it asks.
+/// The guards that cover a Secret, and what is in force for it.
 #[derive(Clone, Debug)]
 pub struct Resolved<'a> {
+    /// The guard that reports it (Events, metrics, alerts, lastIncident): the most
+    /// protective of those covering it.
     pub guard: &'a GuardEntry,
+    /// What is asked of it: the token of a ServiceAccount if any guard names it as one.
     pub spec: TargetSpec,
+    /// The settings in force: the most protective value of each among the guards (see
+    /// `Resolved::of`). Only the settings are filled in; the lists are empty.
+    pub settings: SecretGuardSpec,
+    /// The other guards covering it, most protective first.
+    pub shared_with: Vec<&'a GuardEntry>,
+}
+
+/// Sort key of a guard covering a Secret, most protective first: not paused before
+/// paused, then restore Identical, Fresh, Off, then severity critical before warning, then
+/// a token target before a plain Secret one. Ties go to the first by namespace/name.
+fn rank(spec: &SecretGuardSpec, target: &TargetSpec) -> (bool, u8, u8, bool) {
+    (
+        spec.paused,
+        restore_rank(spec.restore),
+        match spec.severity {
+            Severity::Critical => 0,
+            Severity::Warning => 1,
+        },
+        matches!(target, TargetSpec::Secret),
+    )
+}
+
+fn restore_rank(restore: RestoreMode) -> u8 {
+    match restore {
+        RestoreMode::Identical => 0,
+        RestoreMode::Fresh => 1,
+        RestoreMode::Off => 2,
+    }
+}
+
+impl<'a> Resolved<'a> {
+    /// What is in force for a Secret these guards cover (None: no guard). Each setting
+    /// takes its most protective value, so the result is never weaker than any one guard:
+    /// - `paused` only if every guard is paused; a paused guard's other write settings
+    ///   count only then (its team asked for nothing to be written);
+    /// - of the guards not paused: the strongest `restore`, `revalidate` if any asks,
+    ///   `recreateServiceAccount` if any asks for the ServiceAccount in force;
+    /// - `severity` critical if any guard says critical (paused guards alert too);
+    /// - a ServiceAccount's token if any guard names it as one (the first by rank).
+    pub fn of(mut covering: Vec<(&'a GuardEntry, TargetSpec)>) -> Option<Self> {
+        covering.sort_by(|(a, ta), (b, tb)| {
+            rank(&a.spec, ta)
+                .cmp(&rank(&b.spec, tb))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        let (owner, _) = covering.first()?;
+        let active: Vec<&(&GuardEntry, TargetSpec)> =
+            covering.iter().filter(|(g, _)| !g.spec.paused).collect();
+        let writers = if active.is_empty() {
+            covering.iter().collect()
+        } else {
+            active
+        };
+        let token_of = covering.iter().find_map(|(_, t)| match t {
+            TargetSpec::Token {
+                service_account, ..
+            } => Some(service_account.clone()),
+            TargetSpec::Secret => None,
+        });
+        let spec = match token_of {
+            Some(service_account) => TargetSpec::Token {
+                recreate_service_account: writers.iter().any(|(_, t)| match t {
+                    TargetSpec::Token {
+                        service_account: sa,
+                        recreate_service_account,
+                    } => *recreate_service_account && *sa == service_account,
+                    TargetSpec::Secret => false,
+                }),
+                service_account,
+            },
+            None => TargetSpec::Secret,
+        };
+        let settings = SecretGuardSpec {
+            service_accounts: Vec::new(),
+            secrets: Vec::new(),
+            secret_selector: None,
+            restore: writers
+                .iter()
+                .map(|(g, _)| g.spec.restore)
+                .min_by_key(|r| restore_rank(*r))
+                .unwrap_or_default(),
+            revalidate: writers.iter().any(|(g, _)| g.spec.revalidate),
+            severity: if covering
+                .iter()
+                .any(|(g, _)| g.spec.severity == Severity::Critical)
+            {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            paused: covering.iter().all(|(g, _)| g.spec.paused),
+        };
+        Some(Resolved {
+            guard: owner,
+            spec,
+            settings,
+            shared_with: covering[1..].iter().map(|(g, _)| *g).collect(),
+        })
+    }
+}
+
+/// The settings in force, in words, for status and Events.
+pub fn settings_in_words(settings: &SecretGuardSpec) -> String {
+    let restore = match settings.restore {
+        RestoreMode::Identical => "Identical",
+        RestoreMode::Fresh => "Fresh",
+        RestoreMode::Off => "Off",
+    };
+    let mut words = format!(
+        "restore {restore}, severity {}, {}",
+        settings.severity.as_str(),
+        if settings.paused {
+            "paused"
+        } else {
+            "not paused"
+        }
+    );
+    if !settings.revalidate {
+        words.push_str(", revalidate off");
+    }
+    words
 }
 
 /// The guards that name one Secret, ordered by key. Nearly always one: a B-tree map here
-/// cost a node of ~0.9 KiB per guarded Secret, a third of the index at 10,000.
+/// cost a node of ~0.9 KiB per guarded Secret, most of the index at 10,000.
 #[derive(Debug, Default)]
 struct Owners(Vec<(ObjectKey, TargetSpec)>);
 
@@ -49,8 +178,8 @@ impl Owners {
         self.0.retain(|(k, _)| k != guard);
     }
 
-    fn first(&self) -> Option<&(ObjectKey, TargetSpec)> {
-        self.0.first()
+    fn iter(&self) -> impl Iterator<Item = &(ObjectKey, TargetSpec)> {
+        self.0.iter()
     }
 
     fn specs(&self) -> impl Iterator<Item = &TargetSpec> {
@@ -65,7 +194,7 @@ impl Owners {
 #[derive(Debug, Default)]
 pub struct Index {
     guards: HashMap<ObjectKey, GuardEntry>,
-    /// Secret → the guards that name it. The first (ordered by key) owns it.
+    /// Secret → the guards that name it.
     secrets: HashMap<ObjectKey, Owners>,
     /// ServiceAccount → token Secrets guarded for it.
     service_accounts: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
@@ -158,30 +287,35 @@ impl Index {
         touched
     }
 
-    /// The guard that owns a Secret: one naming it (the first by key when several do), else
-    /// one whose secretSelector matches `labels` (the live Secret's, or its restore point's
-    /// when it was deleted).
+    /// The guards that cover a Secret: those naming it, and those whose secretSelector
+    /// matches `labels` (the live Secret's, or its restore point's when it was deleted),
+    /// merged into what is in force (`Resolved::of`). None: no guard covers it.
     pub fn resolve(
         &self,
         secret: &ObjectKey,
         labels: Option<&BTreeMap<String, String>>,
     ) -> Option<Resolved<'_>> {
-        if let Some((guard, spec)) = self.secrets.get(secret).and_then(Owners::first) {
-            return Some(Resolved {
-                guard: self.guards.get(guard)?,
-                spec: spec.clone(),
-            });
+        let mut covering: Vec<(&GuardEntry, TargetSpec)> = self
+            .secrets
+            .get(secret)
+            .into_iter()
+            .flat_map(Owners::iter)
+            .filter_map(|(g, spec)| Some((self.guards.get(g)?, spec.clone())))
+            .collect();
+        if let Some(labels) = labels
+            && let Some(selectors) = self.selectors.get(&secret.namespace)
+        {
+            for (g, sel) in selectors {
+                // A guard that names it as well asks what its name entry says.
+                if sel.matches(labels)
+                    && !covering.iter().any(|(e, _)| e.key == *g)
+                    && let Some(entry) = self.guards.get(g)
+                {
+                    covering.push((entry, TargetSpec::Secret));
+                }
+            }
         }
-        let labels = labels?;
-        let (guard, _) = self
-            .selectors
-            .get(&secret.namespace)?
-            .iter()
-            .find(|(_, sel)| sel.matches(labels))?;
-        Some(Resolved {
-            guard: self.guards.get(guard)?,
-            spec: TargetSpec::Secret,
-        })
+        Resolved::of(covering)
     }
 
     /// Whether some guard in the namespace selects Secrets by label.
@@ -343,5 +477,187 @@ mod tests {
         idx.remove(&ObjectKey::new("ns", "b"));
         assert!(idx.resolve(&key, None).is_none());
         assert!(idx.all_targets().is_empty());
+    }
+
+    /// Guards `name` in ns naming Secret `db`, with these settings.
+    fn naming_db(
+        name: &str,
+        restore: RestoreMode,
+        severity: Severity,
+        paused: bool,
+    ) -> SecretGuard {
+        let mut g = guard("ns", name, &[], &["db"]);
+        g.spec.restore = restore;
+        g.spec.severity = severity;
+        g.spec.paused = paused;
+        g
+    }
+
+    fn resolved_db(guards: &[SecretGuard]) -> (String, SecretGuardSpec, Vec<String>) {
+        let mut idx = Index::default();
+        for g in guards {
+            idx.upsert(g);
+        }
+        let r = idx
+            .resolve(&ObjectKey::new("ns", "db"), None)
+            .expect("covered");
+        let others = r.shared_with.iter().map(|g| g.key.name.clone()).collect();
+        (r.guard.key.name.clone(), r.settings, others)
+    }
+
+    #[test]
+    fn the_most_protective_guard_reports_a_shared_secret_whatever_its_name() {
+        use RestoreMode::{Fresh, Identical, Off};
+        use Severity::{Critical, Warning};
+        // Guards as (name, restore, severity, paused), and the one that reports it.
+        type Case<'a> = (&'a [(&'a str, RestoreMode, Severity, bool)], &'a str);
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("team", Identical, Critical, false),
+                    ("aaa", Identical, Critical, true),
+                ],
+                "team",
+            ),
+            (
+                &[
+                    ("team", Identical, Critical, false),
+                    ("aaa", Off, Critical, false),
+                ],
+                "team",
+            ),
+            (
+                &[
+                    ("team", Fresh, Critical, false),
+                    ("aaa", Off, Critical, false),
+                ],
+                "team",
+            ),
+            (
+                &[
+                    ("team", Identical, Warning, false),
+                    ("aaa", Fresh, Critical, false),
+                ],
+                "team",
+            ),
+            (
+                &[
+                    ("team", Identical, Critical, false),
+                    ("aaa", Identical, Warning, false),
+                ],
+                "team",
+            ),
+            (
+                &[
+                    ("team", Off, Warning, false),
+                    ("aaa", Identical, Critical, true),
+                ],
+                "team",
+            ),
+            (
+                &[
+                    ("b", Identical, Critical, false),
+                    ("a", Identical, Critical, false),
+                ],
+                "a",
+            ),
+            (
+                &[
+                    ("b", Off, Critical, true),
+                    ("a", Fresh, Critical, true),
+                    ("c", Identical, Warning, true),
+                ],
+                "c",
+            ),
+        ];
+        for (guards, owner) in cases {
+            let guards: Vec<SecretGuard> = guards
+                .iter()
+                .map(|(n, r, s, p)| naming_db(n, *r, *s, *p))
+                .collect();
+            let (got, _, others) = resolved_db(&guards);
+            assert_eq!(got, *owner, "{guards:?}");
+            assert_eq!(others.len(), guards.len() - 1);
+            assert!(!others.contains(&got));
+        }
+    }
+
+    #[test]
+    fn each_setting_in_force_is_the_most_protective_among_the_guards() {
+        use RestoreMode::{Fresh, Identical, Off};
+        use Severity::{Critical, Warning};
+        // A paused guard cannot disarm an active one, and its restore setting does not
+        // count while another guard is active (its team asked for nothing to be written).
+        let (_, s, _) = resolved_db(&[
+            naming_db("team", Off, Warning, false),
+            naming_db("aaa", Identical, Critical, true),
+        ]);
+        assert_eq!((s.paused, s.restore, s.severity), (false, Off, Critical));
+        let (_, s, _) = resolved_db(&[
+            naming_db("team", Identical, Warning, false),
+            naming_db("aaa", Off, Critical, false),
+        ]);
+        assert_eq!(
+            (s.paused, s.restore, s.severity),
+            (false, Identical, Critical)
+        );
+        // Paused only when all are; then the strongest restore among them.
+        let (_, s, _) = resolved_db(&[
+            naming_db("a", Off, Warning, true),
+            naming_db("b", Fresh, Warning, true),
+        ]);
+        assert_eq!((s.paused, s.restore, s.severity), (true, Fresh, Warning));
+        // revalidate if any active guard asks.
+        let mut quiet = naming_db("a", Identical, Critical, false);
+        quiet.spec.revalidate = false;
+        let (_, s, _) = resolved_db(&[quiet.clone(), naming_db("b", Off, Warning, false)]);
+        assert!(s.revalidate);
+        let (_, s, _) = resolved_db(&[quiet]);
+        assert!(!s.revalidate);
+        assert_eq!(
+            settings_in_words(&s),
+            "restore Identical, severity critical, not paused, revalidate off"
+        );
+    }
+
+    #[test]
+    fn a_token_guard_makes_a_shared_secret_a_token_and_a_selector_guard_shares_too() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let named = naming_db("named", RestoreMode::Identical, Severity::Critical, false);
+        let mut token = guard("ns", "token", &[], &[]);
+        token.spec.service_accounts = vec![crate::api::v1alpha1::ServiceAccountTarget {
+            name: "writer".into(),
+            token_secret_name: Some("db".into()),
+            recreate_service_account: true,
+        }];
+        token.spec.paused = true;
+        let mut selector = guard("ns", "sel", &[], &[]);
+        selector.spec.secret_selector = Some(LabelSelector {
+            match_labels: Some([("tier".to_owned(), "critical".to_owned())].into()),
+            match_expressions: None,
+        });
+        let mut idx = Index::default();
+        for g in [&named, &token, &selector] {
+            idx.upsert(g);
+        }
+        let labels = BTreeMap::from([("tier".to_owned(), "critical".to_owned())]);
+        let r = idx
+            .resolve(&ObjectKey::new("ns", "db"), Some(&labels))
+            .expect("covered");
+        assert_eq!(r.guard.key.name, "named");
+        assert_eq!(
+            r.spec,
+            TargetSpec::Token {
+                service_account: "writer".into(),
+                // Asked only by a paused guard: not in force while another is active.
+                recreate_service_account: false,
+            }
+        );
+        let others: Vec<&str> = r.shared_with.iter().map(|g| g.key.name.as_str()).collect();
+        assert_eq!(others, ["sel", "token"]);
+        let r = idx
+            .resolve(&ObjectKey::new("ns", "db"), None)
+            .expect("named");
+        assert_eq!(r.shared_with.len(), 1, "the selector needs labels");
     }
 }

@@ -13,32 +13,49 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 
 use super::context::Context;
-use super::decide::{self, Action, Decision, Policy, SecretObservation, TokenObservation};
+use super::decide::{self, Action, Decision, Policy, Refusal, SecretObservation, TokenObservation};
+use super::index::settings_in_words;
 use super::observe;
 use super::spec::TargetSpec;
-use crate::Result;
+use super::state::Sharing;
 use crate::api::v1alpha1::Severity;
 use crate::cache::{CachedRestorePoint, CachedSecret, Saved};
 use crate::object_key::ObjectKey;
-use crate::restore_point::{self, RestorePoint};
+use crate::restore_point::{self, NamespaceIdentity, RestorePoint};
+use crate::{Result, labels};
 
 /// The target's namespace, as one reconcile sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamespaceState {
-    Active,
+    /// Which namespace: one deleted and created again under the same name is another.
+    Active(NamespaceIdentity),
     Terminating,
     Gone,
+}
+
+impl NamespaceState {
+    pub fn active(&self) -> Option<&NamespaceIdentity> {
+        match self {
+            NamespaceState::Active(ns) => Some(ns),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a reconcile of one guarded Secret needs, gathered once.
 #[derive(Clone, Debug)]
 pub struct ObservedTarget {
     pub key: ObjectKey,
+    /// The guard that reports it (the most protective of those covering it).
     pub guard: ObjectKey,
     pub guard_uid: String,
+    /// Severity and policy in force: the most protective value of each setting among the
+    /// guards covering it.
     pub severity: Severity,
     pub spec: TargetSpec,
     pub policy: Policy,
+    /// Other guards cover it too.
+    pub sharing: Option<Sharing>,
     /// The live Secret, as the cache holds it (always with its detail).
     pub live: Option<Arc<CachedSecret>>,
     /// The whole Secret, data included, as the latest watch event (or the GET) showed it:
@@ -49,25 +66,36 @@ pub struct ObservedTarget {
     pub looked: bool,
     /// A readable restore point (never its data).
     pub restore_point: Option<Arc<CachedRestorePoint>>,
+    /// Why the restore point must not be restored into this target, if it must not
+    /// (saved in an earlier namespace of the same name, or recording another origin).
+    pub restore_point_refused: Option<Refusal>,
+    /// The resourceVersion of the restore point as read (readable or not): a save is made
+    /// over this version only, so content older than the point's is never written over it.
+    pub restore_point_version: Option<String>,
+    /// The ServiceAccount snapshot, only if it may be used here (see
+    /// `observe::snapshot_usable`).
     pub sa_snapshot: Option<Arc<CachedRestorePoint>>,
     pub namespace: NamespaceState,
     /// For a token: its ServiceAccount (metadata).
     pub service_account: Option<PartialObjectMeta<ServiceAccount>>,
+    /// The watch saw it deleted while it carried secretguard.dev/retire=true.
+    pub deleted_retired: bool,
 }
 
 /// Gather what a reconcile of `key` needs. None: no guard names or selects it (any more).
 pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarget>> {
     let opns = &ctx.config.operator_namespace;
-    let restore_point = ctx
+    let point = ctx
         .stores
-        .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name))
-        .filter(|rp| match &rp.saved {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
-                false
-            }
-        });
+        .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name));
+    let restore_point_version = point.as_ref().map(|p| p.resource_version.clone());
+    let restore_point = point.filter(|p| match &p.saved {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
+            false
+        }
+    });
     let cached = ctx.stores.secret(key);
     // Cached without detail: labelled while no guard targeted it; only the apiserver knows
     // what it is now.
@@ -103,18 +131,51 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         return Ok(None);
     };
     let namespace = namespace_state(ctx, &key.namespace).await?;
-    let service_account = match &guarding.spec {
-        TargetSpec::Token {
-            service_account, ..
-        } if namespace == NamespaceState::Active => {
-            service_account_meta(ctx, &ObjectKey::new(&key.namespace, service_account)).await?
+    let live_uid = live.as_ref().map(|s| s.uid.as_str());
+    let restore_point_refused = match (namespace.active(), &restore_point) {
+        (Some(ns), Some(point)) => {
+            observe::restore_point_refusal(point, key, guarding.spec.kind(), ns, live_uid)
         }
         _ => None,
     };
-    let sa_snapshot = ctx.stores.restore_point(
-        opns,
-        &restore_point::snapshot_name_for(&key.namespace, &key.name),
-    );
+    if let Some(refusal) = restore_point_refused {
+        if live.is_none() && ctx.index().resolve(key, None).is_none() {
+            // Only a selector matched, and only the labels saved on a point that is not
+            // this Secret's: nothing of this namespace to guard.
+            return Ok(None);
+        }
+        tracing::debug!(target = %key, refusal = ?refusal, "restore point not used for this target");
+    }
+    let service_account = match (&guarding.spec, namespace.active()) {
+        (
+            TargetSpec::Token {
+                service_account, ..
+            },
+            Some(_),
+        ) => service_account_meta(ctx, &ObjectKey::new(&key.namespace, service_account)).await?,
+        _ => None,
+    };
+    let sa_snapshot = match (&guarding.spec, namespace.active()) {
+        (
+            TargetSpec::Token {
+                service_account: name,
+                ..
+            },
+            Some(ns),
+        ) => ctx
+            .stores
+            .restore_point(
+                opns,
+                &restore_point::snapshot_name_for(&key.namespace, &key.name),
+            )
+            .filter(|snapshot| {
+                let sa_uid = service_account
+                    .as_ref()
+                    .and_then(|sa| sa.metadata.uid.as_deref());
+                observe::snapshot_usable(snapshot, key, name, ns, sa_uid)
+            }),
+        _ => None,
+    };
     Ok(Some(ObservedTarget {
         key: key.clone(),
         guard: guarding.guard,
@@ -122,29 +183,35 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         severity: guarding.severity,
         spec: guarding.spec,
         policy: guarding.policy,
+        sharing: guarding.sharing,
         live,
         content,
         looked,
         restore_point,
+        restore_point_refused,
+        restore_point_version,
         sa_snapshot,
         namespace,
         service_account,
+        deleted_retired: ctx.records().retired_deletions.contains_key(key),
     }))
 }
 
-/// The guard of a Secret and what it asks, copied out of the index (never its whole spec).
+/// The guards of a Secret and what is in force, copied out of the index (never a whole spec).
 struct Guarding {
     guard: ObjectKey,
     guard_uid: String,
     severity: Severity,
     spec: TargetSpec,
     policy: Policy,
+    sharing: Option<Sharing>,
 }
 
 impl Guarding {
     /// By name, or by selector on the live labels (when the Secret is gone, those of its
     /// final state or of its restore point, so a deleted selected Secret is still known as
-    /// guarded).
+    /// guarded). A restore point is never guarded, whoever names or selects it: guarding
+    /// one would copy it into a restore point of its own, and so on without end.
     fn resolve(
         ctx: &Context,
         key: &ObjectKey,
@@ -159,19 +226,26 @@ impl Guarding {
                 .and_then(|rp| rp.saved.as_ref().ok())
                 .map(Saved::labels_map),
         };
+        if labels.as_ref().is_some_and(is_restore_point) {
+            return None;
+        }
         ctx.index().resolve(key, labels.as_ref()).map(|r| Guarding {
             guard: r.guard.key.clone(),
             guard_uid: r.guard.uid.clone(),
-            severity: r.guard.spec.severity,
-            policy: observe::policy(&r.guard.spec, &r.spec, ctx.config.populate_deadline),
+            severity: r.settings.severity,
+            policy: observe::policy(&r.settings, &r.spec, ctx.config.populate_deadline),
+            sharing: (!r.shared_with.is_empty()).then(|| Sharing {
+                with: r.shared_with.iter().map(|g| g.key.clone()).collect(),
+                settings: settings_in_words(&r.settings),
+            }),
             spec: r.spec,
         })
     }
 }
 
 impl ObservedTarget {
-    /// The readable restore point, as decisions read it.
-    pub fn saved(&self) -> Option<&Saved> {
+    /// The readable restore point, as decisions read it (refused or not).
+    fn saved(&self) -> Option<&Saved> {
         self.restore_point
             .as_ref()
             .and_then(|rp| rp.saved.as_ref().ok())
@@ -189,7 +263,8 @@ impl ObservedTarget {
             .final_state()
             .map(|s| observe::secret_view(&CachedSecret::detailed(s)));
         decide::latest_saved(
-            self.saved().map(observe::restore_point_view),
+            self.saved()
+                .map(|rp| observe::restore_point_view(rp, self.restore_point_refused)),
             final_view.as_ref(),
             matches!(self.spec, TargetSpec::Token { .. }),
         )
@@ -197,11 +272,13 @@ impl ObservedTarget {
 
     /// Step 2, pure: what to do about what was observed.
     pub fn decide(&self) -> Decision {
-        let namespace_terminating = self.namespace != NamespaceState::Active;
+        let namespace_terminating = self.namespace.active().is_none();
         let secret = self.live.as_deref().map(observe::secret_view);
         let (restore_point, unsaved) = self.latest_saved();
         let decision = match &self.spec {
-            TargetSpec::Token { .. } => {
+            TargetSpec::Token {
+                service_account, ..
+            } => {
                 let sa = self.service_account.as_ref();
                 let snapshot_rv = self
                     .sa_snapshot
@@ -211,6 +288,8 @@ impl ObservedTarget {
                     &self.policy,
                     &TokenObservation {
                         namespace_terminating,
+                        service_account_name: service_account.clone(),
+                        deleted_retired: self.deleted_retired,
                         sa_snapshot_current: snapshot_rv.is_some()
                             && snapshot_rv
                                 == sa.and_then(|s| s.metadata.resource_version.as_deref()),
@@ -228,6 +307,7 @@ impl ObservedTarget {
                     namespace_terminating,
                     secret,
                     restore_point,
+                    deleted_retired: self.deleted_retired,
                 },
             ),
         };
@@ -256,16 +336,33 @@ impl ObservedTarget {
         Ok(())
     }
 
+    /// The restore point, if it may be restored into this target (and counts as its
+    /// saved copy).
+    pub fn usable_restore_point(&self) -> Option<&CachedRestorePoint> {
+        self.restore_point
+            .as_deref()
+            .filter(|_| self.restore_point_refused.is_none())
+    }
+
+    /// `usable_restore_point`, as decisions read it.
+    pub fn usable_saved(&self) -> Option<&Saved> {
+        self.usable_restore_point()?.saved.as_ref().ok()
+    }
+
+    /// The live Secret (read in this reconcile) is a restore point: never a target.
+    pub fn is_restore_point(&self) -> bool {
+        self.live
+            .as_ref()
+            .and_then(|s| s.detail.as_ref())
+            .is_some_and(|d| d.label(labels::RESTORE_POINT).is_some())
+    }
+
     /// The same Secret's content changed (a legitimate update the restore point follows).
     pub fn content_changed(&self) -> bool {
-        match (
-            self.live
-                .as_deref()
-                .and_then(|l| l.detail.as_ref().map(|d| (l, d))),
-            self.saved(),
-        ) {
-            (Some((live, d)), Some(rp)) => {
-                live.uid == rp.origin_uid && d.content_hash != rp.content_hash
+        let live = self.live.as_deref();
+        match (live.and_then(|l| l.detail.as_ref()), self.usable_saved()) {
+            (Some(d), Some(rp)) => {
+                live.is_some_and(|l| l.uid == rp.origin_uid) && d.content_hash != rp.content_hash
             }
             _ => false,
         }
@@ -274,12 +371,12 @@ impl ObservedTarget {
     /// What a restore brings back, when this reconcile holds it: the deleted Secret's
     /// final state, if that is what the restore point holds (or is about to, see
     /// `decide::save_first`). Otherwise the restore reads the restore point.
-    pub fn restore_from_final_state(&self, operator_namespace: &str) -> Option<RestorePoint> {
+    pub fn restore_from_final_state(&self) -> Option<RestorePoint> {
         let state = self.final_state()?;
-        let (view, _) = self.latest_saved();
-        let view = view?;
+        let view = self.latest_saved().0?;
         let seen = CachedSecret::detailed(state);
-        let holds = seen.uid == view.origin_uid
+        let holds = view.refused.is_none()
+            && seen.uid == view.origin_uid
             && seen
                 .detail
                 .as_ref()
@@ -288,14 +385,12 @@ impl ObservedTarget {
             return None;
         }
         let kind = self.spec.kind();
-        restore_point::parse(&restore_point::build(
-            state,
-            kind.as_str(),
-            operator_namespace,
-            0,
-        ))
-        .ok()
+        restore_point::parse(&restore_point::build(state, kind.as_str(), "", "", 0)).ok()
     }
+}
+
+fn is_restore_point(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.contains_key(labels::RESTORE_POINT)
 }
 
 async fn get_secret(ctx: &Context, key: &ObjectKey) -> Result<Option<Secret>> {
@@ -318,7 +413,7 @@ pub async fn namespace_state(ctx: &Context, namespace: &str) -> Result<Namespace
     Ok(match meta {
         None => NamespaceState::Gone,
         Some(m) if m.deletion_timestamp.is_some() => NamespaceState::Terminating,
-        Some(_) => NamespaceState::Active,
+        Some(m) => NamespaceState::Active(NamespaceIdentity::of(&m)),
     })
 }
 

@@ -32,6 +32,7 @@ pub mod decide;
 
 pub mod observe;
 
+pub mod breaker;
 pub mod outcome;
 
 pub mod state;

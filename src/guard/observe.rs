@@ -7,11 +7,13 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 
-use super::decide::{Policy, RestorePointView, SecretView, ServiceAccountView};
-use super::spec::TargetSpec;
+use super::decide::{Policy, Refusal, RestorePointView, SecretView, ServiceAccountView, Tombstone};
+use super::spec::{TargetKind, TargetSpec};
 use crate::api::v1alpha1::SecretGuardSpec;
-use crate::cache::{CachedSecret, Saved};
+use crate::cache::{CachedRestorePoint, CachedSecret, Saved};
 use crate::labels;
+use crate::object_key::ObjectKey;
+use crate::restore_point::{self, NamespaceIdentity};
 
 /// The view of a cached Secret. One cached without detail (no guard targeted it then) is
 /// never passed here: the reconcile reads such a Secret from the apiserver first.
@@ -24,20 +26,60 @@ pub fn secret_view(secret: &CachedSecret) -> SecretView {
         created: d.and_then(|d| d.created).unwrap_or(Timestamp::UNIX_EPOCH),
         terminating: d.is_some_and(|d| d.terminating),
         labelled: label(labels::GUARDED) == Some("true"),
+        type_: d.map_or_else(|| "Opaque".to_owned(), |d| d.type_.clone()),
+        sa_name: annotation(labels::SA_NAME_ANNOTATION).map(str::to_owned),
         sa_uid: annotation(labels::SA_UID_ANNOTATION).map(str::to_owned),
         token_populated: d.is_some_and(|d| d.token_populated),
         content_hash: d.map(|d| d.content_hash.to_string()).unwrap_or_default(),
         invalidated: label(labels::LEGACY_TOKEN_INVALID_SINCE).is_some(),
+        invalidated_by_cleaner: d.is_some_and(|d| d.invalidated_by_cleaner),
         rotate_requested: annotation(labels::ROTATE) == Some("true"),
+        retire_requested: annotation(labels::RETIRE) == Some("true"),
     }
 }
 
-pub fn restore_point_view(rp: &Saved) -> RestorePointView {
+pub fn restore_point_view(rp: &Saved, refused: Option<Refusal>) -> RestorePointView {
     RestorePointView {
         origin_uid: rp.origin_uid.clone(),
         content_hash: rp.content_hash.to_string(),
         sa_uid: rp.service_account_uid.clone(),
+        refused,
+        tombstone: rp.tombstone.as_deref().and_then(Tombstone::parse),
+        retired: rp.retired,
     }
+}
+
+/// Why the restore point found for `key` must not be restored into it, if it must not:
+/// it records another origin or kind, or it was saved in an earlier namespace of the same
+/// name than the live `namespace`. `live_uid`: the UID of the Secret at `key` now, if it
+/// exists.
+pub fn restore_point_refusal(
+    point: &CachedRestorePoint,
+    key: &ObjectKey,
+    kind: TargetKind,
+    namespace: &NamespaceIdentity,
+    live_uid: Option<&str>,
+) -> Option<Refusal> {
+    let w = &point.written;
+    if w.origin.as_ref() != Some(key) || w.origin_kind.as_deref() != Some(kind.as_str()) {
+        return Some(Refusal::Mismatch);
+    }
+    (!restore_point::provenance(w, namespace, live_uid).restorable())
+        .then_some(Refusal::ForeignNamespace)
+}
+
+/// Whether the snapshot found for token Secret `key` may be used to re-create its
+/// ServiceAccount: it is of `service_account` for that Secret, and was taken in the live
+/// `namespace` (`live_sa_uid`: the ServiceAccount's UID now, if it exists).
+pub fn snapshot_usable(
+    snapshot: &CachedRestorePoint,
+    key: &ObjectKey,
+    service_account: &str,
+    namespace: &NamespaceIdentity,
+    live_sa_uid: Option<&str>,
+) -> bool {
+    restore_point::snapshot_belongs_to(&snapshot.written, key, service_account)
+        && restore_point::provenance(&snapshot.written, namespace, live_sa_uid).restorable()
 }
 
 pub fn service_account_view(sa: &PartialObjectMeta<ServiceAccount>) -> ServiceAccountView {
@@ -66,8 +108,10 @@ pub fn policy(spec: &SecretGuardSpec, target: &TargetSpec, populate_deadline: Du
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::invalidated_by_cleaner;
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use kube::api::ObjectMeta;
     use std::collections::BTreeMap;
 
@@ -98,7 +142,13 @@ mod tests {
         };
         let v = secret_view(&CachedSecret::detailed(&secret));
         assert!(v.labelled && v.invalidated && v.rotate_requested && v.token_populated);
+        assert!(!v.retire_requested);
+        assert!(
+            !v.invalidated_by_cleaner,
+            "unknown managedFields: not known to be the cleaner's"
+        );
         assert_eq!(v.sa_uid.as_deref(), Some("sa"));
+        assert_eq!(v.type_, labels::TOKEN_TYPE);
         assert!(!format!("{v:?}").contains("\"x\""), "no data in the view");
 
         let empty = Secret {
@@ -107,5 +157,60 @@ mod tests {
         };
         let v = secret_view(&CachedSecret::detailed(&empty));
         assert!(!v.token_populated && !v.labelled && !v.invalidated && !v.rotate_requested);
+    }
+
+    fn owning_label(manager: &str) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Update".into()),
+            fields_v1: Some(FieldsV1(serde_json::json!({
+                "f:metadata": {"f:labels": {
+                    format!("f:{}", labels::LEGACY_TOKEN_INVALID_SINCE): {}
+                }}
+            }))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_an_invalidation_the_legacy_token_cleaner_alone_owns_is_the_cleaners() {
+        let other_fields = ManagedFieldsEntry {
+            manager: Some("kubectl-annotate".into()),
+            fields_v1: Some(FieldsV1(
+                serde_json::json!({"f:metadata": {"f:annotations": {}}}),
+            )),
+            ..Default::default()
+        };
+        let meta = |owners: Vec<ManagedFieldsEntry>| ObjectMeta {
+            labels: Some(BTreeMap::from([(
+                labels::LEGACY_TOKEN_INVALID_SINCE.to_owned(),
+                "2026-01-01".to_owned(),
+            )])),
+            managed_fields: Some(owners),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                vec![
+                    owning_label("kube-controller-manager"),
+                    other_fields.clone(),
+                ],
+                true,
+            ),
+            (vec![owning_label("kubectl-label")], false),
+            (
+                vec![
+                    owning_label("kube-controller-manager"),
+                    owning_label("admin-tool"),
+                ],
+                false,
+            ),
+            (vec![other_fields], false),
+            (vec![], false),
+        ];
+        for (owners, want) in cases {
+            let names: Vec<_> = owners.iter().map(|o| o.manager.clone()).collect();
+            assert_eq!(invalidated_by_cleaner(&meta(owners)), want, "{names:?}");
+        }
     }
 }

@@ -18,33 +18,114 @@ impl Failure {
         self.error.is_already_exists()
     }
 
+    /// The object changed since this reconcile read it: not a failure to report, a
+    /// reason to read again (retried with backoff).
+    pub fn is_stale(&self) -> bool {
+        matches!(self.error, ActionError::StaleRestorePoint)
+    }
+
+    /// Not sent: this process may no longer hold the leader Lease (src/transport.rs).
+    /// Nothing happened, so there is nothing to record or report.
+    pub fn is_not_leading(&self) -> bool {
+        matches!(&self.error, ActionError::Kube(e) if crate::transport::is_not_leading(e))
+    }
+
     /// The one answer to "did a restore fail?": the metric secretguard_restore_failing,
     /// the RestoreFailed Event and the pushed SecretGuardRestoreFailing alert all use it.
     pub fn is_restore_failure(&self) -> bool {
         self.action.is_restore() && !self.is_already_exists()
     }
 
-    /// Why, for people: the error's text, at most 300 bytes (whole characters).
+    /// Why, for Events, status and alerts: only what the operator can vouch for. Whoever
+    /// reads the guard reads these, and the apiserver's message can carry words of
+    /// admission webhooks and ValidatingAdmissionPolicy `messageExpression`s, which can
+    /// echo the object, Secret data included. So: the HTTP status code, a Kubernetes
+    /// reason the operator knows, and a fixed hint ("403 Forbidden (admission denied)").
+    /// The full message is in the operator log ("reconcile failed", at warn).
     pub fn why(&self) -> String {
-        let mut why = self.error.to_string();
-        if why.len() > 300 {
-            let mut end = 300;
-            while !why.is_char_boundary(end) {
-                end -= 1;
+        match &self.error {
+            ActionError::Kube(kube::Error::Api(status)) => {
+                let code = http::StatusCode::from_u16(status.code).ok();
+                let reason = KNOWN_REASONS
+                    .iter()
+                    .find(|r| **r == status.reason)
+                    .copied()
+                    .or_else(|| code.and_then(|c| c.canonical_reason()))
+                    .unwrap_or("error");
+                let hint = if ADMISSION_DENIALS.iter().any(|d| status.message.contains(d)) {
+                    " (admission denied)"
+                } else {
+                    ""
+                };
+                format!("{} {reason}{hint}", status.code)
             }
-            why.truncate(end);
+            ActionError::Kube(kube::Error::SerdeError(_)) => {
+                "unreadable answer from the apiserver".into()
+            }
+            ActionError::Kube(_) => "no answer from the apiserver".into(),
+            // Our own words.
+            other => other.to_string(),
         }
-        why
     }
 }
+
+/// Reasons the apiserver itself gives (metav1.StatusReason); anything else in that field
+/// is someone else's text (an admission webhook chooses its own) and is not repeated.
+const KNOWN_REASONS: &[&str] = &[
+    "Unauthorized",
+    "Forbidden",
+    "NotFound",
+    "AlreadyExists",
+    "Conflict",
+    "Gone",
+    "Invalid",
+    "ServerTimeout",
+    "StoreReadError",
+    "Timeout",
+    "TooManyRequests",
+    "BadRequest",
+    "MethodNotAllowed",
+    "NotAcceptable",
+    "RequestEntityTooLarge",
+    "UnsupportedMediaType",
+    "InternalError",
+    "Expired",
+    "ServiceUnavailable",
+];
+
+/// How the apiserver words a refusal by admission: a ValidatingAdmissionPolicy ("... with
+/// binding '...' denied request: ...") and a webhook ("admission webhook \"...\" denied the
+/// request: ...").
+const ADMISSION_DENIALS: &[&str] = &["denied request", "denied the request"];
 
 /// What carrying out the actions achieved.
 #[derive(Debug, Default)]
 pub struct Executed {
     pub done: Vec<Action>,
     pub failed: Option<Failure>,
-    /// For an identical token restore: did a TokenReview accept the restored token?
-    pub verified: Option<bool>,
+    /// For an identical token restore: what the TokenReview of the restored token said.
+    pub verified: Option<TokenCheck>,
+}
+
+/// What the TokenReview of a restored token said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// It authenticates as its ServiceAccount.
+    Accepted,
+    /// The apiserver answered: it does not (or not as that ServiceAccount).
+    Rejected,
+    /// The review could not be made (an error talking to the apiserver): not known.
+    ReviewFailed,
+}
+
+impl TokenCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenCheck::Accepted => "accepted",
+            TokenCheck::Rejected => "rejected",
+            TokenCheck::ReviewFailed => "review-failed",
+        }
+    }
 }
 
 impl Executed {
@@ -71,9 +152,11 @@ impl Executed {
             .is_some_and(Failure::is_restore_failure)
     }
 
-    /// A failure worth reporting: anything but AlreadyExists.
+    /// A failure worth reporting: anything but AlreadyExists and a stale read.
     pub fn failure(&self) -> Option<&Failure> {
-        self.failed.as_ref().filter(|f| !f.is_already_exists())
+        self.failed
+            .as_ref()
+            .filter(|f| !f.is_already_exists() && !f.is_stale())
     }
 }
 
@@ -110,11 +193,13 @@ impl Outcome {
         let fixed = match reason {
             Reason::TokenDeleted | Reason::SecretDeleted => {
                 if executed.did(&Action::RestoreIdentical) {
-                    Some(if executed.verified == Some(false) {
-                        Outcome::RestoredUnverified
-                    } else {
-                        Outcome::Restored
-                    })
+                    Some(
+                        if executed.verified.is_some_and(|c| c != TokenCheck::Accepted) {
+                            Outcome::RestoredUnverified
+                        } else {
+                            Outcome::Restored
+                        },
+                    )
                 } else if executed.created_token() {
                     Some(Outcome::RestoredFresh)
                 } else {
@@ -133,7 +218,12 @@ impl Outcome {
                     .iter()
                     .any(|a| matches!(a, Action::RotateServiceAccount { .. })))
             .then_some(Outcome::FreshTokenRequested),
-            Reason::TokenNotPopulated | Reason::ServiceAccountNotFound => None,
+            Reason::TokenNotPopulated
+            | Reason::ServiceAccountNotFound
+            | Reason::ForeignRestorePoint
+            | Reason::RestorePointMismatch
+            | Reason::RestoreLoop
+            | Reason::TargetConflict => None,
         };
         match fixed {
             Some(o) => o,
@@ -180,7 +270,7 @@ mod tests {
                 "identical restore, token accepted",
                 Reason::TokenDeleted,
                 Executed {
-                    verified: Some(true),
+                    verified: Some(TokenCheck::Accepted),
                     ..executed(&[Action::RestoreIdentical], None)
                 },
                 false,
@@ -190,7 +280,17 @@ mod tests {
                 "identical restore, TokenReview refused it",
                 Reason::TokenDeleted,
                 Executed {
-                    verified: Some(false),
+                    verified: Some(TokenCheck::Rejected),
+                    ..executed(&[Action::RestoreIdentical], None)
+                },
+                false,
+                Outcome::RestoredUnverified,
+            ),
+            (
+                "identical restore, the TokenReview could not be made",
+                Reason::TokenDeleted,
+                Executed {
+                    verified: Some(TokenCheck::ReviewFailed),
                     ..executed(&[Action::RestoreIdentical], None)
                 },
                 false,
@@ -300,17 +400,50 @@ mod tests {
         assert!(raced.failure().is_none() && !raced.restore_failed());
     }
 
-    #[test]
-    fn why_is_cut_at_300_bytes_on_a_character_boundary() {
-        let long = Failure {
-            action: Action::Label,
+    fn api_error(code: u16, reason: &str, message: &str) -> Failure {
+        Failure {
+            action: Action::RestoreIdentical,
             error: ActionError::Kube(kube::Error::Api(
-                kube::core::Status::failure(&"é".repeat(400), "Invalid")
-                    .with_code(422)
+                kube::core::Status::failure(message, reason)
+                    .with_code(code)
                     .boxed(),
             )),
+        }
+    }
+
+    #[test]
+    fn why_says_the_status_and_never_the_servers_words() {
+        let vap = api_error(
+            403,
+            "Forbidden",
+            "secrets \"db\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: password=hunter2",
+        );
+        assert_eq!(vap.why(), "403 Forbidden (admission denied)");
+        let webhook = api_error(
+            400,
+            "password=hunter2",
+            "admission webhook \"w.example.com\" denied the request: password=hunter2",
+        );
+        assert_eq!(
+            webhook.why(),
+            "400 Bad Request (admission denied)",
+            "a reason the apiserver does not use is someone else's text"
+        );
+        let rbac = api_error(
+            403,
+            "Forbidden",
+            "secrets is forbidden: User \"x\" cannot create resource",
+        );
+        assert_eq!(rbac.why(), "403 Forbidden");
+        assert_eq!(
+            api_error(422, "Invalid", &"é".repeat(400)).why(),
+            "422 Invalid"
+        );
+        assert_eq!(api_error(599, "", "x").why(), "599 error");
+        let ours = Failure {
+            action: Action::RestoreIdentical,
+            error: ActionError::MissingRestorePoint,
         };
-        let why = long.why();
-        assert!(why.len() <= 300 && why.ends_with('é'));
+        assert_eq!(ours.why(), "no restore point to restore from");
     }
 }

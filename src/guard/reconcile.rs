@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use super::context::Context;
-use super::decide::Action;
-use super::{act, load, record, report, retention};
+use super::decide::{Action, Decision};
+use super::{act, breaker, load, record, report, retention};
 use crate::object_key::ObjectKey;
 use crate::{Error, Result, fault};
 
@@ -16,17 +16,22 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     let from_audit = ctx.records().audit_pending.remove(key);
     // Load (client: reads).
     let Some(mut target) = load::load(ctx, key).await? else {
+        ctx.records().retired_deletions.remove(key);
         return retention::unguard(ctx, key).await;
     };
-    retention::keep_restore_points(ctx, key).await?;
+    let retention_ends = retention::keep_restore_points(ctx, &target).await?;
     // Decide (pure).
     let mut decision = target.decide();
     if target.should_look(&decision) {
         target.look(ctx).await?;
+        if target.is_restore_point() {
+            return retention::unguard(ctx, key).await;
+        }
         if target.live.is_some() {
             decision = target.decide();
         }
     }
+    decision = loop_breaker(ctx, key, decision);
     tracing::debug!(target = %key, guard = %target.guard, state = ?decision.state, actions = ?decision.actions, incidents = ?decision.incidents, requeue = ?decision.requeue_after, "decided");
     // Act (client: writes).
     let started = Instant::now();
@@ -42,8 +47,20 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     {
         // Someone (or our own earlier attempt) re-created it meanwhile: look and decide again.
         target.look(ctx).await?;
-        decision = target.decide();
+        if target.is_restore_point() {
+            return retention::unguard(ctx, key).await;
+        }
+        decision = loop_breaker(ctx, key, target.decide());
         executed = act::execute(ctx, &target, &decision).await;
+    }
+    if let Some(f) = executed.failed.take_if(|f| f.is_not_leading()) {
+        // Kept in by the fence: another process may lead now. Nothing was done, so nothing
+        // is recorded or reported (no alert for a restore that was never tried).
+        keep_for_retry(ctx, key, &mut target);
+        return Err(Error::Action {
+            action: f.action.name(),
+            source: f.error,
+        });
     }
     // Record (memory only).
     let recorded = record::update(
@@ -58,17 +75,46 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     report::report(ctx, &target, &decision, &executed, &recorded).await;
     match executed.failed {
         Some(failure) if !failure.is_already_exists() => {
-            // The retry still needs what the watch event showed (a deleted Secret's final
-            // state is nowhere else).
-            if let Some(content) = target.content.take() {
-                ctx.return_content(key, content);
-            }
+            keep_for_retry(ctx, key, &mut target);
             Err(Error::Action {
                 action: failure.action.name(),
                 source: failure.error,
             })
         }
-        _ => Ok(decision.requeue_after),
+        _ => Ok(match (recorded.requeue_after, retention_ends) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }),
+    }
+}
+
+/// The retry still needs what the watch event showed (a deleted Secret's final state is
+/// nowhere else).
+fn keep_for_retry(ctx: &Context, key: &ObjectKey, target: &mut load::ObservedTarget) {
+    if let Some(content) = target.content.take() {
+        ctx.return_content(key, content);
+    }
+}
+
+/// The decision, with its restores held back when the object was restored too often
+/// lately (`breaker`).
+fn loop_breaker(ctx: &Context, key: &ObjectKey, decision: Decision) -> Decision {
+    if !breaker::restores(&decision) {
+        return decision;
+    }
+    let tripped = ctx.records().targets.get(key).is_some_and(|r| {
+        breaker::tripped(
+            &r.restored_at,
+            Instant::now(),
+            ctx.config.restore_loop_limit,
+            ctx.config.restore_loop_window,
+        )
+    });
+    if tripped {
+        tracing::warn!(target = %key, limit = ctx.config.restore_loop_limit, window = ?ctx.config.restore_loop_window, "restored too often: restores stopped (RestoreLoop)");
+        breaker::hold(decision)
+    } else {
+        decision
     }
 }
 

@@ -8,13 +8,13 @@ use k8s_openapi::api::events::v1::Event;
 use serde_json::json;
 
 use super::*;
-use crate::cache::CachedSecret;
 use crate::controller::triggers::Seen;
 use crate::guard::context::{Context, StoreWriters};
 use crate::guard::fixtures::{
-    self, ApiServer, OPERATOR_NAMESPACE, Reply, cache, cache_restore_point, expect, namespace,
-    secret_event, service_account, spec, token_secret, uncache,
+    self, ApiServer, Expect, OPERATOR_NAMESPACE, Reply, cache, expect, namespace, secret_event,
+    service_account, spec, token_secret, uncache,
 };
+use crate::guard::state::TargetRecord;
 use crate::{labels, restore_point};
 
 const NS: &str = "ns";
@@ -38,6 +38,11 @@ fn rp_path() -> String {
 /// namespace and ServiceAccount are cached.
 fn guarded_writer() -> (Context, StoreWriters, ApiServer) {
     let (ctx, mut writers, server) = fixtures::context();
+    guard_writer(&ctx, &mut writers);
+    (ctx, writers, server)
+}
+
+fn guard_writer(ctx: &Context, writers: &mut StoreWriters) {
     let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
     ctx.index_mut().upsert(&guard);
     cache(&mut writers.guards, guard);
@@ -46,7 +51,6 @@ fn guarded_writer() -> (Context, StoreWriters, ApiServer) {
         &mut writers.service_accounts,
         service_account(NS, "writer", "sa-1"),
     );
-    (ctx, writers, server)
 }
 
 fn live_token() -> Secret {
@@ -54,7 +58,13 @@ fn live_token() -> Secret {
 }
 
 fn saved(secret: &Secret, restores: u64) -> Secret {
-    restore_point::build(secret, "ServiceAccountToken", OPERATOR_NAMESPACE, restores)
+    restore_point::build(
+        secret,
+        "ServiceAccountToken",
+        "ns-uid",
+        OPERATOR_NAMESPACE,
+        restores,
+    )
 }
 
 fn token_review_accepting(user: &str) -> Reply {
@@ -62,6 +72,15 @@ fn token_review_accepting(user: &str) -> Reply {
         201,
         json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                "spec": {}, "status": {"authenticated": true, "user": {"username": user}}}),
+    )
+}
+
+/// The restore point read back, data included (the cache keeps none).
+fn get_restore_point(point: Secret) -> fixtures::Expect {
+    expect(
+        Method::GET,
+        rp_path(),
+        Reply::Json(200, serde_json::to_value(point).unwrap_or_default()),
     )
 }
 
@@ -85,6 +104,13 @@ fn token_of(secret: &Secret) -> Option<&[u8]> {
     Some(secret.data.as_ref()?.get("token")?.0.as_slice())
 }
 
+/// The token Secret was deleted while the watch ran: its deletion event showed its final
+/// state, which the restore brings back with no read of the restore point.
+fn deleted_while_watched(ctx: &Context, writers: &mut StoreWriters) {
+    secret_event(ctx, writers, live_token(), Seen::Listed);
+    secret_event(ctx, writers, live_token(), Seen::Deleted);
+}
+
 fn event_reasons(received: &[fixtures::Received]) -> Vec<(String, String)> {
     received
         .iter()
@@ -102,24 +128,17 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
  {
     let target = key();
     let (ctx, mut writers, mut server) = guarded_writer();
-    cache_restore_point(&mut writers, &saved(&live_token(), 0));
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
 
     // The token Secret is gone (deleted while no watch ran): restore it from its restore
     // point, which only the GET brings with its data.
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(
-            [expect(
-                Method::GET,
-                rp_path(),
-                Reply::Json(
-                    200,
-                    serde_json::to_value(saved(&live_token(), 0)).unwrap_or_default()
-                )
-            )]
-            .into_iter()
-            .chain(token_restore())
-            .collect()
+            [get_restore_point(saved(&live_token(), 0))]
+                .into_iter()
+                .chain(token_restore())
+                .collect()
         )
     );
     server.assert_nothing_else();
@@ -180,7 +199,7 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
     );
 
     // And with the refreshed restore point cached, all is well: nothing more to send.
-    cache_restore_point(&mut writers, &rp);
+    cache(&mut writers.restore_points, rp);
     let result = reconcile_target(&ctx, &target).await;
     server.assert_nothing_else();
     assert!(result.is_ok(), "{result:?}");
@@ -190,8 +209,8 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
 async fn a_second_reconcile_of_a_healthy_token_sends_nothing() {
     let target = key();
     let (ctx, mut writers, mut server) = guarded_writer();
-    cache(&mut writers.secrets, CachedSecret::detailed(&live_token()));
-    cache_restore_point(&mut writers, &saved(&live_token(), 0));
+    cache(&mut writers.secrets, live_token());
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
     for _ in 0..2 {
         let result = reconcile_target(&ctx, &target).await;
         server.assert_nothing_else();
@@ -199,40 +218,86 @@ async fn a_second_reconcile_of_a_healthy_token_sends_nothing() {
     }
 }
 
-#[tokio::test]
-async fn unguarding_sends_only_the_label_patch_and_the_restore_point_delete() {
+/// Unguard `writer-token` (cached, with its restore point) and return what was sent after
+/// the label patch: `then` is expected next.
+async fn unguard_writer(
+    ctx: &Context,
+    server: &mut ApiServer,
+    then: Expect,
+) -> Vec<fixtures::Received> {
     let target = key();
-    let (ctx, mut writers, mut server) = guarded_writer();
-    cache(&mut writers.secrets, CachedSecret::detailed(&live_token()));
-    cache_restore_point(&mut writers, &saved(&live_token(), 0));
-    let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
-    ctx.index_mut().remove(&ObjectKey::of(&guard));
-    uncache(&mut writers.guards, guard);
-
     let (result, received) = tokio::join!(
-        reconcile_target(&ctx, &target),
+        reconcile_target(ctx, &target),
         server.serve(vec![
             expect(
                 Method::PATCH,
                 format!("{SECRETS}/writer-token"),
                 Reply::Json(200, serde_json::to_value(live_token()).unwrap_or_default())
             ),
-            expect(
-                Method::DELETE,
-                rp_path(),
-                Reply::Json(
-                    200,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})
-                )
-            ),
+            then,
         ])
     );
     server.assert_nothing_else();
-    assert_eq!(result.ok(), Some(None));
+    assert!(result.is_ok(), "{result:?}");
     assert_eq!(
         received[0].body,
         json!({"metadata": {"labels": {labels::GUARDED: null}}}),
         "only our label is taken off"
+    );
+    received
+}
+
+#[tokio::test]
+async fn a_target_removed_from_its_guard_loses_its_label_and_restore_point() {
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.secrets, live_token());
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    // Guarded by g until now; g stays but names another ServiceAccount.
+    let record = TargetRecord {
+        guard: ObjectKey::new(NS, "g"),
+        kind: crate::guard::spec::TargetKind::ServiceAccountToken,
+        state: crate::guard::decide::TargetState::Healthy,
+        reported: Default::default(),
+        missing_since: None,
+        restore_failing: false,
+        rechecks: 0,
+        restored_at: Vec::new(),
+        sharing: None,
+        message: None,
+    };
+    ctx.records().targets.insert(key(), record);
+    let guard = fixtures::guard(NS, "g", spec(&["other"], &[]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.guards, guard);
+    let deleted = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
+    unguard_writer(
+        &ctx,
+        &mut server,
+        expect(Method::DELETE, rp_path(), Reply::Json(200, deleted)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_guards_restore_point_is_stamped_and_kept() {
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.secrets, live_token());
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
+    ctx.index_mut().remove(&ObjectKey::of(&guard));
+    uncache(&mut writers.guards, guard);
+    let rp = serde_json::to_value(saved(&live_token(), 0)).unwrap_or_default();
+    let received = unguard_writer(
+        &ctx,
+        &mut server,
+        expect(Method::PATCH, rp_path(), Reply::Json(200, rp)),
+    )
+    .await;
+    assert!(
+        received[1].body["metadata"]["annotations"][restore_point::annotation::ORPHANED_SINCE]
+            .is_string(),
+        "stamped orphaned: {}",
+        received[1].body
     );
 }
 
@@ -340,13 +405,435 @@ async fn a_failed_label_is_an_action_failure_not_a_failed_restore() {
 }
 
 #[tokio::test]
+async fn a_secret_whose_point_is_from_an_earlier_namespace_is_not_restored_and_the_point_starts_its_retention()
+ {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = fixtures::context();
+    let guard = fixtures::guard(NS, "g", spec(&[], &["db"]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.guards, guard);
+    cache(&mut writers.namespaces, namespace(NS));
+    let mut earlier: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": NS, "uid": "db-uid"},
+        "data": {"password": k8s_openapi::ByteString(b"A-SECRET".to_vec())},
+    }))
+    .expect("Secret");
+    earlier.metadata.labels = None;
+    cache(
+        &mut writers.restore_points,
+        restore_point::build(&earlier, "Secret", "earlier-ns-uid", OPERATOR_NAMESPACE, 0),
+    );
+    let point = format!(
+        "/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets/{}",
+        restore_point::name_for(NS, "db")
+    );
+
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, point, Reply::Echo),
+            expect(Method::GET, format!("{SECRETS}/db"), Reply::NotFound),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert_eq!(
+        result.ok(),
+        Some(Some(crate::guard::decide::MISSING_RECHECK)),
+        "looked at again, as any missing object that is not restored"
+    );
+    assert!(
+        received[0]
+            .uri
+            .contains("fieldManager=secretguard-retention"),
+        "{}",
+        received[0].uri
+    );
+    assert!(
+        received[0].body["metadata"]["annotations"][restore_point::annotation::ORPHANED_SINCE]
+            .is_string(),
+        "stamped: the retention of a deleted namespace applies"
+    );
+    assert_eq!(
+        event_reasons(&received),
+        [("ForeignRestorePoint".to_owned(), "SecretGuard".to_owned())]
+    );
+    assert_eq!(
+        ctx.records().targets.get(&target).map(|r| r.state),
+        Some(crate::guard::decide::TargetState::ForeignRestorePoint)
+    );
+}
+
+#[tokio::test]
+async fn a_point_written_before_namespace_uids_gets_this_namespaces_uid_and_nothing_else() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.secrets, live_token());
+    let mut format_0 = saved(&live_token(), 0);
+    let annotations = format_0.metadata.annotations.as_mut().expect("annotations");
+    annotations.remove(restore_point::annotation::FORMAT);
+    annotations.remove(restore_point::annotation::ORIGIN_NAMESPACE_UID);
+    cache(&mut writers.restore_points, format_0);
+
+    // It saves the very token Secret that lives here: written in this namespace.
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
+    );
+    server.assert_nothing_else();
+    assert_eq!(result.ok(), Some(None));
+    assert_eq!(
+        received[0].body,
+        json!({"metadata": {"annotations": {
+            restore_point::annotation::ORIGIN_NAMESPACE_UID: "ns-uid"}}}),
+        "only the UID is recorded; the point is not rewritten"
+    );
+}
+
+#[tokio::test]
+async fn a_listed_secret_that_does_not_exist_is_looked_at_again_less_and_less_often() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = fixtures::context();
+    let guard = fixtures::guard(NS, "g", spec(&[], &["db"]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.namespaces, namespace(NS));
+    let mut waits = Vec::new();
+    for round in 0..6 {
+        let mut script = vec![expect(
+            Method::GET,
+            format!("{SECRETS}/db"),
+            Reply::NotFound,
+        )];
+        if round == 0 {
+            // Reported once per spell, on the guard (the object is not there).
+            script.push(expect(Method::POST, EVENTS, Reply::Created));
+        }
+        let (result, _) = tokio::join!(reconcile_target(&ctx, &target), server.serve(script));
+        waits.push(
+            result
+                .expect("reconciled")
+                .expect("looked at again")
+                .as_secs(),
+        );
+    }
+    server.assert_nothing_else();
+    assert_eq!(waits, [10, 20, 40, 80, 160, 160]);
+}
+
+#[tokio::test]
+async fn a_paused_guard_that_sorts_first_does_not_disarm_another_and_each_guard_is_told_once() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    let mut paused = fixtures::guard(NS, "aaa", spec(&["writer"], &[]));
+    paused.spec.paused = true;
+    ctx.index_mut().upsert(&paused);
+    cache(&mut writers.guards, paused);
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    deleted_while_watched(&ctx, &mut writers);
+
+    // The token Secret is gone: g (not paused) is in force, so it is restored.
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::POST, SECRETS, Reply::Created),
+            expect(
+                Method::POST,
+                TOKEN_REVIEWS,
+                token_review_accepting("system:serviceaccount:ns:writer"),
+            ),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let overlaps: Vec<String> = received
+        .iter()
+        .filter(|r| r.path() == EVENTS && r.body["reason"] == "Overlap")
+        .map(|r| {
+            r.body["regarding"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(overlaps, ["g", "aaa"], "one Overlap Event on each guard");
+    let rec = ctx
+        .records()
+        .targets
+        .get(&target)
+        .cloned()
+        .expect("recorded");
+    assert_eq!(rec.guard.name, "g", "the guard in force reports it");
+    assert_eq!(
+        rec.sharing.map(|s| s.with),
+        Some(vec![ObjectKey::new(NS, "aaa")])
+    );
+
+    // Back: the restore point follows; no second Overlap Event.
+    let mut restored: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
+    restored.metadata.uid = Some("restored-uid".into());
+    restored.metadata.resource_version = Some("6".into());
+    restored.metadata.creation_timestamp = live_token().metadata.creation_timestamp;
+    secret_event(&ctx, &mut writers, restored, Seen::Changed);
+    let (result, _) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+fn event_notes(received: &[fixtures::Received], reason: &str) -> Vec<String> {
+    received
+        .iter()
+        .filter(|r| r.path() == EVENTS && r.body["reason"] == reason)
+        .map(|r| r.body["note"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Restore the deleted `writer-token` with the TokenReview answered by `review`; returns
+/// the notes of its RestoreUnverified Events.
+async fn restore_with_review(review: Reply) -> Vec<String> {
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    deleted_while_watched(&ctx, &mut writers);
+    let target = key();
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::POST, SECRETS, Reply::Created),
+            expect(Method::POST, TOKEN_REVIEWS, review),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let outcome = ctx
+        .records()
+        .guards
+        .get(&ObjectKey::new(NS, "g"))
+        .and_then(|g| g.last_incident.as_ref().map(|i| i.outcome.clone()));
+    assert_eq!(outcome.as_deref(), Some("RestoredUnverified"));
+    event_notes(&received, "RestoreUnverified")
+}
+
+#[tokio::test]
+async fn a_token_review_that_fails_is_reported_as_unverified_not_as_a_rejected_token() {
+    let unavailable = Reply::Json(
+        503,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": "ServiceUnavailable", "code": 503, "message": "etcd is down"}),
+    );
+    let notes = restore_with_review(unavailable).await;
+    assert_eq!(notes.len(), 2, "on the guard and on the Secret: {notes:?}");
+    for note in &notes {
+        assert!(
+            note.contains("unverified: the TokenReview request failed"),
+            "{note}"
+        );
+        assert!(!note.contains("rejected"), "{note}");
+        assert!(!note.contains("etcd is down"), "no server text: {note}");
+    }
+
+    let rejected = Reply::Json(
+        201,
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+               "spec": {}, "status": {"authenticated": false}}),
+    );
+    let notes = restore_with_review(rejected).await;
+    assert_eq!(notes.len(), 2);
+    for note in &notes {
+        assert!(note.contains("the apiserver rejected the token"), "{note}");
+    }
+}
+
+/// The token Secret's content changed since its restore point (cached at resourceVersion
+/// 41) was saved.
+fn changed_writer() -> (Context, StoreWriters, ApiServer) {
+    let (ctx, mut writers, server) = guarded_writer();
+    let mut point = saved(&live_token(), 0);
+    point.metadata.resource_version = Some("41".into());
+    cache(&mut writers.restore_points, point);
+    let changed = token_secret(NS, "writer-token", "writer", "sa-1", b"new-token-bytes");
+    secret_event(&ctx, &mut writers, changed, Seen::Changed);
+    (ctx, writers, server)
+}
+
+#[tokio::test]
+async fn a_restore_point_is_saved_over_the_version_read_and_a_newer_one_is_read_again_not_overwritten()
+ {
+    let (ctx, _writers, mut server) = changed_writer();
+    let target = key();
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, rp_path(), Reply::Echo),
+            // SecretChanged, on the guard and on the Secret.
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        received[0].body["metadata"]["resourceVersion"], "41",
+        "a precondition on the version the decision read"
+    );
+
+    // Someone saved a newer point meanwhile (a successor, if this process lost the Lease
+    // unawares): 409, nothing reported, retried.
+    let (ctx, _writers, mut server) = changed_writer();
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "Conflict", "code": 409, "message": "the object has been modified"});
+    let target = key();
+    let (result, _) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![expect(
+            Method::PATCH,
+            rp_path(),
+            Reply::Json(409, conflict)
+        )])
+    );
+    server.assert_nothing_else();
+    assert!(
+        matches!(
+            result,
+            Err(crate::Error::Action {
+                source: crate::error::ActionError::StaleRestorePoint,
+                ..
+            })
+        ),
+        "retried with backoff: {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_whose_write_the_fence_keeps_in_sends_reports_and_records_nothing() {
+    use crate::transport::{Clients, Fence};
+    let (service, mut server) = fixtures::mock_service();
+    let fence = Fence::closed();
+    let client = kube::client::ClientBuilder::new(service, "default")
+        .with_layer(&fence.layer())
+        .build();
+    let clients = Clients {
+        requests: client.clone(),
+        watches: client,
+        fence,
+    };
+    let (ctx, mut writers) = Context::with_clients(
+        clients,
+        fixtures::config(),
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+    );
+    guard_writer(&ctx, &mut writers);
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    deleted_while_watched(&ctx, &mut writers);
+
+    // The token Secret is gone, and the Lease may have passed: the restore is not sent.
+    let result = reconcile_target(&ctx, &key()).await;
+    server.assert_nothing_else();
+    assert!(result.is_err(), "retried, should this process lead again");
+    assert!(
+        !ctx.records().targets.contains_key(&key()),
+        "nothing recorded: the incident is still new to whoever leads"
+    );
+}
+
+#[tokio::test]
+async fn retiring_a_token_sends_only_a_tombstone_without_data_and_the_retired_events() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    let mut retired = live_token();
+    retired
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(labels::RETIRE.into(), "true".into());
+    cache(&mut writers.secrets, retired);
+    cache(&mut writers.restore_points, saved(&live_token(), 2));
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, rp_path(), Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert_eq!(result.ok(), Some(None));
+    let tombstone: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
+    assert!(
+        tombstone.data.as_ref().is_none_or(|d| d.is_empty()),
+        "no copy is kept"
+    );
+    assert_eq!(restore_point::restores(&tombstone), 2, "the count stays");
+    let rp = restore_point::parse(&tombstone).expect("still a readable restore point");
+    assert_eq!(
+        rp.annotations.get(labels::TOMBSTONE).map(String::as_str),
+        Some("Retired")
+    );
+    assert_eq!(
+        event_reasons(&received),
+        [
+            ("Retired".to_owned(), "SecretGuard".to_owned()),
+            ("Retired".to_owned(), "Secret".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_invalidation_label_is_judged_by_the_managed_fields_its_event_carried_and_an_admins_is_left()
+ {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    let mut invalid = live_token();
+    invalid.metadata.labels.get_or_insert_default().insert(
+        labels::LEGACY_TOKEN_INVALID_SINCE.into(),
+        "2026-01-01".into(),
+    );
+    invalid.metadata.managed_fields = Some(vec![
+        serde_json::from_value(json!({
+            "manager": "kubectl-label", "operation": "Update", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {
+                format!("f:{}", labels::LEGACY_TOKEN_INVALID_SINCE): {}}}},
+        }))
+        .expect("managed fields"),
+    ]);
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    // The cache keeps no managedFields, only who set the label, read from the event.
+    secret_event(&ctx, &mut writers, invalid, Seen::Changed);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert_eq!(result.ok(), Some(None));
+    assert_eq!(
+        event_reasons(&received),
+        [
+            ("TokenInvalidated".to_owned(), "SecretGuard".to_owned()),
+            ("TokenInvalidated".to_owned(), "Secret".to_owned()),
+        ],
+        "reported, and no patch removes the label"
+    );
+}
+
+#[tokio::test]
 async fn a_deletion_whose_event_shows_what_the_restore_point_holds_is_restored_without_reading_it()
 {
     let target = key();
     let (ctx, mut writers, mut server) = guarded_writer();
-    cache_restore_point(&mut writers, &saved(&live_token(), 0));
-    secret_event(&ctx, &mut writers, live_token(), Seen::Listed);
-    secret_event(&ctx, &mut writers, live_token(), Seen::Deleted);
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    deleted_while_watched(&ctx, &mut writers);
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(token_restore())
@@ -369,9 +856,9 @@ fn guarded_db() -> (Context, StoreWriters, ApiServer) {
     ctx.index_mut().upsert(&guard);
     cache(&mut writers.guards, guard);
     cache(&mut writers.namespaces, namespace(NS));
-    cache_restore_point(
-        &mut writers,
-        &restore_point::build(&db("1", "old"), "Secret", OPERATOR_NAMESPACE, 0),
+    cache(
+        &mut writers.restore_points,
+        restore_point::build(&db("1", "old"), "Secret", "ns-uid", OPERATOR_NAMESPACE, 0),
     );
     (ctx, writers, server)
 }

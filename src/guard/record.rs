@@ -1,15 +1,17 @@
 //! Step 4 of a reconcile: update what is remembered about the target and its guard, and
 //! say what is new. No I/O: the report step tells the world what this returns.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decide::{Action, Decision, Reason, TargetState};
+use super::breaker;
+use super::decide::{Action, Decision, MISSING_RECHECK, Reason, TargetState, missing_recheck};
 use super::load::ObservedTarget;
 use super::outcome::{Executed, Outcome};
 use super::state::{Records, TargetRecord};
 use crate::api::v1alpha1::Incident;
+use crate::object_key::ObjectKey;
 
 /// What changed in the records, for the report step.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,6 +32,18 @@ pub struct Recorded {
     pub restore_failing_cleared: bool,
     /// The audit found something the watches had not acted on.
     pub drift: bool,
+    /// When to look at it again: the decision's wait, with re-checks of a missing object
+    /// backing off.
+    pub requeue_after: Option<Duration>,
+    /// Which guards cover it, or what is in force, changed: the statuses of the guards
+    /// covering it before and now must be written again.
+    pub guards_changed: Vec<ObjectKey>,
+    /// Guards that now share it with guards they did not share anything with before, with
+    /// those guards (one `Overlap` Event each).
+    pub overlaps_started: Vec<(ObjectKey, Vec<ObjectKey>)>,
+    /// The guard that reported it until now, when another one does from now on (its
+    /// per-object metrics go).
+    pub previous_reporter: Option<ObjectKey>,
 }
 
 /// Update the records for one reconcile of `target`. `started`: when the reconcile began
@@ -43,6 +57,20 @@ pub fn update(
     from_audit: bool,
 ) -> Recorded {
     let drift = from_audit && executed.wrote();
+    let forgotten = executed
+        .done
+        .iter()
+        .any(|a| matches!(a, Action::ForgetRestorePoint(_)));
+    let recreated = |deleted: &String| target.live.as_ref().is_some_and(|s| &s.uid != deleted);
+    if forgotten
+        || records
+            .retired_deletions
+            .get(&target.key)
+            .is_some_and(recreated)
+    {
+        // Its retirement is written down in its tombstone, or it was created again.
+        records.retired_deletions.remove(&target.key);
+    }
     if drift {
         records
             .guards
@@ -53,6 +81,7 @@ pub fn update(
     let Some(decided) = decision.state else {
         return Recorded {
             drift,
+            requeue_after: decision.requeue_after,
             ..Default::default()
         };
     };
@@ -75,9 +104,29 @@ pub fn update(
             reported: Default::default(),
             missing_since: None,
             restore_failing: false,
+            rechecks: 0,
+            restored_at: Vec::new(),
+            sharing: None,
+            message: None,
         });
+    if restored {
+        rec.restored_at.push(started);
+        let excess = rec.restored_at.len().saturating_sub(breaker::HISTORY);
+        rec.restored_at.drain(..excess);
+    }
+    let requeue_after = if decision.requeue_after == Some(MISSING_RECHECK) {
+        rec.rechecks = rec.rechecks.saturating_add(1);
+        Some(missing_recheck(rec.rechecks))
+    } else {
+        rec.rechecks = 0;
+        decision.requeue_after
+    };
+    let guards_changed = sharing_changed(rec, target);
+    let previous_reporter = (rec.guard != target.guard).then(|| rec.guard.clone());
     rec.guard = target.guard.clone();
     rec.kind = target.spec.kind();
+    rec.sharing = target.sharing.clone();
+    rec.message = decision.detail.clone();
     if decided.is_missing() {
         rec.missing_since.get_or_insert(started);
     }
@@ -92,7 +141,7 @@ pub fn update(
     let restore_seconds = restored
         .then(|| rec.missing_since.take().map(|s| s.elapsed().as_secs_f64()))
         .flatten();
-    if state == TargetState::Healthy {
+    if matches!(state, TargetState::Healthy | TargetState::Retired) {
         rec.reported.clear();
         rec.missing_since = None;
     }
@@ -100,6 +149,7 @@ pub fn update(
     rec.state = state;
     let restore_failing_cleared = rec.restore_failing && !restore_failing;
     rec.restore_failing = restore_failing;
+    let overlaps_started = overlaps_started(records, target);
     if let Some((reason, outcome)) = new.last() {
         records
             .guards
@@ -123,5 +173,57 @@ pub fn update(
         restore_failing,
         restore_failing_cleared,
         drift,
+        requeue_after,
+        guards_changed,
+        overlaps_started,
+        previous_reporter,
     }
+}
+
+/// The guards covering a target before and now, when who covers it or what is in force
+/// changed; empty otherwise.
+fn sharing_changed(rec: &TargetRecord, target: &ObservedTarget) -> Vec<ObjectKey> {
+    if rec.guard == target.guard && rec.sharing == target.sharing {
+        return Vec::new();
+    }
+    let mut guards: Vec<ObjectKey> = rec
+        .guards()
+        .chain(std::iter::once(&target.guard))
+        .chain(target.sharing.iter().flat_map(|s| &s.with))
+        .cloned()
+        .collect();
+    guards.sort();
+    guards.dedup();
+    guards
+}
+
+/// Remember, for each guard covering the target, the guards it now shares it with;
+/// return those it had not shared anything with before.
+fn overlaps_started(
+    records: &mut Records,
+    target: &ObservedTarget,
+) -> Vec<(ObjectKey, Vec<ObjectKey>)> {
+    let Some(sharing) = &target.sharing else {
+        return Vec::new();
+    };
+    let all: Vec<&ObjectKey> = std::iter::once(&target.guard)
+        .chain(&sharing.with)
+        .collect();
+    let mut started = Vec::new();
+    for guard in &all {
+        let told = &mut records
+            .guards
+            .entry((*guard).clone())
+            .or_default()
+            .overlaps_with;
+        let new: Vec<ObjectKey> = all
+            .iter()
+            .filter(|other| **other != *guard && told.insert((**other).clone()))
+            .map(|other| (*other).clone())
+            .collect();
+        if !new.is_empty() {
+            started.push(((*guard).clone(), new));
+        }
+    }
+    started
 }

@@ -1,7 +1,11 @@
 //! What happens to what is no longer guarded: our label comes off the Secret and its
-//! restore points go. Restore points of a deleted namespace are kept for a while (it may
-//! be re-created from a backup, guards included), then dropped.
+//! restore points go. Restore points of a deleted namespace are kept for a while (a
+//! cluster admin may give them to the namespace restored from a backup), then dropped; so
+//! are those of an earlier namespace of the same name, found from a namespace with
+//! another UID. And the restore points of what is guarded are kept in order: this
+//! namespace's un-stamped, format-0 ones given its UID.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -10,18 +14,34 @@ use serde_json::json;
 
 use super::act::tolerate;
 use super::context::Context;
-use super::load::{self, NamespaceState};
+use super::load::{self, NamespaceState, ObservedTarget};
+use super::spec;
 use super::status;
+use crate::cache::CachedRestorePoint;
 use crate::object_key::ObjectKey;
+use crate::restore_point::Provenance;
 use crate::{Result, labels, restore_point};
 
 /// A Secret no guard names any more: take our label off and forget its restore point.
-/// Restore points of a deleted namespace are kept for `restore_point_retention` (it may be
-/// re-created from a backup, guards included), then dropped.
+/// Restore points of a deleted namespace, or of an earlier namespace of the same name,
+/// are kept for `restore_point_retention`, then dropped.
 pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
+    if named_by_a_guard(ctx, key) {
+        // A guard names it but is not in the index: its spec is invalid and none was
+        // in force since start. Never unguard what an existing guard names.
+        return Ok(None);
+    }
     let removed = ctx.records().targets.remove(key);
+    // Deleting a guard (or every guard, with the CRD) must not wipe its restore points:
+    // like a deleted namespace's, they are kept for the retention. Only a target removed
+    // from a guard that still exists loses them at once.
+    let guard_gone = removed
+        .as_ref()
+        .is_none_or(|r| ctx.stores.guard(&r.guard).is_none());
     if let Some(rec) = &removed {
-        status::request(ctx, rec.guard.clone());
+        for guard in rec.guards() {
+            status::request(ctx, guard.clone());
+        }
         ctx.metrics.forget_object(
             &rec.guard.namespace,
             &rec.guard.name,
@@ -32,13 +52,14 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
             alerter.resolve(key.clone());
         }
     }
-    match load::namespace_state(ctx, &key.namespace).await? {
+    let ns = match load::namespace_state(ctx, &key.namespace).await? {
         NamespaceState::Gone => return expire_restore_points(ctx, key).await,
         // Once it is gone, its deletion event brings us back.
         NamespaceState::Terminating => return Ok(None),
-        NamespaceState::Active => {}
-    }
-    if ctx.stores.secret(key).is_some() {
+        NamespaceState::Active(ns) => ns,
+    };
+    let live = ctx.stores.secret(key);
+    if live.is_some() {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.namespace);
         let patch = json!({"metadata": {"labels": {labels::GUARDED: null}}});
         // Answered with the metadata only: the Secret may be anyone's, of any size.
@@ -49,20 +70,35 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
             &[404],
         )?;
     }
+    if guard_gone {
+        return expire_restore_points(ctx, key).await;
+    }
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
-    for name in restore_point_names(key) {
-        if ctx
-            .stores
-            .restore_point(&ctx.config.operator_namespace, &name)
-            .is_some()
-        {
+    let live_uid = live.as_ref().map(|s| s.uid.as_str());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut next = None;
+    for (name, point, live_uid) in stored_points(ctx, key, [live_uid, None]) {
+        if restore_point::provenance(&point.written, &ns, live_uid).restorable() {
             tolerate(rps.delete(&name, &DeleteParams::default()).await, &[404])?;
+        } else {
+            // Saved in an earlier namespace of this name, which is gone: its retention
+            // applies, as to any deleted namespace's (a cluster admin may adopt it).
+            next = sooner(next, expire(ctx, key, &name, &point, now).await?);
         }
     }
     if removed.is_some() {
         tracing::info!(target = %key, "no longer guarded: label and restore point removed");
     }
-    Ok(None)
+    Ok(pad(next))
+}
+
+/// Whether a guard that exists names this Secret in its spec, whether the index holds
+/// that guard or not.
+fn named_by_a_guard(ctx: &Context, key: &ObjectKey) -> bool {
+    ctx.stores.guards.state().iter().any(|g| {
+        g.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+            && spec::names(&g.spec, &key.name)
+    })
 }
 
 fn restore_point_names(key: &ObjectKey) -> [String; 2] {
@@ -76,67 +112,140 @@ fn restore_point_names(key: &ObjectKey) -> [String; 2] {
 /// server-side applies of the restore point must neither keep nor drop it.
 const RETENTION_MANAGER: &str = "secretguard-retention";
 
-/// Stamp restore points of a gone namespace, and drop them once the retention has passed.
+fn retention_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(RETENTION_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// The restore point and the ServiceAccount snapshot of `key` that are stored, each with
+/// the UID its origin has now (`live_uids`, in that order), if known.
+fn stored_points<'a>(
+    ctx: &Context,
+    key: &ObjectKey,
+    live_uids: [Option<&'a str>; 2],
+) -> Vec<(String, Arc<CachedRestorePoint>, Option<&'a str>)> {
+    let opns = &ctx.config.operator_namespace;
+    restore_point_names(key)
+        .into_iter()
+        .zip(live_uids)
+        .filter_map(|(name, uid)| {
+            let point = ctx.stores.restore_point(opns, &name)?;
+            Some((name, point, uid))
+        })
+        .collect()
+}
+
+/// Stamp restore points of a gone namespace or guard, and drop them once the retention has
+/// passed.
 async fn expire_restore_points(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut next = None;
+    for (name, point, _) in stored_points(ctx, key, [None, None]) {
+        next = sooner(next, expire(ctx, key, &name, &point, now).await?);
+    }
+    Ok(pad(next))
+}
+
+/// Stamp one restore point `orphaned-since` now, or drop it once the retention has passed
+/// since its stamp. Returns how long it is kept still (None: dropped).
+async fn expire(
+    ctx: &Context,
+    key: &ObjectKey,
+    name: &str,
+    point: &CachedRestorePoint,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<Option<Duration>> {
     let opns = &ctx.config.operator_namespace;
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), opns);
     let retention = ctx.config.restore_point_retention;
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let mut next: Option<Duration> = None;
-    for name in restore_point_names(key) {
-        let Some(rp) = ctx.stores.restore_point(opns, &name) else {
-            continue;
-        };
-        let left = match rp.orphaned_since {
-            None => {
-                let stamp = json!({
-                    "apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": name, "namespace": opns,
-                                 "annotations": {restore_point::annotation::ORPHANED_SINCE: now.to_string()}},
-                });
-                rps.patch(
-                    &name,
-                    &PatchParams::apply(RETENTION_MANAGER).force(),
-                    &Patch::Apply(&stamp),
-                )
-                .await?;
-                tracing::info!(target = %key, retention = ?retention, "namespace gone: restore point kept for the retention");
-                retention
-            }
-            Some(since) => {
-                let age = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
-                if age >= retention {
-                    tolerate(rps.delete(&name, &DeleteParams::default()).await, &[404])?;
-                    tracing::info!(target = %key, "retention over: restore point dropped");
-                    continue;
-                }
-                retention - age
-            }
-        };
-        next = Some(next.map_or(left, |n| n.min(left)));
+    let Some(since) = point.orphaned_since else {
+        // A merge patch, not an apply: an apply would create a stub if the point was
+        // deleted since the cache saw it.
+        let stamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: now.to_string()}}});
+        match rps
+            .patch(name, &retention_params(), &Patch::Merge(&stamp))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+            r => r.map(|_| ())?,
+        }
+        tracing::info!(target = %key, retention = ?retention, "no longer guarded (guard or namespace gone): restore point kept for the retention");
+        return Ok(Some(retention));
+    };
+    let age = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
+    if age >= retention {
+        tolerate(rps.delete(name, &DeleteParams::default()).await, &[404])?;
+        tracing::info!(target = %key, "retention over: restore point dropped");
+        return Ok(None);
     }
-    Ok(next.map(|d| d + Duration::from_millis(100)))
+    Ok(Some(retention - age))
 }
 
-/// A guarded Secret's restore points are not orphans: undo a stamp left from a time its
-/// namespace was gone (it came back, with its guard).
-pub async fn keep_restore_points(ctx: &Context, key: &ObjectKey) -> Result<()> {
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Look again just after the retention ends.
+fn pad(next: Option<Duration>) -> Option<Duration> {
+    next.map(|d| d + Duration::from_millis(100))
+}
+
+/// The restore points of a guarded Secret in its live namespace. Those written in it (or
+/// adopted into it) are kept: a stamp left from a time the namespace was gone is undone
+/// (it came back, with its guard), and a point written before namespace UIDs were
+/// recorded gets this namespace's UID. Those saved in an earlier namespace of the same
+/// name are that gone namespace's: stamped, and dropped after the retention. Returns
+/// when to look again for that.
+pub async fn keep_restore_points(
+    ctx: &Context,
+    target: &ObservedTarget,
+) -> Result<Option<Duration>> {
+    let Some(ns) = target.namespace.active() else {
+        return Ok(None);
+    };
     let opns = &ctx.config.operator_namespace;
-    for name in restore_point_names(key) {
-        if ctx
-            .stores
-            .restore_point(opns, &name)
-            .is_some_and(|rp| rp.orphaned_since.is_some())
-        {
-            let unstamp = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": opns}});
-            Api::<Secret>::namespaced(ctx.client.clone(), opns)
-                .patch(
-                    &name,
-                    &PatchParams::apply(RETENTION_MANAGER).force(),
-                    &Patch::Apply(&unstamp),
-                )
-                .await?;
+    let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), opns);
+    let live_uids = [
+        target.live.as_ref().map(|s| s.uid.as_str()),
+        target
+            .service_account
+            .as_ref()
+            .and_then(|sa| sa.metadata.uid.as_deref()),
+    ];
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut next = None;
+    for (name, point, live_uid) in stored_points(ctx, &target.key, live_uids) {
+        let provenance = restore_point::provenance(&point.written, ns, live_uid);
+        if !provenance.restorable() {
+            next = sooner(next, expire(ctx, &target.key, &name, &point, now).await?);
+            continue;
+        }
+        if provenance == Provenance::HereUnrecorded {
+            let backfill = json!({"metadata": {"annotations": {
+                restore_point::annotation::ORIGIN_NAMESPACE_UID: ns.uid}}});
+            let params = PatchParams {
+                field_manager: Some(labels::MANAGER.into()),
+                ..Default::default()
+            };
+            tolerate(
+                rps.patch(&name, &params, &Patch::Merge(&backfill)).await,
+                &[404],
+            )?;
+            tracing::info!(target = %target.key, point = %name, "restore point written before namespace UIDs were recorded: this namespace's UID recorded");
+        }
+        if point.orphaned_since.is_some() {
+            let unstamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: null}}});
+            tolerate(
+                rps.patch(&name, &retention_params(), &Patch::Merge(&unstamp))
+                    .await,
+                &[404],
+            )?;
         }
     }
-    Ok(())
+    Ok(pad(next))
 }

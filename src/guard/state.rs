@@ -22,6 +22,37 @@ pub struct TargetRecord {
     pub missing_since: Option<Instant>,
     /// The last reconcile failed to restore it (SecretGuardRestoreFailing is firing).
     pub restore_failing: bool,
+    /// Re-checks in a row that found it missing with nothing to restore from: each waits
+    /// twice as long as the one before (`decide::missing_recheck`).
+    pub rechecks: u32,
+    /// When it was restored lately, oldest first (at most `breaker::HISTORY`).
+    pub restored_at: Vec<Instant>,
+    /// Why it is in its state, when the state alone does not say (status shows it).
+    pub message: Option<String>,
+    /// Other guards cover it too (`guard` is the one that reports it).
+    pub sharing: Option<Sharing>,
+}
+
+/// A Secret covered by more than one guard: the others, and what is in force for it (the
+/// most protective value of each setting among them; docs/architecture.md, Behaviour).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sharing {
+    /// The other guards covering it, most protective first.
+    pub with: Vec<ObjectKey>,
+    /// The settings in force, in words ("restore Identical, severity critical, not paused").
+    pub settings: String,
+}
+
+impl TargetRecord {
+    /// Every guard covering it: the one reporting it first, then the others.
+    pub fn guards(&self) -> impl Iterator<Item = &ObjectKey> {
+        std::iter::once(&self.guard).chain(self.sharing.iter().flat_map(|s| &s.with))
+    }
+
+    /// Whether `guard` covers it (reporting it or not).
+    pub fn covered_by(&self, guard: &ObjectKey) -> bool {
+        self.guards().any(|g| g == guard)
+    }
 }
 
 /// What is remembered about one guard.
@@ -36,6 +67,10 @@ pub struct GuardRecord {
     pub status_pending: bool,
     /// When the last status write started.
     pub last_status: Option<Instant>,
+    /// The last value of its resume-restores annotation seen.
+    pub resume: Option<String>,
+    /// The guards it shares objects with, as last told (an `Overlap` Event each).
+    pub overlaps_with: BTreeSet<ObjectKey>,
 }
 
 /// Everything remembered, behind one lock (`Context::records`). Lock order: the index
@@ -46,4 +81,20 @@ pub struct Records {
     pub guards: HashMap<ObjectKey, GuardRecord>,
     /// Targets queued by the audit and not by an event since: a write for one is drift.
     pub audit_pending: HashSet<ObjectKey>,
+    /// Secrets the watch saw deleted while they carried secretguard.dev/retire=true, with
+    /// the deleted Secret's UID, until their restore point is forgotten: an annotation
+    /// followed at once by the deletion may reach the reconcile only as a deletion.
+    pub retired_deletions: HashMap<ObjectKey, String>,
+}
+
+impl Records {
+    /// The targets a guard was last seen covering (named or selected, reporting them or
+    /// not): what a change of that guard may change.
+    pub fn covered_by(&self, guard: &ObjectKey) -> Vec<ObjectKey> {
+        self.targets
+            .iter()
+            .filter(|(_, r)| r.covered_by(guard))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
 }

@@ -6,6 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 
+use super::outcome::TokenCheck;
+
 /// The owner references whose owner still exists (same UID). A restored Secret pointing at
 /// a deleted owner would be deleted again by the garbage collector. An owner that cannot be
 /// checked (unknown kind, no permission to read it) is dropped too, and said so in the log.
@@ -46,13 +48,15 @@ pub async fn live_owners(
     kept
 }
 
-/// Ask the apiserver whether a restored token authenticates as its ServiceAccount.
+/// Ask the apiserver whether a restored token authenticates as its ServiceAccount. A
+/// review that could not be made (timeout, refused, apiserver error) is `ReviewFailed`,
+/// not a rejection: nothing is known about the token then.
 pub async fn verify_token(
     client: &Client,
     namespace: &str,
     service_account: &str,
     token: &[u8],
-) -> bool {
+) -> TokenCheck {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: Some(String::from_utf8_lossy(token).into_owned()),
@@ -62,16 +66,23 @@ pub async fn verify_token(
     };
     let api: Api<TokenReview> = Api::all(client.clone());
     match api.create(&PostParams::default(), &review).await {
-        Ok(r) => r.status.is_some_and(|s| {
-            s.authenticated == Some(true)
-                && s.user.and_then(|u| u.username)
-                    == Some(format!(
-                        "system:serviceaccount:{namespace}:{service_account}"
-                    ))
-        }),
+        Ok(r) => {
+            let accepted = r.status.is_some_and(|s| {
+                s.authenticated == Some(true)
+                    && s.user.and_then(|u| u.username)
+                        == Some(format!(
+                            "system:serviceaccount:{namespace}:{service_account}"
+                        ))
+            });
+            if accepted {
+                TokenCheck::Accepted
+            } else {
+                TokenCheck::Rejected
+            }
+        }
         Err(e) => {
-            tracing::warn!(namespace, service_account, error = %e, "TokenReview failed");
-            false
+            tracing::warn!(namespace, service_account, error = %e, "TokenReview request failed; the restored token is not verified");
+            TokenCheck::ReviewFailed
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::process::{Command, Stdio};
 
 use super::{
-    DEADLINE, binary_name, free_port, shared_log, spawn_for_life, tools_bin, wait_http_ok,
+    DEADLINE, OperatorBuilder, OperatorProcess, binary_name, free_port, prepare_operator,
+    shared_log, spawn_for_life, tools_bin, wait_http_ok,
 };
 
 /// A real Alertmanager on a free loopback port, living as long as this process, with a
@@ -35,4 +36,33 @@ pub fn start_alertmanager() -> String {
     let url = format!("http://127.0.0.1:{port}");
     wait_http_ok(&format!("{url}/-/ready"), DEADLINE);
     url
+}
+
+/// An operator process pushing to a real Alertmanager, both living as long as this test
+/// binary: keep it in a static of the binary.
+pub struct WithAlertmanager {
+    pub operator: OperatorProcess,
+    pub alertmanager: String,
+}
+
+/// Start an Alertmanager, then the operator `builder` describes pushing to it, ready.
+pub fn operator_with_alertmanager(builder: OperatorBuilder) -> WithAlertmanager {
+    prepare_operator();
+    let alertmanager = start_alertmanager();
+    let operator = builder.alertmanager(&alertmanager).start_for_life();
+    operator.wait_ready();
+    WithAlertmanager {
+        operator,
+        alertmanager,
+    }
+}
+
+/// GET `url`: the body as text.
+pub async fn get_text(url: &str) -> String {
+    ::reqwest::get(url)
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
 }

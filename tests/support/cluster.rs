@@ -137,6 +137,16 @@ impl TestNamespace {
             .await
             .expect("delete namespace");
     }
+
+    /// Delete it now and wait until the namespace controller has finished with it.
+    pub async fn delete_and_wait(&self, client: &Client) {
+        self.delete(client).await;
+        let api: Api<Namespace> = Api::all(client.clone());
+        super::wait_for("the namespace deletion to complete", || async {
+            api.get_opt(&self.name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
 }
 
 impl Drop for TestNamespace {
@@ -184,6 +194,38 @@ pub fn install_crds() {
 pub fn prepare_operator() {
     install_crds();
     let _ = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+}
+
+/// Compact etcd's history up to now (through its HTTP gateway): a watch that resumes from
+/// an older resource version then gets 410 Gone and must re-list.
+pub async fn compact_etcd() {
+    let port = std::fs::read_to_string(cluster_dir().join("etcd.port")).expect("etcd port");
+    let base = format!("http://127.0.0.1:{}/v3/kv", port.trim());
+    let http = reqwest::Client::new();
+    let head: serde_json::Value = http
+        .post(format!("{base}/range"))
+        .json(&serde_json::json!({"key": "AA=="}))
+        .send()
+        .await
+        .expect("etcd range")
+        .json()
+        .await
+        .expect("etcd JSON");
+    let revision = head["header"]["revision"]
+        .as_str()
+        .expect("revision")
+        .to_owned();
+    let out = http
+        .post(format!("{base}/compaction"))
+        .json(&serde_json::json!({"revision": revision, "physical": true}))
+        .send()
+        .await
+        .expect("etcd compaction");
+    assert!(
+        out.status().is_success(),
+        "etcd compaction: {}",
+        out.status()
+    );
 }
 
 /// Restart kube-apiserver (same flags, same port).

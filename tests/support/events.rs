@@ -35,3 +35,27 @@ pub async fn wait_event(client: &Client, ns: &str, reason: &str, kind: &str) -> 
     })
     .await
 }
+
+/// Wait until an Event with this reason exists on the named object of this kind; returns
+/// its note.
+pub async fn wait_event_on(
+    client: &Client,
+    ns: &str,
+    reason: &str,
+    kind: &str,
+    name: &str,
+) -> String {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("a {reason} Event on {kind} {name}"), || async {
+        let list = api
+            .list(&ListParams::default().fields(&format!("reason={reason}")))
+            .await
+            .ok()?;
+        list.items.into_iter().find_map(|e| {
+            let on = e.regarding?;
+            (on.kind.as_deref() == Some(kind) && on.name.as_deref() == Some(name))
+                .then(|| e.note.unwrap_or_default())
+        })
+    })
+    .await
+}

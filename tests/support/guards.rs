@@ -60,6 +60,19 @@ pub async fn wait_guard_status(
     .await
 }
 
+/// Wait until the guard is refused (Ready=False, InvalidSpec); returns the message.
+pub async fn wait_invalid_spec(client: &Client, ns: &str, name: &str) -> String {
+    let st = wait_guard_status(client, ns, name, "InvalidSpec", |s| {
+        condition(s, "Ready") == Some(("False", "InvalidSpec"))
+    })
+    .await;
+    st.conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message)
+        .unwrap_or_default()
+}
+
 pub fn condition<'a>(s: &'a SecretGuardStatus, type_: &str) -> Option<(&'a str, &'a str)> {
     s.conditions
         .iter()
@@ -113,6 +126,24 @@ pub async fn wait_restore_point_in(
             .await
             .filter(|rp| check(rp))
     })
+    .await
+}
+
+/// Wait until the operator keeps a restore point of this Secret with its current content
+/// (in OPERATOR_NAMESPACE); returns it.
+pub async fn wait_saved(client: &Client, ns: &str, name: &str) -> Secret {
+    let live = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("get");
+    let want = restore_point::secret_hash(&live);
+    wait_restore_point(
+        client,
+        ns,
+        name,
+        &format!("a restore point of {ns}/{name}"),
+        |rp| restore_point::parse(rp).is_ok_and(|rp| rp.content_hash == want),
+    )
     .await
 }
 

@@ -25,12 +25,21 @@ pub fn helm_on_cluster(args: &[&str]) -> Output {
 /// secretguard in OPERATOR_NAMESPACE), with `extra` arguments (e.g. `--set`, `k=v`):
 /// the text and its documents.
 pub fn helm_template(extra: &[&str]) -> (String, Vec<serde_yaml::Value>) {
+    helm_template_release("secretguard", OPERATOR_NAMESPACE, extra)
+}
+
+/// `helm template` of charts/secretguard for release `release` in `namespace`.
+pub fn helm_template_release(
+    release: &str,
+    namespace: &str,
+    extra: &[&str],
+) -> (String, Vec<serde_yaml::Value>) {
     let mut args = vec![
         "template",
-        "secretguard",
+        release,
         "charts/secretguard",
         "--namespace",
-        OPERATOR_NAMESPACE,
+        namespace,
     ];
     args.extend_from_slice(extra);
     let out = helm(&args);

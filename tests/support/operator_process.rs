@@ -26,6 +26,7 @@ pub struct OperatorBuilder {
     fault: Option<String>,
     alertmanager: Option<String>,
     json_logs: bool,
+    secure_metrics: bool,
     rust_log: String,
     args: Vec<String>,
 }
@@ -84,6 +85,14 @@ impl OperatorBuilder {
         self
     }
 
+    /// Serve /metrics as the binary does by default: HTTPS with a self-signed certificate,
+    /// only to bearer tokens allowed `get` on /metrics. Without it, tests read plain,
+    /// open /metrics (`--metrics-secure=false`).
+    pub fn secure_metrics(mut self) -> Self {
+        self.secure_metrics = true;
+        self
+    }
+
     /// Its RUST_LOG; "info,secretguard=debug" if not given.
     pub fn rust_log(mut self, filter: &str) -> Self {
         self.rust_log = filter.into();
@@ -136,7 +145,8 @@ impl OperatorBuilder {
         cmd.args(["run", "--namespace", &self.namespace])
             .arg(format!("--leader-elect={}", self.leader_elect))
             .arg(format!("--metrics-bind-address=127.0.0.1:{m}"))
-            .arg(format!("--health-bind-address=127.0.0.1:{h}"));
+            .arg(format!("--health-bind-address=127.0.0.1:{h}"))
+            .arg(format!("--metrics-secure={}", self.secure_metrics));
         if let Some(lease) = &self.lease {
             cmd.arg(format!("--leader-election-id={lease}"));
         }
@@ -166,7 +176,10 @@ impl OperatorBuilder {
         }
         (
             cmd,
-            format!("http://127.0.0.1:{m}/metrics"),
+            format!(
+                "{}://127.0.0.1:{m}/metrics",
+                if self.secure_metrics { "https" } else { "http" }
+            ),
             format!("http://127.0.0.1:{h}"),
         )
     }
@@ -199,6 +212,7 @@ impl OperatorProcess {
             fault: None,
             alertmanager: None,
             json_logs: false,
+            secure_metrics: false,
             rust_log: "info,secretguard=debug".into(),
             args: Vec::new(),
         }
@@ -270,6 +284,38 @@ impl OperatorProcess {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The value of one series of its /metrics (`name{labels}` as exposed), None if absent
+    /// or not answering. Never call it on a stopped process: the request would hang.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(&self.metrics).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Its identity in the leader Lease.
+    pub fn identity(&self) -> String {
+        format!("{}-{}", self.name, self.pid)
+    }
+
+    /// Send it `signal` (SIGTERM, SIGSTOP, SIGCONT...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no preconditions; the pid is a child this test started.
+        let sent = unsafe { libc::kill(self.pid as i32, signal) };
+        assert_eq!(sent, 0, "kill({}, {signal})", self.pid);
+    }
+
+    /// Whether it is stopped (SIGSTOP): its state in /proc/<pid>/stat is T.
+    pub fn stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| {
+                let (_, after_name) = stat.rsplit_once(')')?;
+                after_name.trim_start().chars().next()
+            })
+            == Some('T')
     }
 
     /// SIGKILL, and wait for it to be gone.

@@ -13,6 +13,19 @@ use crate::api::v1alpha1::RestoreMode;
 /// looked at again: re-created by someone else without our label, no watch event tells us.
 pub const MISSING_RECHECK: Duration = Duration::from_secs(10);
 
+/// The longest wait between two re-checks of a missing object with nothing to restore it
+/// from (a name a guard lists that does not exist): re-checks back off from
+/// MISSING_RECHECK to this, so a guard of many missing names costs a bounded trickle of
+/// GETs (security review A5). The audit looks at it too.
+pub const MISSING_RECHECK_MAX: Duration = Duration::from_secs(160);
+
+/// The wait before the `n`th re-check in a row (n from 1): 10 s doubling to 160 s.
+pub fn missing_recheck(n: u32) -> Duration {
+    MISSING_RECHECK
+        .saturating_mul(1 << n.saturating_sub(1).min(4))
+        .min(MISSING_RECHECK_MAX)
+}
+
 /// The guard's settings that decisions depend on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -51,6 +64,10 @@ pub struct SecretView {
     pub terminating: bool,
     /// Carries secretguard.dev/guarded=true.
     pub labelled: bool,
+    /// Its type ("Opaque" when unset).
+    pub type_: String,
+    /// kubernetes.io/service-account.name: the ServiceAccount a token Secret is for.
+    pub sa_name: Option<String>,
     /// kubernetes.io/service-account.uid, for token Secrets.
     pub sa_uid: Option<String>,
     /// `data.token` present and non-empty.
@@ -58,8 +75,39 @@ pub struct SecretView {
     pub content_hash: String,
     /// kubernetes.io/legacy-token-invalid-since is present.
     pub invalidated: bool,
+    /// That label was set by the legacy token cleaner and nobody else (its managedFields
+    /// owner is kube-controller-manager). An invalidation by anyone else is deliberate.
+    pub invalidated_by_cleaner: bool,
     /// secretguard.dev/rotate=true.
     pub rotate_requested: bool,
+    /// secretguard.dev/retire=true: retired on purpose.
+    pub retire_requested: bool,
+}
+
+/// Why a restore point holds no data, only a name not to re-create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tombstone {
+    /// The Secret was retired on purpose (secretguard.dev/retire).
+    Retired,
+    /// The name held a Secret that is not the guarded ServiceAccount's token.
+    TargetConflict,
+}
+
+impl Tombstone {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tombstone::Retired => "Retired",
+            Tombstone::TargetConflict => "TargetConflict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Tombstone> {
+        match s {
+            "Retired" => Some(Tombstone::Retired),
+            "TargetConflict" => Some(Tombstone::TargetConflict),
+            _ => None,
+        }
+    }
 }
 
 /// The saved copy, as far as decisions care.
@@ -69,12 +117,64 @@ pub struct RestorePointView {
     pub content_hash: String,
     /// The ServiceAccount UID a saved token was issued for.
     pub sa_uid: Option<String>,
+    /// Why it must not be restored into this target, if it must not.
+    pub refused: Option<Refusal>,
+    /// A marker holding no data (see `Tombstone`).
+    pub tombstone: Option<Tombstone>,
+    /// The saved Secret carried secretguard.dev/retire=true.
+    pub retired: bool,
+}
+
+impl RestorePointView {
+    /// May be restored into this target, and counts as its saved copy.
+    pub fn usable(&self) -> bool {
+        self.refused.is_none()
+    }
+
+    /// A copy that can be restored (not a tombstone).
+    pub fn holds_copy(&self) -> bool {
+        self.tombstone.is_none()
+    }
+
+    /// Says the Secret was retired on purpose.
+    pub fn says_retired(&self) -> bool {
+        self.retired || self.tombstone == Some(Tombstone::Retired)
+    }
+}
+
+/// Why a restore point is never restored into the target it was found for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Saved in an earlier namespace of the same name, deleted since: the namespace that
+    /// holds the name now may be another tenant's. Only a cluster admin can allow it.
+    ForeignNamespace,
+    /// Its recorded origin (namespace, name, kind) is not this target: written by someone
+    /// else in the operator namespace, or for another kind of target.
+    Mismatch,
+}
+
+impl Refusal {
+    /// The state and incident of a missing Secret whose restore point is refused.
+    fn state_and_reason(self) -> (TargetState, Reason) {
+        match self {
+            Refusal::ForeignNamespace => (
+                TargetState::ForeignRestorePoint,
+                Reason::ForeignRestorePoint,
+            ),
+            Refusal::Mismatch => (
+                TargetState::RestorePointMismatch,
+                Reason::RestorePointMismatch,
+            ),
+        }
+    }
 }
 
 /// Everything observed about one guarded token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenObservation {
     pub namespace_terminating: bool,
+    /// The ServiceAccount the guard names for this token.
+    pub service_account_name: String,
     pub service_account: Option<ServiceAccountView>,
     pub secret: Option<SecretView>,
     pub restore_point: Option<RestorePointView>,
@@ -82,6 +182,8 @@ pub struct TokenObservation {
     pub has_sa_snapshot: bool,
     /// That snapshot is of the ServiceAccount as it is now.
     pub sa_snapshot_current: bool,
+    /// The watch saw the Secret deleted while it carried secretguard.dev/retire=true.
+    pub deleted_retired: bool,
     pub now: Timestamp,
 }
 
@@ -100,6 +202,19 @@ pub enum TargetState {
     NotPopulated,
     /// Its namespace is being deleted: the operator stands aside.
     Terminating,
+    /// Missing, and its restore point was saved in an earlier namespace of the same name:
+    /// not restored unless a cluster admin adopts the point into this namespace.
+    ForeignRestorePoint,
+    /// Missing, and its restore point records another origin: not restored.
+    RestorePointMismatch,
+    /// Missing, and restored too often lately: restores stopped until a guard resumes
+    /// them (the restore-loop breaker).
+    RestoreLoop,
+    /// Retired on purpose (secretguard.dev/retire): not restored, not revalidated.
+    Retired,
+    /// The token Secret's name holds a Secret that is not this ServiceAccount's token:
+    /// nothing is written to it, and nothing is created under that name.
+    TargetConflict,
 }
 
 impl TargetState {
@@ -113,6 +228,11 @@ impl TargetState {
             TargetState::Invalidated => "Invalidated",
             TargetState::NotPopulated => "NotPopulated",
             TargetState::Terminating => "Terminating",
+            TargetState::ForeignRestorePoint => "ForeignRestorePoint",
+            TargetState::RestorePointMismatch => "RestorePointMismatch",
+            TargetState::RestoreLoop => "RestoreLoop",
+            TargetState::Retired => "Retired",
+            TargetState::TargetConflict => "TargetConflict",
         }
     }
 
@@ -120,14 +240,21 @@ impl TargetState {
     pub fn is_missing(self) -> bool {
         matches!(
             self,
-            TargetState::Missing | TargetState::ServiceAccountMissing
+            TargetState::Missing
+                | TargetState::ServiceAccountMissing
+                | TargetState::ForeignRestorePoint
+                | TargetState::RestorePointMismatch
+                | TargetState::RestoreLoop
         )
     }
 
     pub fn is_healthy(self) -> bool {
         matches!(
             self,
-            TargetState::Healthy | TargetState::Pending | TargetState::Terminating
+            TargetState::Healthy
+                | TargetState::Pending
+                | TargetState::Terminating
+                | TargetState::Retired
         )
     }
 }
@@ -155,6 +282,9 @@ pub enum Action {
     RecreateServiceAccount,
     /// Save the ServiceAccount (labels, annotations, imagePullSecrets, automount) to re-create it from.
     SaveServiceAccountSnapshot,
+    /// Replace the restore point (if any) by a tombstone: no data, only why the name must
+    /// not be re-created.
+    ForgetRestorePoint(Tombstone),
 }
 
 impl Action {
@@ -183,6 +313,7 @@ impl Action {
             Action::RotateServiceAccount { .. } => "RotateServiceAccount",
             Action::RecreateServiceAccount => "RecreateServiceAccount",
             Action::SaveServiceAccountSnapshot => "SaveServiceAccountSnapshot",
+            Action::ForgetRestorePoint(_) => "ForgetRestorePoint",
         }
     }
 }
@@ -199,6 +330,15 @@ pub enum Reason {
     TokenInvalidated,
     TokenNotPopulated,
     SecretDeleted,
+    /// A guarded Secret is missing and its restore point is from an earlier namespace of
+    /// the same name.
+    ForeignRestorePoint,
+    /// A guarded Secret is missing and its restore point records another origin.
+    RestorePointMismatch,
+    /// Restored too often lately: restores stop (the restore-loop breaker).
+    RestoreLoop,
+    /// The token Secret's name holds a Secret that is not this ServiceAccount's token.
+    TargetConflict,
 }
 
 impl Reason {
@@ -212,6 +352,10 @@ impl Reason {
             Reason::TokenInvalidated => "TokenInvalidated",
             Reason::TokenNotPopulated => "TokenNotPopulated",
             Reason::SecretDeleted => "SecretDeleted",
+            Reason::ForeignRestorePoint => "ForeignRestorePoint",
+            Reason::RestorePointMismatch => "RestorePointMismatch",
+            Reason::RestoreLoop => "RestoreLoop",
+            Reason::TargetConflict => "TargetConflict",
         }
     }
 }
@@ -225,6 +369,9 @@ pub struct Decision {
     pub incidents: Vec<Reason>,
     /// Look again after this long even if nothing changes (deadlines).
     pub requeue_after: Option<Duration>,
+    /// Why the object is in its state, when the state alone does not say (a conflict, an
+    /// invalidation left in place); shown in status and Events.
+    pub detail: Option<String>,
 }
 
 impl Decision {
@@ -244,20 +391,68 @@ impl Decision {
         self.incidents.push(reason);
         self
     }
+
+    fn detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// A name from an object (a type, an annotation value) as it may appear in status and
+/// Events: only if it looks like a Kubernetes name, so no arbitrary text is echoed.
+fn shown(s: &str) -> &str {
+    let plain = !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
+    if plain { s } else { "(not shown)" }
+}
+
+/// What to do about a guarded Secret (token or not) that is retired on purpose
+/// (secretguard.dev/retire): nothing but forget its restore point, keeping only a
+/// tombstone so the name is never re-created. `present`: the Secret still exists.
+fn retired(
+    policy: &Policy,
+    present: Option<&SecretView>,
+    rp: Option<&RestorePointView>,
+) -> Decision {
+    let mut d = Decision::new(TargetState::Retired).detail(format!(
+        "retired on purpose ({}): not restored or revalidated; its restore point is forgotten",
+        crate::labels::RETIRE
+    ));
+    if !policy.writes() {
+        return d;
+    }
+    if present.is_some_and(|s| !s.labelled && !s.terminating) {
+        // So that its deletion is seen at once.
+        d = d.act(Action::Label);
+    }
+    if rp.is_none_or(|rp| rp.tombstone != Some(Tombstone::Retired)) {
+        d = d.act(Action::ForgetRestorePoint(Tombstone::Retired));
+    }
+    d
 }
 
 /// The restore point to decide with for a Secret that is gone, given the final state its
 /// deletion's watch event showed: that state, when the restore point does not hold it yet
 /// (the Secret was updated just before it was deleted, or deleted before it was first
 /// saved). A token's final state counts only once it holds a token of a ServiceAccount.
-/// Returns the view, and whether it still has to be saved.
+/// Never for a Secret retired on purpose, nor over a tombstone: what is not to be brought
+/// back stays so. Returns the view, and whether it still has to be saved.
 pub fn latest_saved(
     saved: Option<RestorePointView>,
     final_state: Option<&SecretView>,
     token: bool,
 ) -> (Option<RestorePointView>, bool) {
+    if saved
+        .as_ref()
+        .is_some_and(|rp| rp.tombstone.is_some() || rp.retired)
+    {
+        return (saved, false);
+    }
     let newer = final_state.filter(|f| {
-        (!token || (f.token_populated && f.sa_uid.is_some()))
+        !f.retire_requested
+            && (!token || (f.token_populated && f.sa_uid.is_some()))
             && saved
                 .as_ref()
                 .is_none_or(|rp| rp.origin_uid != f.uid || rp.content_hash != f.content_hash)
@@ -268,6 +463,9 @@ pub fn latest_saved(
                 origin_uid: f.uid.clone(),
                 content_hash: f.content_hash.clone(),
                 sa_uid: f.sa_uid.clone(),
+                refused: None,
+                tombstone: None,
+                retired: false,
             }),
             true,
         ),

@@ -2,6 +2,7 @@
 
 use super::{
     Action, Decision, MISSING_RECHECK, Policy, Reason, RestorePointView, SecretView, TargetState,
+    retired,
 };
 
 /// Everything observed about one guarded generic Secret.
@@ -10,6 +11,8 @@ pub struct SecretObservation {
     pub namespace_terminating: bool,
     pub secret: Option<SecretView>,
     pub restore_point: Option<RestorePointView>,
+    /// The watch saw the Secret deleted while it carried secretguard.dev/retire=true.
+    pub deleted_retired: bool,
 }
 
 /// Decide what to do about a guarded generic Secret (docs/architecture.md, Behaviour: generic row). `Fresh`
@@ -18,15 +21,31 @@ pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
     if obs.namespace_terminating {
         return Decision::new(TargetState::Terminating);
     }
+    // Refused restore points (another namespace's, another origin's) count for nothing here.
+    let rp = obs.restore_point.as_ref().filter(|rp| rp.usable());
     let Some(secret) = &obs.secret else {
+        if let Some(refused) = obs.restore_point.as_ref().and_then(|rp| rp.refused) {
+            // Never restored from; looked at again like any missing object that is not
+            // restored (a cluster admin may adopt the point meanwhile).
+            let (state, reason) = refused.state_and_reason();
+            let mut d = Decision::new(state).incident(reason);
+            d.requeue_after = Some(MISSING_RECHECK);
+            return d;
+        }
+        if obs.deleted_retired || rp.is_some_and(RestorePointView::says_retired) {
+            return retired(policy, None, rp);
+        }
         let mut d = Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
-        if obs.restore_point.is_some() && policy.restores() {
+        if rp.is_some_and(RestorePointView::holds_copy) && policy.restores() {
             d = d.act(Action::RestoreIdentical);
         } else {
             d.requeue_after = Some(MISSING_RECHECK);
         }
         return d;
     };
+    if secret.retire_requested {
+        return retired(policy, Some(secret), rp);
+    }
     if secret.terminating {
         return Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
     }
@@ -34,10 +53,9 @@ pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
     if !secret.labelled && policy.writes() {
         d = d.act(Action::Label);
     }
-    let saved = obs
-        .restore_point
-        .as_ref()
-        .is_some_and(|rp| rp.content_hash == secret.content_hash && rp.origin_uid == secret.uid);
+    let saved = obs.restore_point.as_ref().is_some_and(|rp| {
+        rp.usable() && rp.content_hash == secret.content_hash && rp.origin_uid == secret.uid
+    });
     if !saved && policy.writes() {
         d = d.act(Action::SaveRestorePoint);
     }

@@ -1,4 +1,6 @@
 //! Table tests of decisions: one row per situation of the behaviour table (docs/architecture.md, Behaviour).
+//! What owners of a Secret ask for (rotate, retire) and names held by something else are
+//! in intent_tests.rs.
 
 use super::*;
 
@@ -31,11 +33,15 @@ fn token(hash: &str) -> SecretView {
         created: at(NOW - 3600),
         terminating: false,
         labelled: true,
+        type_: crate::labels::TOKEN_TYPE.into(),
+        sa_name: Some("writer".into()),
         sa_uid: Some("sa-1".into()),
         token_populated: true,
         content_hash: hash.into(),
         invalidated: false,
+        invalidated_by_cleaner: false,
         rotate_requested: false,
+        retire_requested: false,
     }
 }
 
@@ -44,6 +50,17 @@ fn rp(hash: &str, sa_uid: &str) -> Option<RestorePointView> {
         origin_uid: "secret-uid".into(),
         content_hash: hash.into(),
         sa_uid: Some(sa_uid.into()),
+        refused: None,
+        tombstone: None,
+        retired: false,
+    })
+}
+
+/// A restore point that must not be restored into its target.
+fn refused(rp: Option<RestorePointView>, why: Refusal) -> Option<RestorePointView> {
+    rp.map(|r| RestorePointView {
+        refused: Some(why),
+        ..r
     })
 }
 
@@ -54,6 +71,8 @@ fn obs(
 ) -> TokenObservation {
     TokenObservation {
         namespace_terminating: false,
+        service_account_name: "writer".into(),
+        deleted_retired: false,
         service_account,
         secret,
         restore_point,
@@ -246,6 +265,7 @@ fn token_decisions_follow_the_behaviour_table() {
                 sa("sa-1"),
                 Some(SecretView {
                     invalidated: true,
+                    invalidated_by_cleaner: true,
                     ..token("h1")
                 }),
                 rp("h1", "sa-1"),
@@ -264,6 +284,7 @@ fn token_decisions_follow_the_behaviour_table() {
                 sa("sa-1"),
                 Some(SecretView {
                     invalidated: true,
+                    invalidated_by_cleaner: true,
                     ..token("h1")
                 }),
                 rp("h1", "sa-1"),
@@ -279,6 +300,7 @@ fn token_decisions_follow_the_behaviour_table() {
                 sa("sa-1"),
                 Some(SecretView {
                     invalidated: true,
+                    invalidated_by_cleaner: true,
                     ..token("h1")
                 }),
                 rp("h1", "sa-1"),
@@ -409,6 +431,7 @@ fn generic_secret_decisions_follow_the_behaviour_table() {
         namespace_terminating: false,
         secret,
         restore_point: rp,
+        deleted_retired: false,
     };
     type Case = (
         &'static str,
@@ -466,6 +489,41 @@ fn generic_secret_decisions_follow_the_behaviour_table() {
             TargetState::Missing,
             vec![],
             vec![Reason::SecretDeleted],
+        ),
+        (
+            "deleted, its restore point from an earlier namespace of the same name: not restored, said why",
+            policy(Identical),
+            o(None, refused(saved.clone(), Refusal::ForeignNamespace)),
+            TargetState::ForeignRestorePoint,
+            vec![],
+            vec![Reason::ForeignRestorePoint],
+        ),
+        (
+            "deleted, its restore point records another origin: not restored, said why",
+            policy(Identical),
+            o(None, refused(saved.clone(), Refusal::Mismatch)),
+            TargetState::RestorePointMismatch,
+            vec![],
+            vec![Reason::RestorePointMismatch],
+        ),
+        (
+            "present, its restore point from an earlier namespace: saved anew",
+            policy(Identical),
+            o(
+                Some(secret()),
+                refused(saved.clone(), Refusal::ForeignNamespace),
+            ),
+            TargetState::Healthy,
+            vec![SaveRestorePoint],
+            vec![],
+        ),
+        (
+            "present, its restore point records another origin: saved anew",
+            policy(Identical),
+            o(Some(secret()), refused(saved.clone(), Refusal::Mismatch)),
+            TargetState::Healthy,
+            vec![SaveRestorePoint],
+            vec![],
         ),
         (
             "unlabelled: label",
@@ -537,11 +595,65 @@ fn a_missing_object_that_is_not_restored_is_looked_at_again() {
         namespace_terminating: false,
         secret: None,
         restore_point: None,
+        deleted_retired: false,
     };
     assert_eq!(
         decide_secret(&policy(Identical), &missing).requeue_after,
         Some(MISSING_RECHECK)
     );
+}
+
+#[test]
+fn a_refused_restore_point_is_never_restored_and_is_looked_at_again() {
+    for why in [Refusal::ForeignNamespace, Refusal::Mismatch] {
+        let missing = SecretObservation {
+            namespace_terminating: false,
+            secret: None,
+            restore_point: refused(rp("h1", "none"), why),
+            deleted_retired: false,
+        };
+        for p in [policy(Identical), policy(Fresh), policy(Off)] {
+            let d = decide_secret(&p, &missing);
+            assert!(d.actions.is_empty(), "{why:?}: nothing restored");
+            assert_eq!(d.requeue_after, Some(MISSING_RECHECK), "{why:?}");
+        }
+    }
+}
+
+#[test]
+fn a_token_whose_restore_point_is_refused_is_provisioned_like_a_new_one() {
+    // From an earlier namespace (its ServiceAccount UID is gone with it), or recording
+    // another origin: never restored; the tokens controller issues a token for the
+    // ServiceAccount that exists now, without a restore or a rotation reported.
+    for why in [Refusal::ForeignNamespace, Refusal::Mismatch] {
+        for saved_for in ["sa-1", "sa-old"] {
+            let o = obs(sa("sa-1"), None, refused(rp("h1", saved_for), why));
+            let d = decide_token(&policy(Identical), &o);
+            assert_eq!(d.state, Some(TargetState::Pending), "{why:?} {saved_for}");
+            assert_eq!(
+                d.actions,
+                vec![CreateTokenSecret { restore_of: None }],
+                "{why:?} {saved_for}"
+            );
+            assert!(d.incidents.is_empty(), "{why:?} {saved_for}");
+        }
+        // And a ServiceAccount that is missing was never seen, as far as this namespace
+        // knows: not "deleted".
+        let mut o = obs(None, None, refused(rp("h1", "sa-old"), why));
+        o.has_sa_snapshot = false;
+        let d = decide_token(&policy(Identical), &o);
+        assert_eq!(d.incidents, vec![Reason::ServiceAccountNotFound], "{why:?}");
+        // A present token is saved anew over the refused point.
+        let o = obs(
+            sa("sa-1"),
+            Some(token("h1")),
+            refused(rp("h1", "sa-1"), why),
+        );
+        assert_eq!(
+            decide_token(&policy(Identical), &o).actions,
+            vec![SaveRestorePoint]
+        );
+    }
 }
 
 #[test]
@@ -572,7 +684,27 @@ fn a_deleted_secrets_final_state_is_what_its_restore_point_should_hold() {
         "a Secret's content is"
     );
     // Nothing seen of it: the restore point as it is.
-    assert_eq!(latest_saved(saved.clone(), None, true), (saved, false));
+    assert_eq!(
+        latest_saved(saved.clone(), None, true),
+        (saved.clone(), false)
+    );
+    // Retired on purpose, or a tombstone: never brought back.
+    let retiring = SecretView {
+        retire_requested: true,
+        ..token("h2")
+    };
+    assert_eq!(
+        latest_saved(saved.clone(), Some(&retiring), true),
+        (saved.clone(), false)
+    );
+    let tombstone = saved.map(|rp| RestorePointView {
+        tombstone: Some(Tombstone::Retired),
+        ..rp
+    });
+    assert_eq!(
+        latest_saved(tombstone.clone(), Some(&token("h2")), true),
+        (tombstone, false)
+    );
 }
 
 #[test]
@@ -581,6 +713,7 @@ fn a_final_state_is_saved_before_it_is_restored_and_even_when_only_alerting() {
         namespace_terminating: false,
         secret: None,
         restore_point: rp("h2", "sa-1"),
+        deleted_retired: false,
     };
     let d = save_first(decide_secret(&policy(Identical), &gone), &policy(Identical));
     assert_eq!(d.actions, vec![SaveRestorePoint, RestoreIdentical]);
@@ -600,3 +733,6 @@ fn a_final_state_is_saved_before_it_is_restored_and_even_when_only_alerting() {
             .is_empty()
     );
 }
+
+#[path = "intent_tests.rs"]
+mod intent;

@@ -3,15 +3,30 @@
 use std::time::Duration;
 
 use super::{
-    Action, Decision, MISSING_RECHECK, Policy, Reason, SecretView, ServiceAccountView, TargetState,
-    TokenObservation,
+    Action, Decision, MISSING_RECHECK, Policy, Reason, RestorePointView, SecretView,
+    ServiceAccountView, TargetState, TokenObservation, Tombstone, retired, shown,
 };
 use crate::api::v1alpha1::RestoreMode;
+use crate::labels;
 
 /// Decide what to do about a guarded ServiceAccount token (docs/architecture.md, Behaviour: token rows).
 pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
     if obs.namespace_terminating {
         return Decision::new(TargetState::Terminating);
+    }
+    if obs.restore_point.as_ref().is_some_and(|rp| !rp.usable()) {
+        // A refused restore point is as good as none: its token is never restored, and a
+        // fresh one is provisioned. Nothing is lost: a token saved in an earlier namespace
+        // names a ServiceAccount UID that is gone with it, and for an unchanged
+        // ServiceAccount the tokens controller issues the very same bytes.
+        let without = TokenObservation {
+            restore_point: None,
+            ..obs.clone()
+        };
+        return decide_token(policy, &without);
+    }
+    if let Some(conflict) = decide_conflict(policy, obs) {
+        return conflict;
     }
     let sa = match &obs.service_account {
         Some(sa) if !sa.terminating => sa,
@@ -41,13 +56,75 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
         vec![]
     };
     let Some(secret) = &obs.secret else {
-        let mut d = decide_missing_token(policy, obs, rp_for_this_sa.is_some());
+        let rp = obs.restore_point.as_ref();
+        // A retirement holds while the ServiceAccount keeps the UID the retired token was
+        // issued for: a token re-created under the same name would have the same bytes.
+        // Once the UID is new, no token of that name can revive the retired one.
+        let retirement_holds = |rp: &RestorePointView| {
+            rp.says_retired() && rp.sa_uid.as_deref().is_none_or(|uid| uid == sa.uid)
+        };
+        if obs.deleted_retired || rp.is_some_and(retirement_holds) {
+            return retired(policy, None, rp);
+        }
+        let copy = rp.filter(|rp| rp.holds_copy() && !rp.says_retired());
+        let mut d = decide_missing_token(policy, copy, rp_for_this_sa.is_some());
         d.actions.splice(0..0, snapshot);
         return d;
     };
     let mut d = decide_present_token(policy, obs, sa, secret);
     d.actions.splice(0..0, snapshot);
     d
+}
+
+/// The name holds (or held, as its tombstone says) a Secret that is not this
+/// ServiceAccount's token: not ours to label, save, rotate or replace. A tombstone is
+/// written once, so that the name stays left alone after that Secret is deleted.
+fn decide_conflict(policy: &Policy, obs: &TokenObservation) -> Option<Decision> {
+    let why = match &obs.secret {
+        Some(secret) => not_this_token(secret, &obs.service_account_name)?,
+        None => {
+            let rp = obs.restore_point.as_ref()?;
+            (rp.tombstone == Some(Tombstone::TargetConflict)).then(|| {
+                "held a Secret that is not a token of this ServiceAccount; nothing is created under that name while the guard names it".to_owned()
+            })?
+        }
+    };
+    let mut d = Decision::new(TargetState::TargetConflict)
+        .incident(Reason::TargetConflict)
+        .detail(format!(
+            "tokenSecretName of serviceAccount {:?} {why}: choose another tokenSecretName",
+            obs.service_account_name
+        ));
+    if policy.writes() && obs.restore_point.is_none() {
+        d = d.act(Action::ForgetRestorePoint(Tombstone::TargetConflict));
+    }
+    Some(d)
+}
+
+/// Why a Secret is not the token of ServiceAccount `sa`, if it is not.
+fn not_this_token(secret: &SecretView, sa: &str) -> Option<String> {
+    let rotate = if secret.rotate_requested {
+        format!("; its {} annotation is ignored", labels::ROTATE)
+    } else {
+        String::new()
+    };
+    if secret.type_ != labels::TOKEN_TYPE {
+        return Some(format!(
+            "names a Secret of type {}, not a ServiceAccount token{rotate}",
+            shown(&secret.type_)
+        ));
+    }
+    match secret.sa_name.as_deref() {
+        Some(name) if name == sa => None,
+        Some(other) => Some(format!(
+            "names the token of ServiceAccount {}, not of {sa}{rotate}",
+            shown(other)
+        )),
+        None => Some(format!(
+            "names a token Secret without {}{rotate}",
+            labels::SA_NAME_ANNOTATION
+        )),
+    }
 }
 
 /// Whether anything shows the ServiceAccount existed: a token issued for it, a restore
@@ -68,6 +145,9 @@ fn decide_present_token(
     sa: &ServiceAccountView,
     secret: &SecretView,
 ) -> Decision {
+    if secret.retire_requested {
+        return retired(policy, Some(secret), obs.restore_point.as_ref());
+    }
     if secret.terminating {
         // Already rejected by the apiserver; it can be re-created once it is gone.
         return Decision::new(TargetState::Missing).incident(Reason::TokenDeleted);
@@ -83,7 +163,11 @@ fn decide_present_token(
     if !secret.labelled && policy.writes() {
         d = d.act(Action::Label);
     }
-    if secret.rotate_requested && policy.writes() {
+    // Only a token the tokens controller issued for this ServiceAccount as it is now: the
+    // rotation gives the ServiceAccount a new UID, after which this Secret no longer
+    // carries it, so one request rotates once, even across restarts and failovers (the
+    // delete has a UID precondition too). An empty token waits until it is filled.
+    if secret.rotate_requested && secret.sa_uid.is_some() && policy.writes() {
         // The stale token Secret (annotation included) is replaced once the new
         // ServiceAccount is seen, like after any ServiceAccount re-creation.
         d.state = Some(TargetState::Pending);
@@ -119,6 +203,17 @@ fn decide_present_token(
     if secret.invalidated {
         d.state = Some(TargetState::Invalidated);
         d = d.incident(Reason::TokenInvalidated);
+        if !secret.invalidated_by_cleaner {
+            // An admin's (or anyone else's) invalidation is deliberate: never undone.
+            return d.detail(format!(
+                "{} was set by someone other than the legacy token cleaner: left in place",
+                labels::LEGACY_TOKEN_INVALID_SINCE
+            ));
+        }
+        d = d.detail(format!(
+            "{} was set by the legacy token cleaner",
+            labels::LEGACY_TOKEN_INVALID_SINCE
+        ));
         if policy.revalidate && policy.restores() {
             d = d.act(Action::RemoveInvalidLabel);
         }
@@ -126,8 +221,13 @@ fn decide_present_token(
     d
 }
 
-fn decide_missing_token(policy: &Policy, obs: &TokenObservation, can_revive: bool) -> Decision {
-    match &obs.restore_point {
+/// `rp`: a restorable copy, if there is one.
+fn decide_missing_token(
+    policy: &Policy,
+    rp: Option<&RestorePointView>,
+    can_revive: bool,
+) -> Decision {
+    match rp {
         // Never existed as far as we know: provision it for the tokens controller.
         None => {
             let mut d = Decision::new(TargetState::Pending);

@@ -12,26 +12,36 @@ use crate::guard::report::events::explain;
 
 pub const RESTORE_FAILING: &str = "SecretGuardRestoreFailing";
 const TOKEN_DELETED: &str = "SecretGuardTokenDeleted";
+const SECRET_DELETED: &str = "SecretGuardSecretDeleted";
 const TOKEN_ROTATED: &str = "SecretGuardTokenRotated";
+const OBJECT_MISSING: &str = "SecretGuardObjectMissing";
 
-/// The alert for an incident reason; None for a reason that is no emergency (a
-/// ServiceAccount that never existed: the guard's status and a Warning Event say so).
-pub fn alert_name(reason: Reason) -> Option<&'static str> {
-    Some(match reason {
-        Reason::TokenDeleted => TOKEN_DELETED,
-        Reason::SecretDeleted | Reason::ServiceAccountDeleted => "SecretGuardObjectMissing",
-        Reason::TokenRotated | Reason::ServiceAccountRecreated => TOKEN_ROTATED,
-        Reason::TokenInvalidated => "SecretGuardTokenInvalidated",
-        Reason::TokenNotPopulated => "SecretGuardTokenNotPopulated",
-        Reason::ServiceAccountNotFound => return None,
-    })
+/// The alerts for an incident reason; none for a reason that is no emergency (a
+/// ServiceAccount that never existed, a token name held by another Secret: the guard's
+/// status and a Warning Event say so). A
+/// deleted Secret raises both an event alert (heard of even when restored at once) and
+/// the state alert (firing while it stays missing).
+pub fn alert_names(reason: Reason) -> &'static [&'static str] {
+    match reason {
+        Reason::TokenDeleted => &[TOKEN_DELETED],
+        Reason::SecretDeleted => &[SECRET_DELETED, OBJECT_MISSING],
+        Reason::ServiceAccountDeleted
+        | Reason::ForeignRestorePoint
+        | Reason::RestorePointMismatch => &[OBJECT_MISSING],
+        Reason::TokenRotated | Reason::ServiceAccountRecreated => &[TOKEN_ROTATED],
+        Reason::TokenInvalidated => &["SecretGuardTokenInvalidated"],
+        Reason::TokenNotPopulated => &["SecretGuardTokenNotPopulated"],
+        Reason::RestoreLoop => &["SecretGuardRestoreLoop"],
+        Reason::ServiceAccountNotFound | Reason::TargetConflict => &[],
+    }
 }
 
 /// Event alerts fire for a fixed window even when the restore took milliseconds: resolved
 /// at once, Alertmanager could drop them before its group_wait, and nobody would hear of
-/// the deletion. The others are state alerts, firing until the object is fixed.
+/// the deletion (security review B9). The others are state alerts, firing until the
+/// object is fixed.
 fn is_event(alertname: &str) -> bool {
-    alertname == TOKEN_DELETED || alertname == TOKEN_ROTATED
+    [TOKEN_DELETED, SECRET_DELETED, TOKEN_ROTATED].contains(&alertname)
 }
 
 pub fn push(
@@ -57,7 +67,7 @@ pub fn push(
         description,
     };
     for (reason, _) in &recorded.new {
-        if let Some(alertname) = alert_name(*reason) {
+        for &alertname in alert_names(*reason) {
             alerter.fire(alert(
                 alertname,
                 reason.as_str(),
@@ -79,7 +89,7 @@ pub fn push(
     } else if recorded.restore_failing_cleared {
         alerter.resolve_one(target.key.clone(), RESTORE_FAILING);
     }
-    if state == TargetState::Healthy && recorded.changed {
+    if matches!(state, TargetState::Healthy | TargetState::Retired) && recorded.changed {
         alerter.resolve(target.key.clone());
     }
 }

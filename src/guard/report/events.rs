@@ -9,13 +9,14 @@ use kube::runtime::events::{Event, EventType};
 use crate::api::v1alpha1::SecretGuard;
 use crate::cache::CachedSecret;
 use crate::guard::context::Context;
-use crate::guard::decide::{Action, Decision, Reason};
+use crate::guard::decide::{Action, Decision, Reason, Tombstone};
 use crate::guard::load::ObservedTarget;
-use crate::guard::outcome::Executed;
+use crate::guard::outcome::{Executed, TokenCheck};
 use crate::guard::record::Recorded;
 use crate::guard::spec::TargetSpec;
-use crate::labels;
+use crate::guard::status::build::{NAMED_GUARDS, names_capped};
 use crate::object_key::ObjectKey;
+use crate::{labels, restore_point};
 
 /// What an incident means, in words (Event notes and alert descriptions).
 pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
@@ -37,12 +38,30 @@ pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
             "the ServiceAccount of token Secret {key} was re-created with a new UID: old tokens can never work again; a fresh token is issued and consumers must update"
         ),
         Reason::TokenInvalidated => format!(
-            "token in {key} was marked {} by the legacy token cleaner and is rejected",
+            "token in {key} is marked {} and is rejected",
             labels::LEGACY_TOKEN_INVALID_SINCE
+        ),
+        Reason::TargetConflict => format!(
+            "{key} is not a token Secret of the guarded ServiceAccount: it is left alone (not labelled, saved, rotated or replaced)"
         ),
         Reason::TokenNotPopulated => {
             format!("token Secret {key} is still empty: is the tokens controller running?")
         }
+        Reason::ForeignRestorePoint => format!(
+            "{kind} {key} does not exist, and its restore point {point} was saved in an earlier namespace named {ns}, deleted since (possibly another tenant's): it is not restored into this one. If this namespace is the same tenant's (restored from a backup), a cluster admin can allow it: kubectl -n <operator namespace> annotate secret {point} {}=<UID of namespace {ns}>",
+            restore_point::annotation::ADOPT_NAMESPACE_UID,
+            point = restore_point::name_for(&key.namespace, &key.name),
+            ns = key.namespace,
+        ),
+        Reason::RestoreLoop => format!(
+            "{kind} {key} was restored too often lately and is deleted again each time (a controller or a deploy keeps deleting it): restoring it stopped. Find what deletes it (the apiserver's audit log, the Events of the namespace); then resume with: kubectl -n {} annotate secretguard <guard> {}=$(date +%s) --overwrite",
+            key.namespace,
+            labels::RESUME_RESTORES,
+        ),
+        Reason::RestorePointMismatch => format!(
+            "{kind} {key} does not exist, and its restore point {} records another origin or kind (altered in the operator namespace, or saved when the guard listed it as another kind): it is not restored",
+            restore_point::name_for(&key.namespace, &key.name),
+        ),
     }
 }
 
@@ -92,12 +111,22 @@ async fn publish(
 
 /// Report each new incident: a Warning Event on the guard and, when it exists, on the
 /// Secret; one log line.
-pub async fn incidents(ctx: &Context, target: &ObservedTarget, recorded: &Recorded) {
+pub async fn incidents(
+    ctx: &Context,
+    target: &ObservedTarget,
+    decision: &Decision,
+    recorded: &Recorded,
+) {
     let kind = target.spec.kind().as_str();
     let severity = target.severity.as_str();
+    let detail = decision
+        .detail
+        .as_ref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
     for (reason, outcome) in &recorded.new {
         let note = format!(
-            "{} (severity {severity}); outcome: {}",
+            "{}{detail} (severity {severity}); outcome: {}",
             explain(*reason, kind, &target.key),
             outcome.as_str()
         );
@@ -113,6 +142,40 @@ pub async fn incidents(ctx: &Context, target: &ObservedTarget, recorded: &Record
             regarding.push(secret_ref(&target.key, live));
         }
         publish(ctx, &regarding, EventType::Warning, reason.as_str(), note).await;
+    }
+}
+
+/// One `Overlap` Warning Event on each guard that now shares this target with guards it
+/// shared nothing with before: which guards, which one reports it, and what is in force.
+/// Once per pair of guards while they overlap, not per shared object or reconcile.
+pub async fn overlaps(ctx: &Context, target: &ObservedTarget, recorded: &Recorded) {
+    let Some(sharing) = &target.sharing else {
+        return;
+    };
+    for (guard, others) in &recorded.overlaps_started {
+        let Some(uid) = ctx.index().guard(guard).map(|g| g.uid.clone()) else {
+            continue;
+        };
+        let names = names_capped(others.iter().map(|g| g.name.as_str()), NAMED_GUARDS);
+        let reporter = if *guard == target.guard {
+            "this guard reports it".to_owned()
+        } else {
+            format!("guard {} reports it", target.guard.name)
+        };
+        let note = format!(
+            "Secret {} is also covered by guard{} {names}: {reporter}, with the most protective value of each setting among them ({})",
+            target.key,
+            if others.len() == 1 { "" } else { "s" },
+            sharing.settings
+        );
+        tracing::warn!(guard = %guard, target = %target.key, with = names, "guards overlap");
+        let regarding = ObjectReference {
+            uid: Some(uid),
+            namespace: Some(guard.namespace.clone()),
+            name: Some(guard.name.clone()),
+            ..guard_ref(target)
+        };
+        publish(ctx, &[regarding], EventType::Warning, "Overlap", note).await;
     }
 }
 
@@ -136,7 +199,7 @@ pub async fn follow_ups(
                 TargetSpec::Token {
                     service_account, ..
                 },
-                Some(true),
+                Some(TokenCheck::Accepted),
             ) => (
                 "TokenRestored",
                 EventType::Normal,
@@ -145,11 +208,18 @@ pub async fn follow_ups(
                     key.namespace
                 ),
             ),
+            (TargetSpec::Token { .. }, Some(TokenCheck::ReviewFailed)) => (
+                "RestoreUnverified",
+                EventType::Warning,
+                format!(
+                    "restored {key} with identical bytes{took}; unverified: the TokenReview request failed, so whether the token authenticates is not known (the operator log has why)"
+                ),
+            ),
             (TargetSpec::Token { .. }, _) => (
                 "RestoreUnverified",
                 EventType::Warning,
                 format!(
-                    "restored {key} with identical bytes{took}, but TokenReview did not accept the token"
+                    "restored {key} with identical bytes{took}, but the apiserver rejected the token (TokenReview: not authenticated as its ServiceAccount)"
                 ),
             ),
             (TargetSpec::Secret, _) => (
@@ -158,7 +228,7 @@ pub async fn follow_ups(
                 format!("restored {key} from its restore point{took}"),
             ),
         };
-        tracing::info!(guard = %target.guard, target = %key, reason, verified = ?executed.verified, restore_ms = recorded.restore_seconds.map(|s| (s * 1000.0) as u64), "restored");
+        tracing::info!(guard = %target.guard, target = %key, reason, token_check = executed.verified.map(TokenCheck::as_str), restore_ms = recorded.restore_seconds.map(|s| (s * 1000.0) as u64), "restored");
         publish(ctx, &both(), type_, reason, note).await;
     }
     if executed.created_token() && decision.incidents.is_empty() {
@@ -194,6 +264,19 @@ pub async fn follow_ups(
         )
         .await;
     }
+    if executed.did(&Action::ForgetRestorePoint(Tombstone::Retired)) {
+        publish(
+            ctx,
+            &both(),
+            EventType::Normal,
+            "Retired",
+            format!(
+                "{key} is retired on purpose ({}): it is not restored or revalidated any more, and its restore point is forgotten",
+                labels::RETIRE
+            ),
+        )
+        .await;
+    }
     if executed.did(&Action::RecreateServiceAccount) {
         publish(
             ctx,
@@ -218,7 +301,7 @@ pub async fn follow_ups(
             EventType::Warning,
             reason,
             format!(
-                "{:?} for {key} failed (severity {}): {}",
+                "{:?} for {key} failed (severity {}): {}; the operator log has the apiserver's message",
                 failure.action,
                 target.severity.as_str(),
                 failure.why()

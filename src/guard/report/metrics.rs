@@ -23,16 +23,16 @@ pub fn export(
     let (ns, guard) = (&target.guard.namespace, &target.guard.name);
     let kind = target.spec.kind().as_str();
     let metrics = &ctx.metrics;
+    if let Some(before) = &recorded.previous_reporter {
+        metrics.forget_object(&before.namespace, &before.name, kind, &target.key.name);
+    }
     for (reason, _) in &recorded.new {
-        metrics
-            .incidents
-            .get_or_create(&Incident {
-                namespace: ns.clone(),
-                guard: guard.clone(),
-                kind: kind.into(),
-                reason: reason.as_str().into(),
-            })
-            .inc();
+        metrics.count_incident(Incident {
+            namespace: ns.clone(),
+            guard: guard.clone(),
+            kind: kind.into(),
+            reason: reason.as_str().into(),
+        });
     }
     let outcome = if recorded.restore_failing {
         Some("failed")
@@ -44,15 +44,12 @@ pub fn export(
         None
     };
     if let Some(outcome) = outcome {
-        metrics
-            .restores
-            .get_or_create(&Restore {
-                namespace: ns.clone(),
-                guard: guard.clone(),
-                kind: kind.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
+        metrics.count_restore(Restore {
+            namespace: ns.clone(),
+            guard: guard.clone(),
+            kind: kind.into(),
+            outcome: outcome.into(),
+        });
     }
     if let Some(secs) = recorded.restore_seconds {
         metrics

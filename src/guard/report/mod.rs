@@ -35,9 +35,15 @@ pub async fn report(
     };
     metrics::export(ctx, target, state, executed, recorded);
     alerts::push(ctx, target, state, executed, recorded);
-    events::incidents(ctx, target, recorded).await;
+    events::incidents(ctx, target, decision, recorded).await;
     events::follow_ups(ctx, target, decision, executed, recorded).await;
+    events::overlaps(ctx, target, recorded).await;
     if recorded.changed || !recorded.new.is_empty() || executed.wrote() {
         status::request(ctx, target.guard.clone());
+    }
+    for guard in &recorded.guards_changed {
+        if ctx.stores.guard(guard).is_some() {
+            status::request(ctx, guard.clone());
+        }
     }
 }

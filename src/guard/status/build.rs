@@ -14,6 +14,79 @@ use crate::object_key::ObjectKey;
 /// Targets listed one by one in status up to this many; beyond, only unhealthy ones.
 pub const LIST_ALL_TARGETS_UP_TO: usize = 20;
 
+/// Unhealthy targets listed at most, so a status stays small whatever a selector matches
+/// (security review B16); the Degraded condition counts them all.
+pub const LIST_AT_MOST: usize = 50;
+/// Objects named in a condition message, at most; then how many more.
+const NAMED_IN_CONDITIONS: usize = 5;
+
+/// Other guards named per shared object, at most.
+pub const NAMED_GUARDS: usize = 3;
+
+/// At most `cap` names, then how many more: "a, b, c and 2 more".
+pub fn names_capped<'a>(names: impl ExactSizeIterator<Item = &'a str>, cap: usize) -> String {
+    let total = names.len();
+    let mut listed = names.take(cap).collect::<Vec<_>>().join(", ");
+    if total > cap {
+        listed.push_str(&format!(" and {} more", total - cap));
+    }
+    listed
+}
+
+/// For a target other guards cover too: who else, who reports it, and what is in force,
+/// as `me` sees it. None when no other guard covers it.
+fn shared_message(me: &ObjectKey, rec: &TargetRecord) -> Option<String> {
+    let sharing = rec.sharing.as_ref()?;
+    let others: Vec<&str> = rec
+        .guards()
+        .filter(|g| *g != me)
+        .map(|g| g.name.as_str())
+        .collect();
+    let reporter = if rec.guard == *me {
+        "this guard reports it".to_owned()
+    } else {
+        format!("{} reports it", rec.guard.name)
+    };
+    Some(format!(
+        "also covered by {}; {reporter}; in force, the most protective of each setting: {}",
+        names_capped(others.into_iter(), NAMED_GUARDS),
+        sharing.settings
+    ))
+}
+
+/// `Overlap`: True while other guards cover some of this guard's objects, naming them
+/// (at most NAMED_IN_CONDITIONS) and which guard reports each.
+fn overlap(me: &ObjectKey, shared: &[(&ObjectKey, &TargetRecord)]) -> (bool, &'static str, String) {
+    if shared.is_empty() {
+        return (
+            false,
+            "NoOverlap",
+            "no other guard covers this guard's objects".into(),
+        );
+    }
+    let described: Vec<String> = shared
+        .iter()
+        .map(|(k, r)| {
+            let reporter = if r.guard == *me {
+                "this guard"
+            } else {
+                r.guard.name.as_str()
+            };
+            format!("{} (reported by {reporter})", k.name)
+        })
+        .collect();
+    (
+        true,
+        "SharedWithOtherGuards",
+        format!(
+            "other guards cover {} of this guard's object{}, and the most protective value of each setting among them is in force: {}",
+            shared.len(),
+            if shared.len() == 1 { "" } else { "s" },
+            names_capped(described.iter().map(String::as_str), NAMED_IN_CONDITIONS)
+        ),
+    )
+}
+
 fn condition(
     type_: &str,
     status: bool,
@@ -50,18 +123,21 @@ pub fn build(
 ) -> SecretGuardStatus {
     let old = guard.status.as_ref();
     let generation = guard.metadata.generation;
+    let me = ObjectKey::of(guard);
+    // The records of this guard's targets: those it covers (it may not report them).
+    let covered: Vec<Option<&TargetRecord>> = targets
+        .iter()
+        .map(|(k, _)| records.get(k).filter(|r| r.covered_by(&me)))
+        .collect();
     let states: Vec<(&ObjectKey, &TargetSpec, TargetState)> = targets
         .iter()
-        .map(|(k, spec)| {
-            let owned = records
-                .get(k)
-                .filter(|r| r.guard.name == guard.metadata.name.clone().unwrap_or_default());
-            (
-                k,
-                spec,
-                owned.map(|r| r.state).unwrap_or(TargetState::Pending),
-            )
-        })
+        .zip(&covered)
+        .map(|((k, spec), r)| (k, spec, r.map(|r| r.state).unwrap_or(TargetState::Pending)))
+        .collect();
+    let shared: Vec<(&ObjectKey, &TargetRecord)> = targets
+        .iter()
+        .zip(&covered)
+        .filter_map(|((k, _), r)| r.filter(|r| r.sharing.is_some()).map(|r| (k, r)))
         .collect();
     let missing = states.iter().filter(|(_, _, s)| s.is_missing()).count();
     let unhealthy: Vec<String> = states
@@ -72,12 +148,28 @@ pub fn build(
     let list_all = states.len() <= LIST_ALL_TARGETS_UP_TO;
     let target_status = states
         .iter()
-        .filter(|(_, _, s)| list_all || !s.is_healthy())
-        .map(|(k, spec, s)| TargetStatus {
+        .zip(&covered)
+        .filter(|((_, _, s), _)| list_all || !s.is_healthy())
+        .take(LIST_AT_MOST)
+        .map(|((k, spec, s), r)| TargetStatus {
             kind: spec.kind().as_str().into(),
             name: k.name.clone(),
             state: s.as_str().into(),
-            message: None,
+            message: r.and_then(|r| match (r.message.clone(), shared_message(&me, r)) {
+                (Some(why), Some(shared)) => Some(format!("{why}; {shared}")),
+                (why, shared) => why.or(shared),
+            }),
+        })
+        .collect();
+    let conflicts: Vec<String> = states
+        .iter()
+        .zip(&covered)
+        .filter(|((_, _, s), _)| *s == TargetState::TargetConflict)
+        .map(|((k, _, _), r)| {
+            let why = r
+                .and_then(|r| r.message.clone())
+                .unwrap_or_else(|| "not a token of its ServiceAccount".into());
+            format!("Secret {}: {why}", k.name)
         })
         .collect();
     let ready = match &record.invalid {
@@ -90,6 +182,14 @@ pub fn build(
             now,
             old,
         ),
+        // A token name held by another Secret: that entry of the spec cannot be served.
+        None if !conflicts.is_empty() => {
+            let mut why = conflicts[0].clone();
+            if conflicts.len() > 1 {
+                why.push_str(&format!(" (and {} more)", conflicts.len() - 1));
+            }
+            condition("Ready", false, "TargetConflict", why, generation, now, old)
+        }
         None => condition(
             "Ready",
             true,
@@ -120,20 +220,22 @@ pub fn build(
             .find(|(_, _, s)| !s.is_healthy())
             .map(|(_, _, s)| s.as_str())
             .unwrap_or("Unhealthy");
-        let mut message = unhealthy
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        if unhealthy.len() > 5 {
-            message.push_str(&format!(" and {} more", unhealthy.len() - 5));
-        }
+        let message = names_capped(unhealthy.iter().map(String::as_str), NAMED_IN_CONDITIONS);
         condition("Degraded", true, first, message, generation, now, old)
     };
+    let (overlapping, reason, message) = overlap(&me, &shared);
+    let overlap = condition(
+        "Overlap",
+        overlapping,
+        reason,
+        message,
+        generation,
+        now,
+        old,
+    );
     SecretGuardStatus {
         observed_generation: generation,
-        conditions: vec![ready, degraded],
+        conditions: vec![ready, degraded, overlap],
         guarded: states.len() as i32,
         missing: missing as i32,
         restores,
@@ -142,6 +244,11 @@ pub fn build(
             .clone()
             .or_else(|| old.and_then(|o| o.last_incident.clone())),
         targets: target_status,
+        // A valid spec is the one in force; an invalid one leaves the last valid in force.
+        spec_in_force: match &record.invalid {
+            None => serde_json::to_string(&guard.spec).ok(),
+            Some(_) => old.and_then(|o| o.spec_in_force.clone()),
+        },
     }
 }
 
@@ -150,6 +257,7 @@ mod tests {
     use super::*;
     use crate::guard::fixtures::{self, spec};
     use crate::guard::spec::{TargetKind, targets_of};
+    use crate::guard::state::Sharing;
 
     fn guard() -> SecretGuard {
         let mut g = fixtures::guard("ns", "g", spec(&["writer"], &["db"]));
@@ -178,6 +286,10 @@ mod tests {
                 reported: Default::default(),
                 missing_since: None,
                 restore_failing: false,
+                rechecks: 0,
+                restored_at: Vec::new(),
+                sharing: None,
+                message: None,
             },
         )
     }
@@ -245,6 +357,43 @@ mod tests {
     }
 
     #[test]
+    fn a_token_name_held_by_another_secret_makes_the_guard_not_ready_and_says_why() {
+        let g = guard();
+        let targets = targets_of("ns", &g.spec);
+        let (key, mut conflict) = record("writer-token", TargetState::TargetConflict);
+        conflict.message = Some("names a Secret of type Opaque".into());
+        let records = HashMap::from([(key, conflict), record("db", TargetState::Retired)]);
+        let s = build(&g, &targets, &records, &GuardRecord::default(), 0, &now());
+        let ready = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            (
+                "False",
+                "TargetConflict",
+                "Secret writer-token: names a Secret of type Opaque"
+            )
+        );
+        assert_eq!(
+            s.targets[0].message.as_deref(),
+            Some("names a Secret of type Opaque")
+        );
+        let degraded = find(&s, "Degraded");
+        assert_eq!(
+            (degraded.reason.as_str(), degraded.message.as_str()),
+            ("TargetConflict", "writer-token: TargetConflict"),
+            "a Retired Secret is no trouble"
+        );
+    }
+
+    #[test]
     fn large_guards_list_only_unhealthy_targets() {
         let names: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -258,5 +407,138 @@ mod tests {
         assert_eq!(st.targets.len(), 1);
         assert_eq!(st.targets[0].name, "s7");
         assert_eq!(st.guarded, 30);
+    }
+
+    fn shared(
+        name: &str,
+        state: TargetState,
+        reporter: &str,
+        with: &[&str],
+    ) -> (ObjectKey, TargetRecord) {
+        let (k, mut r) = record(name, state);
+        r.guard = ObjectKey::new("ns", reporter);
+        r.sharing = Some(Sharing {
+            with: with.iter().map(|g| ObjectKey::new("ns", *g)).collect(),
+            settings: "restore Identical, severity critical, not paused".into(),
+        });
+        (k, r)
+    }
+
+    #[test]
+    fn a_guard_that_does_not_report_a_shared_object_shows_its_state_who_reports_it_and_what_is_in_force()
+     {
+        let g = guard();
+        let targets = targets_of("ns", &g.spec);
+        let records = HashMap::from([
+            record("writer-token", TargetState::Healthy),
+            shared("db", TargetState::Missing, "team", &["g"]),
+        ]);
+        let s = build(&g, &targets, &records, &GuardRecord::default(), 0, &now());
+        let db = s
+            .targets
+            .iter()
+            .find(|t| t.name == "db")
+            .expect("db listed");
+        assert_eq!(db.state, "Missing", "the real state, not Pending");
+        assert_eq!(
+            db.message.as_deref(),
+            Some(
+                "also covered by team; team reports it; in force, the most protective of each setting: restore Identical, severity critical, not paused"
+            )
+        );
+        assert_eq!(s.missing, 1);
+        let overlap = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Overlap")
+            .expect("Overlap");
+        assert_eq!(
+            (overlap.status.as_str(), overlap.reason.as_str()),
+            ("True", "SharedWithOtherGuards")
+        );
+        assert!(
+            overlap.message.contains("db (reported by team)"),
+            "{}",
+            overlap.message
+        );
+        let ready = find(&s, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Guarding")
+        );
+    }
+
+    #[test]
+    fn the_guard_that_reports_a_shared_object_says_so_and_a_guard_alone_has_no_overlap() {
+        let g = guard();
+        let targets = targets_of("ns", &g.spec);
+        let alone = HashMap::from([record("db", TargetState::Healthy)]);
+        let s = build(&g, &targets, &alone, &GuardRecord::default(), 0, &now());
+        let overlap = find(&s, "Overlap");
+        assert_eq!(
+            (overlap.status.as_str(), overlap.reason.as_str()),
+            ("False", "NoOverlap")
+        );
+        assert!(s.targets.iter().all(|t| t.message.is_none()));
+
+        let records = HashMap::from([shared("db", TargetState::Healthy, "g", &["aaa", "bbb"])]);
+        let s = build(&g, &targets, &records, &GuardRecord::default(), 0, &now());
+        let db = s
+            .targets
+            .iter()
+            .find(|t| t.name == "db")
+            .expect("db listed");
+        assert!(
+            db.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("also covered by aaa, bbb; this guard reports it;")),
+            "{db:?}"
+        );
+        assert!(
+            find(&s, "Overlap")
+                .message
+                .contains("db (reported by this guard)")
+        );
+        // A record of another guard that does not name g leaves the target Pending here.
+        let others = HashMap::from([shared("db", TargetState::Missing, "team", &["aaa"])]);
+        let s = build(&g, &targets, &others, &GuardRecord::default(), 0, &now());
+        let db = s
+            .targets
+            .iter()
+            .find(|t| t.name == "db")
+            .expect("db listed");
+        assert_eq!(
+            (db.state.as_str(), db.message.as_deref()),
+            ("Pending", None)
+        );
+    }
+
+    #[test]
+    fn overlap_messages_stay_bounded() {
+        let names: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let g = fixtures::guard("ns", "g", spec(&[], &names));
+        let targets = targets_of("ns", &g.spec);
+        let many: Vec<String> = (0..10).map(|i| format!("other{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut with = vec!["g"];
+        with.extend(&many);
+        let records: HashMap<_, _> = names
+            .iter()
+            .map(|n| shared(n, TargetState::Missing, "team", &with))
+            .collect();
+        let s = build(&g, &targets, &records, &GuardRecord::default(), 0, &now());
+        let overlap = find(&s, "Overlap");
+        assert!(overlap.message.contains("cover 40 of this guard's objects"));
+        assert!(
+            overlap.message.ends_with(" and 35 more"),
+            "{}",
+            overlap.message
+        );
+        let message = s.targets[0].message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with("also covered by team, other0, other1 and 8 more;"),
+            "{message}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 
 pub mod build;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -16,7 +16,7 @@ use serde_json::json;
 use self::build::build;
 use super::context::{Context, Work};
 use super::spec::{TargetKind, TargetSpec, targets_of};
-use super::state::TargetRecord;
+use super::state::{Records, TargetRecord};
 use crate::api::v1alpha1::SecretGuard;
 use crate::metrics::GuardKind;
 use crate::object_key::ObjectKey;
@@ -81,6 +81,26 @@ fn export_counts(
     }
 }
 
+/// Forget the guards a guard no longer shares any object with, so that a new overlap
+/// with one of them is told again (an `Overlap` Event).
+fn forget_ended_overlaps(
+    records: &mut Records,
+    guard: &ObjectKey,
+    targets: &[(ObjectKey, TargetSpec)],
+) {
+    let now: BTreeSet<ObjectKey> = targets
+        .iter()
+        .filter_map(|(k, _)| records.targets.get(k))
+        .filter(|r| r.covered_by(guard))
+        .flat_map(|r| r.guards())
+        .filter(|g| *g != guard)
+        .cloned()
+        .collect();
+    if let Some(rec) = records.guards.get_mut(guard) {
+        rec.overlaps_with.retain(|g| now.contains(g));
+    }
+}
+
 /// Write a guard's status if it changed.
 pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
     {
@@ -108,32 +128,42 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             None => targets_of(&key.namespace, &guard.spec),
         };
         drop(index);
-        // Secrets guarded through the selector: those reconciled for this guard.
+        // Secrets guarded through the selector: those reconciled with this guard covering them.
         {
-            let records = ctx.records();
             let named: std::collections::HashSet<ObjectKey> =
                 targets.iter().map(|(k, _)| k.clone()).collect();
-            let mut selected: Vec<ObjectKey> = records
-                .targets
-                .iter()
-                .filter(|(k, r)| r.guard == *key && !named.contains(*k))
-                .map(|(k, _)| k.clone())
+            let mut selected: Vec<ObjectKey> = ctx
+                .records()
+                .covered_by(key)
+                .into_iter()
+                .filter(|k| !named.contains(k))
                 .collect();
             selected.sort();
             targets.extend(selected.into_iter().map(|k| (k, TargetSpec::Secret)));
         }
-        // Restores are counted on the restore points, where each is recorded exactly once.
+        // Restores are counted on the restore points, where each is recorded exactly once;
+        // never those of a point saved in an earlier namespace of the same name.
         let opns = &ctx.config.operator_namespace;
+        let namespace = ctx
+            .stores
+            .namespace(&key.namespace)
+            .map(|ns| restore_point::NamespaceIdentity::of(&ns.metadata));
         let restores: u64 = targets
             .iter()
             .filter_map(|(k, _)| {
                 ctx.stores
                     .restore_point(opns, &restore_point::name_for(&k.namespace, &k.name))
             })
+            .filter(|rp| {
+                namespace
+                    .as_ref()
+                    .is_some_and(|ns| restore_point::provenance(&rp.written, ns, None).restorable())
+            })
             .map(|rp| rp.restores)
             .sum();
-        let records = ctx.records();
+        let mut records = ctx.records();
         export_counts(ctx, key, &targets, &records.targets);
+        forget_ended_overlaps(&mut records, key, &targets);
         let record = records.guards.get(key).cloned().unwrap_or_default();
         build(
             &guard,

@@ -1,5 +1,11 @@
 //! The operator's HTTP endpoints: /metrics on one address, /healthz and /readyz on another
 //! (so a NetworkPolicy can open metrics to Prometheus without exposing probes, and back).
+//! Secure metrics (the default of the binary and the chart): HTTPS, and only for bearer
+//! tokens allowed `get` on /metrics (`auth`). The probes stay plain and open: the kubelet
+//! calls them without credentials, and they tell nothing but "ok".
+
+pub mod auth;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +48,11 @@ pub fn metrics_router(ctx: Arc<Context>) -> Router {
         .with_state(ctx)
 }
 
+/// /metrics only for bearer tokens the apiserver allows `get` on it.
+pub fn secure_metrics_router(ctx: Arc<Context>, auth: Arc<auth::MetricsAuth>) -> Router {
+    metrics_router(ctx).route_layer(axum::middleware::from_fn_with_state(auth, auth::require))
+}
+
 pub fn health_router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -53,5 +64,17 @@ pub fn health_router(ctx: Arc<Context>) -> Router {
 pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "serving HTTP");
+    axum::serve(listener, router).await
+}
+
+/// Serve a router over HTTPS until the process ends.
+pub async fn serve_tls(
+    addr: SocketAddr,
+    router: Router,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::bind(addr, config).await?;
+    let address = axum::serve::Listener::local_addr(&listener)?;
+    tracing::info!(%address, "serving HTTPS");
     axum::serve(listener, router).await
 }
