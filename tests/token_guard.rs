@@ -540,7 +540,7 @@ async fn the_audit_repairs_and_counts_drift_the_watches_do_not_act_on() {
     let rp_name = restore_point::name_for(&ns.name, "writer-token");
     let cached_hash = || {
         let cached = ctx.stores.restore_point(OPERATOR_NAMESPACE, &rp_name)?;
-        Some(cached.saved.as_ref().ok()?.content_hash.clone())
+        Some(cached.saved.as_ref().ok()?.content_hash)
     };
     let before = wait_for("the operator's cache to hold the restore point", || async {
         cached_hash()
