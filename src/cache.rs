@@ -174,7 +174,6 @@ pub struct CachedRestorePoint {
 /// What decisions read of a restore point of a Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Saved {
-    pub origin_uid: String,
     /// The hash of the data the restore point really holds, not its annotation: one whose
     /// data was edited behind the operator's back no longer matches and is rewritten.
     pub content_hash: Digest,
@@ -194,6 +193,11 @@ impl CachedRestorePoint {
         self.written.origin.as_ref()
     }
 
+    /// The UID of the Secret (or, for a snapshot, the ServiceAccount) it saved.
+    pub fn origin_uid(&self) -> &str {
+        self.written.origin_uid.as_deref().unwrap_or_default()
+    }
+
     pub fn of(secret: &Secret) -> CachedRestorePoint {
         // A snapshot has no origin type: it reads as no restore point of a Secret.
         let saved = restore_point::parse(secret).map(|rp| Saved {
@@ -205,7 +209,6 @@ impl CachedRestorePoint {
                 .annotations
                 .get(labels::RETIRE)
                 .is_some_and(|v| v == "true"),
-            origin_uid: rp.origin_uid,
         });
         CachedRestorePoint {
             key: ObjectKey::of(secret),
@@ -235,10 +238,7 @@ impl Retained for CachedRestorePoint {
             + opt(&w.adopt_namespace_uid)
             + opt(&self.snapshot_resource_version)
             + self.saved.as_ref().map_or(0, |s| {
-                s.origin_uid.capacity()
-                    + opt(&s.service_account_uid)
-                    + opt(&s.tombstone)
-                    + s.labels.bytes()
+                opt(&s.service_account_uid) + opt(&s.tombstone) + s.labels.bytes()
             })
     }
 }
@@ -518,7 +518,7 @@ mod tests {
         assert_eq!(cached.restores, 3);
         assert_eq!(cached.orphaned_since, None);
         let saved = cached.saved.as_ref().expect("readable");
-        assert_eq!(saved.origin_uid, "db-uid");
+        assert_eq!(cached.origin_uid(), "db-uid");
         assert_eq!(
             saved.content_hash.to_string(),
             restore_point::secret_hash(&live)

@@ -217,7 +217,7 @@ fn restore_point_holds(ctx: &Context, secret: &CachedSecret) -> bool {
         .restore_point(&ctx.config.operator_namespace, &name)
         .is_some_and(|rp| {
             rp.saved.as_ref().is_ok_and(|s| {
-                s.origin_uid == secret.uid
+                rp.origin_uid() == secret.uid
                     && secret
                         .detail
                         .as_ref()

@@ -247,7 +247,8 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
     // A refused point's count is not this Secret's: it starts again.
     let previous = target
         .usable_restore_point()
-        .and_then(|rp| Some((rp.restores, rp.saved.as_ref().ok()?.origin_uid.as_str())));
+        .filter(|rp| rp.saved.is_ok())
+        .map(|rp| (rp.restores, rp.origin_uid()));
     let restores = restore_point::next_restores(previous, &source);
     if previous.is_some_and(|(before, _)| restores > before) {
         fault::point(fault::points::COUNT_NOT_SAVED);
@@ -331,11 +332,11 @@ async fn forget_restore_point(
         metadata: ObjectMeta {
             name: Some(target.key.name.clone()),
             namespace: Some(target.key.namespace.clone()),
-            uid: target.live.as_ref().map(|s| s.uid.clone()).or_else(|| {
-                saved
-                    .and_then(|p| p.saved.as_ref().ok())
-                    .map(|s| s.origin_uid.clone())
-            }),
+            uid: target
+                .live
+                .as_ref()
+                .map(|s| s.uid.clone())
+                .or_else(|| saved.map(|p| p.origin_uid().to_owned())),
             annotations: Some(annotations),
             ..Default::default()
         },

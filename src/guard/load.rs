@@ -244,13 +244,6 @@ impl Guarding {
 }
 
 impl ObservedTarget {
-    /// The readable restore point, as decisions read it (refused or not).
-    fn saved(&self) -> Option<&Saved> {
-        self.restore_point
-            .as_ref()
-            .and_then(|rp| rp.saved.as_ref().ok())
-    }
-
     /// The final state of the Secret, when it is gone and its deletion's event showed it.
     pub fn final_state(&self) -> Option<&Secret> {
         self.content.as_deref().filter(|_| self.live.is_none())
@@ -263,8 +256,9 @@ impl ObservedTarget {
             .final_state()
             .map(|s| observe::secret_view(&CachedSecret::detailed(s)));
         decide::latest_saved(
-            self.saved()
-                .map(|rp| observe::restore_point_view(rp, self.restore_point_refused)),
+            self.restore_point
+                .as_deref()
+                .and_then(|rp| observe::restore_point_view(rp, self.restore_point_refused)),
             final_view.as_ref(),
             matches!(self.spec, TargetSpec::Token { .. }),
         )
@@ -360,9 +354,14 @@ impl ObservedTarget {
     /// The same Secret's content changed (a legitimate update the restore point follows).
     pub fn content_changed(&self) -> bool {
         let live = self.live.as_deref();
-        match (live.and_then(|l| l.detail.as_ref()), self.usable_saved()) {
-            (Some(d), Some(rp)) => {
-                live.is_some_and(|l| l.uid == rp.origin_uid) && d.content_hash != rp.content_hash
+        match (
+            live.and_then(|l| l.detail.as_ref()),
+            self.usable_restore_point(),
+            self.usable_saved(),
+        ) {
+            (Some(d), Some(point), Some(rp)) => {
+                live.is_some_and(|l| l.uid == point.origin_uid())
+                    && d.content_hash != rp.content_hash
             }
             _ => false,
         }

@@ -10,7 +10,7 @@ use kube::core::PartialObjectMeta;
 use super::decide::{Policy, Refusal, RestorePointView, SecretView, ServiceAccountView, Tombstone};
 use super::spec::{TargetKind, TargetSpec};
 use crate::api::v1alpha1::SecretGuardSpec;
-use crate::cache::{CachedRestorePoint, CachedSecret, Saved};
+use crate::cache::{CachedRestorePoint, CachedSecret};
 use crate::labels;
 use crate::object_key::ObjectKey;
 use crate::restore_point::{self, NamespaceIdentity};
@@ -38,15 +38,20 @@ pub fn secret_view(secret: &CachedSecret) -> SecretView {
     }
 }
 
-pub fn restore_point_view(rp: &Saved, refused: Option<Refusal>) -> RestorePointView {
-    RestorePointView {
-        origin_uid: rp.origin_uid.clone(),
+/// The view of a readable restore point (None: unreadable).
+pub fn restore_point_view(
+    point: &CachedRestorePoint,
+    refused: Option<Refusal>,
+) -> Option<RestorePointView> {
+    let rp = point.saved.as_ref().ok()?;
+    Some(RestorePointView {
+        origin_uid: point.origin_uid().to_owned(),
         content_hash: rp.content_hash.to_string(),
         sa_uid: rp.service_account_uid.clone(),
         refused,
         tombstone: rp.tombstone.as_deref().and_then(Tombstone::parse),
         retired: rp.retired,
-    }
+    })
 }
 
 /// Why the restore point found for `key` must not be restored into it, if it must not:
