@@ -84,16 +84,26 @@ async fn only_the_leader_writes_and_a_killed_leader_is_replaced_in_time_to_resto
         .await
         .expect("delete");
     wait_for("the leader to restore", || restored(before.clone())).await;
-    let events = Api::<Event>::namespaced(client.clone(), &ns.name)
-        .list(&ListParams::default())
-        .await
-        .expect("events");
-    let writers: std::collections::BTreeSet<String> = events
-        .items
-        .iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("secretguard"))
-        .filter_map(|e| e.reporting_instance.clone())
-        .collect();
+    // The restore's Events follow the restore: wait for them, then see who wrote them.
+    let writers: std::collections::BTreeSet<String> = wait_for("the restore's Events", || async {
+        let events = Api::<Event>::namespaced(client.clone(), &ns.name)
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("SecretRestored"))
+            .then(|| {
+                events
+                    .items
+                    .iter()
+                    .filter(|e| e.reporting_controller.as_deref() == Some("secretguard"))
+                    .filter_map(|e| e.reporting_instance.clone())
+                    .collect()
+            })
+    })
+    .await;
     assert_eq!(
         writers,
         [leader_name.clone()].into(),

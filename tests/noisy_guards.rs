@@ -12,15 +12,6 @@ use secretguard::alerts::MAX_ALERTS_PER_GUARD;
 use serde_json::json;
 use support::*;
 
-async fn get_text(url: &str) -> String {
-    ::reqwest::get(url)
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body")
-}
-
 /// The value of one sample of a metric in an exposition, by name and label fragment.
 fn value(text: &str, name: &str, label: &str) -> Option<f64> {
     text.lines()
@@ -32,19 +23,14 @@ fn value(text: &str, name: &str, label: &str) -> Option<f64> {
 
 /// Alertmanager's alerts about one namespace: (alertname, guard).
 async fn alerts_in(am: &str, ns: &str) -> Vec<(String, String)> {
-    let url = format!("{am}/api/v2/alerts?filter=namespace%3D%22{ns}%22");
-    let v: serde_json::Value = ::reqwest::get(&url)
+    support::alerts_in(am, ns)
         .await
-        .expect("GET alerts")
-        .json()
-        .await
-        .expect("JSON");
-    v.as_array()
         .into_iter()
-        .flatten()
         .map(|a| {
-            let label = |k: &str| a["labels"][k].as_str().unwrap_or_default().to_owned();
-            (label("alertname"), label("guard"))
+            (
+                a["alertname"].clone(),
+                a.get("guard").cloned().unwrap_or_default(),
+            )
         })
         .collect()
 }

@@ -136,28 +136,11 @@ async fn metrics_show_what_a_real_delete_and_restore_moved() {
 
 /// Alertmanager's view of the alerts for one namespace: (alertname, endsAt).
 async fn alerts_in(am: &str, ns: &str) -> Vec<(String, String)> {
-    let url = format!("{am}/api/v2/alerts?filter=namespace%3D%22{ns}%22");
-    let v: serde_json::Value = ::reqwest::get(&url)
+    support::alerts_in(am, ns)
         .await
-        .expect("GET alerts")
-        .json()
-        .await
-        .expect("JSON");
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    (
-                        x["labels"]["alertname"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        x["endsAt"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a["alertname"].clone(), a["endsAt"].clone()))
+        .collect()
 }
 
 #[tokio::test]

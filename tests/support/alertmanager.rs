@@ -57,6 +57,30 @@ pub fn operator_with_alertmanager(builder: OperatorBuilder) -> WithAlertmanager 
     }
 }
 
+/// Alertmanager's alerts about one namespace, each as its labels plus `endsAt`.
+pub async fn alerts_in(am: &str, ns: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let url = format!("{am}/api/v2/alerts?filter=namespace%3D%22{ns}%22");
+    let v: serde_json::Value = ::reqwest::get(&url)
+        .await
+        .expect("GET alerts")
+        .json()
+        .await
+        .expect("JSON");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let mut fields: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(a["labels"].clone()).unwrap_or_default();
+            fields.insert(
+                "endsAt".into(),
+                a["endsAt"].as_str().unwrap_or_default().to_owned(),
+            );
+            fields
+        })
+        .collect()
+}
+
 /// GET `url`: the body as text.
 pub async fn get_text(url: &str) -> String {
     ::reqwest::get(url)
