@@ -5,7 +5,9 @@
 //!
 //! Knobs (environment): BENCH_SCALES (default "100,1000,10000"), BENCH_DELETIONS (1000),
 //! BENCH_UNGUARDED (50000), BENCH_ALERTS (100), BENCH_KINDS ("secret,token"),
-//! BENCH_LAYOUTS ("one-guard,many-guards").
+//! BENCH_LAYOUTS ("one-guard,many-guards"), BENCH_NOISE (300: labelled Secrets of each noise
+//! row), BENCH_PARTS ("restore,memory": "memory" alone populates only the largest
+//! many-guards namespace of Secrets and measures memory, startup and the noise rows).
 //!
 //! Restore latency is measured from just before the DELETE is sent to the moment this
 //! driver's own watch delivers the re-created Secret, verified to hold the same bytes. The
@@ -442,6 +444,109 @@ async fn alert_latency(client: &Client, am: &str, ns: &str, targets: &[String]) 
     out
 }
 
+fn mib(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// A Secret of a tenant who labels it secretguard.dev/guarded in a namespace without a
+/// guard: 900 KiB of data.
+fn big_data(i: usize) -> Secret {
+    secret(
+        &format!("noise-{i:04}"),
+        &[("secretguard.dev/guarded", "true")],
+        900 * 1024,
+        i,
+    )
+}
+
+/// The same with 200 KiB of annotations (which a metadata-only watch would still carry).
+fn big_annotations(i: usize) -> Secret {
+    let mut s = secret(
+        &format!("noise-{i:04}"),
+        &[("secretguard.dev/guarded", "true")],
+        16,
+        i,
+    );
+    s.metadata.annotations = Some(
+        (0..4)
+            .map(|k| (format!("noise.example/{k}"), "a".repeat(50 * 1024)))
+            .collect(),
+    );
+    s
+}
+
+/// What `n` Secrets made by `make`, labelled secretguard.dev/guarded in a namespace no
+/// guard covers, add to the peak RSS (MiB) of an operator started without them (its peak
+/// once ready is the baseline):
+/// - while it runs: created one after the other, each a watch event of its own;
+/// - across a restart: labelled again while it is down, so its first list holds them all.
+///
+/// The leader takes each stray label off; the row waits for that (it has seen them all).
+/// Returns the operator (the last one started) and the row.
+async fn noise_row(
+    client: &Client,
+    am: &str,
+    op: OperatorProcess,
+    what: &str,
+    n: usize,
+    make: fn(usize) -> Secret,
+) -> (OperatorProcess, serde_json::Value) {
+    let ns = "bench-noise";
+    delete_namespace(client, ns).await;
+    let _ = kubectl(&["create", "namespace", ns]);
+    drop(op);
+    let op = start_operator(am, "noise-running");
+    op.wait_ready_within(READY_DEADLINE);
+    let (base, _) = usage(op.pid());
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    create_all((0..n).collect(), 8, |i| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &make(i))
+                .await
+                .expect("create a labelled Secret");
+        }
+    })
+    .await;
+    let labelled = || async {
+        api.list_metadata(&ListParams::default().labels("secretguard.dev/guarded=true"))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(usize::MAX)
+    };
+    let unlabelled = || async {
+        let start = Instant::now();
+        while labelled().await > 0 {
+            assert!(start.elapsed() < READY_DEADLINE, "labels never taken off");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    unlabelled().await;
+    let (running, _) = usage(op.pid());
+    drop(op);
+    let _ = kubectl(&[
+        "label",
+        "secrets",
+        "--all",
+        "-n",
+        ns,
+        "secretguard.dev/guarded=true",
+        "--overwrite",
+    ]);
+    let op = start_operator(am, "noise-restart");
+    op.wait_ready_within(READY_DEADLINE);
+    let (restart, _) = usage(op.pid());
+    unlabelled().await;
+    eprintln!(
+        "bench: {n} labelled Secrets with {what}, no guard: +{:.1} MiB while running, +{:.1} MiB across a restart (baseline {base:.1} MiB)",
+        running - base,
+        restart - base
+    );
+    delete_namespace(client, ns).await;
+    let row = json!({"secrets": n, "each": what, "baseline_mib": mib(base), "running_add_mib": mib(running - base), "restart_add_mib": mib(restart - base)});
+    (op, row)
+}
+
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -503,6 +608,10 @@ async fn run() {
     let mut op = start_operator(&am, "main");
     op.wait_ready_within(READY_DEADLINE);
 
+    let parts = env_words("BENCH_PARTS", "restore,memory");
+    let measure_restores = parts.iter().any(|p| p == "restore");
+    let measure_memory = parts.iter().any(|p| p == "memory");
+    let noise = env_num("BENCH_NOISE", 300);
     let mut restore_rows = Vec::new();
     let mut alert_ms = Vec::new();
     let mut memory = json!(null);
@@ -513,6 +622,11 @@ async fn run() {
             for layout in layouts.iter().map(String::as_str) {
                 if kind == "token" && layout == "one-guard" && n > 256 {
                     continue; // a guard lists at most 256 ServiceAccounts
+                }
+                let memory_here =
+                    measure_memory && n == max_scale && kind == "secret" && layout == "many-guards";
+                if !measure_restores && !memory_here {
+                    continue;
                 }
                 let ns = format!("bench-{kind}-{layout}-{n}");
                 // A previous, interrupted run may have left it behind.
@@ -534,10 +648,15 @@ async fn run() {
                     let reserved: Vec<String> = targets.drain(..alerts).collect();
                     alert_ms = alert_latency(&client, &am, &ns, &reserved).await;
                 }
-                for (load, pace) in [
-                    ("back-to-back", None),
-                    ("20/s", Some(Duration::from_millis(50))),
-                ] {
+                let loads: &[(&str, Option<Duration>)] = if measure_restores {
+                    &[
+                        ("back-to-back", None),
+                        ("20/s", Some(Duration::from_millis(50))),
+                    ]
+                } else {
+                    &[]
+                };
+                for &(load, pace) in loads {
                     let fl = floor(&client, &ns, &mut rx, 200.min(deletions), pace).await;
                     let before = Usage::take(&client, op.pid()).await;
                     let lat = restores(&client, &ns, &mut rx, &targets, deletions, pace).await;
@@ -559,7 +678,7 @@ async fn run() {
                         "per_restore": profile,
                     }));
                 }
-                if n == max_scale && kind == "secret" && layout == "many-guards" {
+                if memory_here {
                     // Memory and startup at the largest scale, with unguarded Secrets around.
                     let un = "bench-unguarded";
                     delete_namespace(&client, un).await;
@@ -595,7 +714,16 @@ async fn run() {
                         more.len()
                     );
                     startup = json!({"guarded": n, "ready_s": (ready.as_secs_f64() * 100.0).round() / 100.0});
-                    memory = json!({"guarded": n, "unguarded": unguarded, "rss_peak_mib": (rss * 10.0).round() / 10.0, "cpu_s": (cpu * 10.0).round() / 10.0});
+                    let mut noise_rows = Vec::new();
+                    for (what, make) in [
+                        ("900 KiB of data", big_data as fn(usize) -> Secret),
+                        ("200 KiB of annotations", big_annotations),
+                    ] {
+                        let row;
+                        (op, row) = noise_row(&client, &am, op, what, noise, make).await;
+                        noise_rows.push(row);
+                    }
+                    memory = json!({"guarded": n, "unguarded": unguarded, "rss_peak_mib": mib(rss), "cpu_s": (cpu * 10.0).round() / 10.0, "noise": noise_rows});
                     delete_namespace(&client, un).await;
                 }
                 delete_namespace(&client, &ns).await;

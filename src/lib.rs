@@ -34,6 +34,8 @@ pub mod alerts;
 
 pub mod restore_point;
 
+pub mod cache;
+
 // Guarding one Secret: pure decisions and state, then the steps of a reconcile.
 pub mod guard;
 

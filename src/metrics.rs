@@ -76,6 +76,12 @@ pub struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Cache {
+    /// guards | secrets | restore_points | service_accounts | namespaces
+    pub cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Build {
     pub version: String,
 }
@@ -124,6 +130,8 @@ pub struct Metrics {
     pub audit_drift: Family<Guard, Counter>,
     pub alerts_sent: Family<Outcome, Counter>,
     pub leader: Gauge,
+    pub cached_objects: Family<Cache, Gauge>,
+    pub cached_bytes: Family<Cache, Gauge>,
     pub build_info: Family<Build, Gauge>,
     pub api: ApiMetrics,
     pub queue_depth: Family<QueueLane, Gauge>,
@@ -155,6 +163,8 @@ pub const NAMES: &[&str] = &[
     "secretguard_audit_drift_total",
     "secretguard_alertmanager_notifications_total",
     "secretguard_leader",
+    "secretguard_cached_objects",
+    "secretguard_cached_bytes",
     "secretguard_build_info",
     "secretguard_api_requests_total",
     "secretguard_api_throttled_seconds_total",
@@ -186,6 +196,8 @@ impl Metrics {
             audit_drift: Family::default(),
             alerts_sent: Family::default(),
             leader: Gauge::default(),
+            cached_objects: Family::default(),
+            cached_bytes: Family::default(),
             build_info: Family::default(),
             api: ApiMetrics::default(),
             queue_depth: Family::default(),
@@ -262,6 +274,16 @@ impl Metrics {
             "leader",
             "1 while this process is the leader",
             m.leader.clone(),
+        );
+        registry.register(
+            "cached_objects",
+            "Objects in each of the operator's caches",
+            m.cached_objects.clone(),
+        );
+        registry.register(
+            "cached_bytes",
+            "Approximate bytes held by the Secret and restore-point caches (never Secret data)",
+            m.cached_bytes.clone(),
         );
         registry.register("build_info", "Build information", m.build_info.clone());
         registry.register(
@@ -442,6 +464,11 @@ mod tests {
             })
             .inc();
         m.leader.set(1);
+        let cache = Cache {
+            cache: "secrets".into(),
+        };
+        m.cached_objects.get_or_create(&cache).set(1);
+        m.cached_bytes.get_or_create(&cache).set(100);
         m.api
             .requests
             .get_or_create(&ApiVerb { verb: "get".into() })

@@ -60,7 +60,7 @@ pub const FORMAT_VERSION: &str = "1";
 /// live object's history, not its content.
 const NOT_RESTORED_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RestorePointError {
     #[error("restore point {0} lacks annotation {1}")]
     MissingAnnotation(String, &'static str),
@@ -110,21 +110,57 @@ impl Provenance {
     }
 }
 
+/// What a restore point (or ServiceAccount snapshot) records about where it was written
+/// and of what, from its metadata (and, for a snapshot, the ServiceAccount it holds): what
+/// its provenance and ownership are judged by. Small, and without data: the
+/// restore-point cache keeps it (src/cache.rs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub origin: Option<ObjectKey>,
+    pub origin_kind: Option<String>,
+    pub origin_uid: Option<String>,
+    /// The namespace UID it records (format 1).
+    pub namespace_uid: Option<String>,
+    /// The namespace UID a cluster admin adopted it into.
+    pub adopt_namespace_uid: Option<String>,
+    pub created: Option<k8s_openapi::jiff::Timestamp>,
+    /// For a snapshot: the ServiceAccount it holds.
+    pub service_account: Option<ObjectKey>,
+}
+
+impl Written {
+    pub fn of(point: &Secret) -> Written {
+        let ann = |key: &str| point.metadata.annotations.as_ref()?.get(key).cloned();
+        let origin_kind = ann(annotation::ORIGIN_KIND);
+        let service_account = (origin_kind.as_deref() == Some(SERVICE_ACCOUNT_KIND))
+            .then(|| parse_sa_snapshot(point))
+            .flatten()
+            .map(|sa| ObjectKey::of(&sa));
+        Written {
+            origin: origin_key(point),
+            origin_kind,
+            origin_uid: ann(annotation::ORIGIN_UID),
+            namespace_uid: ann(annotation::ORIGIN_NAMESPACE_UID),
+            adopt_namespace_uid: ann(annotation::ADOPT_NAMESPACE_UID),
+            created: point.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            service_account,
+        }
+    }
+}
+
 /// Where `point` was written, seen from `namespace` (the live namespace of the origin's
 /// name). `live_origin_uid`: the UID of the object the point saves as it lives now (the
 /// Secret for a restore point, the ServiceAccount for a snapshot), if it exists.
 pub fn provenance(
-    point: &Secret,
+    point: &Written,
     namespace: &NamespaceIdentity,
     live_origin_uid: Option<&str>,
 ) -> Provenance {
-    let empty = BTreeMap::new();
-    let ann = point.metadata.annotations.as_ref().unwrap_or(&empty);
-    let recorded = ann.get(annotation::ORIGIN_NAMESPACE_UID);
+    let recorded = point.namespace_uid.as_ref();
     if recorded == Some(&namespace.uid) {
         return Provenance::Here;
     }
-    if ann.get(annotation::ADOPT_NAMESPACE_UID) == Some(&namespace.uid) {
+    if point.adopt_namespace_uid.as_ref() == Some(&namespace.uid) {
         return Provenance::Adopted;
     }
     if recorded.is_some() {
@@ -133,11 +169,9 @@ pub fn provenance(
     // Format 0. The namespace existed before the point was first written: the point was
     // written in it (a namespace name is held by one namespace at a time, and points are
     // only written from objects in it). Or the point saves the object that lives here now.
-    let point_created = point.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let older = matches!((namespace.created, point_created), (Some(ns), Some(p)) if ns < p);
-    let same_object = live_origin_uid.is_some_and(|uid| {
-        !uid.is_empty() && ann.get(annotation::ORIGIN_UID) == Some(&uid.to_owned())
-    });
+    let older = matches!((namespace.created, point.created), (Some(ns), Some(p)) if ns < p);
+    let same_object = live_origin_uid
+        .is_some_and(|uid| !uid.is_empty() && point.origin_uid.as_deref() == Some(uid));
     if older || same_object {
         Provenance::HereUnrecorded
     } else {
@@ -184,6 +218,11 @@ pub fn name_for(namespace: &str, name: &str) -> String {
 /// Hash of what a restore must bring back: type and data. Labels and annotations are
 /// saved too but do not make a new restore point on their own.
 pub fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> String {
+    hex(&content_digest(type_, data))
+}
+
+/// `content_hash` as its 32 bytes (what the caches keep).
+pub fn content_digest(type_: &str, data: &BTreeMap<String, ByteString>) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update((type_.len() as u64).to_be_bytes());
     h.update(type_.as_bytes());
@@ -193,19 +232,24 @@ pub fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> String 
         h.update((v.0.len() as u64).to_be_bytes());
         h.update(&v.0);
     }
-    hex(&h.finalize())
+    h.finalize().into()
 }
 
 /// Content hash of a live Secret.
 pub fn secret_hash(secret: &Secret) -> String {
+    hex(&secret_digest(secret))
+}
+
+/// `secret_hash` as its 32 bytes.
+pub fn secret_digest(secret: &Secret) -> [u8; 32] {
     let empty = BTreeMap::new();
-    content_hash(
+    content_digest(
         secret.type_.as_deref().unwrap_or("Opaque"),
         secret.data.as_ref().unwrap_or(&empty),
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -230,9 +274,10 @@ pub fn restores(rp: &Secret) -> u64 {
 }
 
 /// The restore count to write with a new restore point for `live`: the previous count,
-/// plus one if `live` is the restore of the Secret the previous point saved.
-pub fn next_restores(previous: Option<&RestorePoint>, live: &Secret) -> u64 {
-    let Some(prev) = previous else {
+/// plus one if `live` is the restore of the Secret the previous point saved. `previous`:
+/// that point's restore count and origin UID.
+pub fn next_restores(previous: Option<(u64, &str)>, live: &Secret) -> u64 {
+    let Some((restores, origin_uid)) = previous else {
         return 0;
     };
     let restored_from = live
@@ -240,7 +285,7 @@ pub fn next_restores(previous: Option<&RestorePoint>, live: &Secret) -> u64 {
         .annotations
         .as_ref()
         .and_then(|a| a.get(labels::RESTORED_FROM));
-    prev.restores + u64::from(restored_from == Some(&prev.origin_uid))
+    restores + u64::from(restored_from.map(String::as_str) == Some(origin_uid))
 }
 
 /// Build the restore point Secret for a live guarded Secret in the namespace with UID
@@ -483,18 +528,10 @@ pub fn parse_sa_snapshot(secret: &Secret) -> Option<ServiceAccount> {
 /// Whether a snapshot is of this ServiceAccount, for the token Secret `key`: its recorded
 /// origin is `key`, its kind a ServiceAccount, and the ServiceAccount it holds is
 /// `service_account` of that namespace.
-pub fn snapshot_belongs_to(snapshot: &Secret, key: &ObjectKey, service_account: &str) -> bool {
-    let kind = snapshot
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(annotation::ORIGIN_KIND));
-    origin_key(snapshot).as_ref() == Some(key)
-        && kind.map(String::as_str) == Some(SERVICE_ACCOUNT_KIND)
-        && parse_sa_snapshot(snapshot).is_some_and(|sa| {
-            sa.metadata.name.as_deref() == Some(service_account)
-                && sa.metadata.namespace.as_deref() == Some(key.namespace.as_str())
-        })
+pub fn snapshot_belongs_to(snapshot: &Written, key: &ObjectKey, service_account: &str) -> bool {
+    snapshot.origin.as_ref() == Some(key)
+        && snapshot.origin_kind.as_deref() == Some(SERVICE_ACCOUNT_KIND)
+        && snapshot.service_account == Some(ObjectKey::new(&key.namespace, service_account))
 }
 
 /// resourceVersion of the ServiceAccount the snapshot was taken from.
@@ -643,12 +680,20 @@ mod tests {
         assert_eq!(rp.restores, 2);
         let mut restored = restored_secret(&rp, &ObjectKey::of(&live), &[]);
         restored.metadata.uid = Some("uid-2".into());
-        assert_eq!(next_restores(Some(&rp), &restored), 3, "the restore counts");
+        assert_eq!(
+            next_restores(Some((rp.restores, &rp.origin_uid)), &restored),
+            3,
+            "the restore counts"
+        );
         let after =
             parse(&build(&restored, "ServiceAccountToken", "ns-uid", "op", 3)).expect("parse");
-        assert_eq!(next_restores(Some(&after), &restored), 3, "and only once");
         assert_eq!(
-            next_restores(Some(&rp), &live),
+            next_restores(Some((after.restores, &after.origin_uid)), &restored),
+            3,
+            "and only once"
+        );
+        assert_eq!(
+            next_restores(Some((rp.restores, &rp.origin_uid)), &live),
             2,
             "a content change is no restore"
         );
@@ -758,11 +803,17 @@ mod tests {
         let point = point_written(Some("ns-1"), "2026-03-01T00:00:00Z");
         let first = namespace("ns-1", "2026-01-01T00:00:00Z");
         let again = namespace("ns-2", "2026-05-01T00:00:00Z");
-        assert_eq!(provenance(&point, &first, None), Provenance::Here);
-        assert_eq!(provenance(&point, &again, None), Provenance::Earlier);
+        assert_eq!(
+            provenance(&Written::of(&point), &first, None),
+            Provenance::Here
+        );
+        assert_eq!(
+            provenance(&Written::of(&point), &again, None),
+            Provenance::Earlier
+        );
         // Not even when the live object has the UID the point saved: the namespace differs.
         assert_eq!(
-            provenance(&point, &again, Some("uid-1")),
+            provenance(&Written::of(&point), &again, Some("uid-1")),
             Provenance::Earlier
         );
         assert!(!Provenance::Earlier.restorable());
@@ -779,10 +830,13 @@ mod tests {
             .insert(annotation::ADOPT_NAMESPACE_UID.into(), "ns-2".into());
         let again = namespace("ns-2", "2026-05-01T00:00:00Z");
         let third = namespace("ns-3", "2026-06-01T00:00:00Z");
-        assert_eq!(provenance(&point, &again, None), Provenance::Adopted);
+        assert_eq!(
+            provenance(&Written::of(&point), &again, None),
+            Provenance::Adopted
+        );
         assert!(Provenance::Adopted.restorable());
         assert_eq!(
-            provenance(&point, &third, None),
+            provenance(&Written::of(&point), &third, None),
             Provenance::Earlier,
             "that one namespace only"
         );
@@ -794,24 +848,36 @@ mod tests {
         let older = namespace("ns-1", "2026-01-01T00:00:00Z");
         let newer = namespace("ns-2", "2026-05-01T00:00:00Z");
         let same_second = namespace("ns-3", "2026-03-01T00:00:00Z");
-        assert_eq!(provenance(&point, &older, None), Provenance::HereUnrecorded);
-        assert_eq!(provenance(&point, &newer, None), Provenance::Earlier);
         assert_eq!(
-            provenance(&point, &same_second, None),
+            provenance(&Written::of(&point), &older, None),
+            Provenance::HereUnrecorded
+        );
+        assert_eq!(
+            provenance(&Written::of(&point), &newer, None),
+            Provenance::Earlier
+        );
+        assert_eq!(
+            provenance(&Written::of(&point), &same_second, None),
             Provenance::Earlier,
             "older means older"
         );
         // It saves the very Secret that lives in the newer namespace: written here.
         assert_eq!(
-            provenance(&point, &newer, Some("uid-1")),
+            provenance(&Written::of(&point), &newer, Some("uid-1")),
             Provenance::HereUnrecorded
         );
-        assert_eq!(provenance(&point, &newer, Some("")), Provenance::Earlier);
+        assert_eq!(
+            provenance(&Written::of(&point), &newer, Some("")),
+            Provenance::Earlier
+        );
         let unknown = NamespaceIdentity {
             uid: "ns-4".into(),
             created: None,
         };
-        assert_eq!(provenance(&point, &unknown, None), Provenance::Earlier);
+        assert_eq!(
+            provenance(&Written::of(&point), &unknown, None),
+            Provenance::Earlier
+        );
     }
 
     #[test]
@@ -893,6 +959,7 @@ mod tests {
         };
         let snap = build_sa_snapshot(&sa, "writer-token", "ns-uid", "op");
         let key = ObjectKey::new("ingest", "writer-token");
+        let snap = Written::of(&snap);
         assert!(snapshot_belongs_to(&snap, &key, "writer"));
         assert!(
             !snapshot_belongs_to(&snap, &key, "admin"),
@@ -903,7 +970,13 @@ mod tests {
             &ObjectKey::new("ingest", "other-token"),
             "writer"
         ));
-        let point = build(&token_secret(), "ServiceAccountToken", "ns-uid", "op", 0);
+        let point = Written::of(&build(
+            &token_secret(),
+            "ServiceAccountToken",
+            "ns-uid",
+            "op",
+            0,
+        ));
         assert!(
             !snapshot_belongs_to(&point, &key, "writer"),
             "a restore point is no snapshot"

@@ -25,6 +25,7 @@ const ORDER: &[&str] = &[
     "leader.rs",
     "alerts.rs",
     "restore_point.rs",
+    "cache.rs",
     // Guard: pure decisions and state.
     "guard/spec.rs",
     "guard/index.rs",

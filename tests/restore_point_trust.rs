@@ -122,7 +122,7 @@ async fn alter_restore_point(
         "the operator's cache to see the altered restore point",
         || async {
             let cached = ctx.stores.restore_point(OPERATOR_NAMESPACE, &rp_name)?;
-            (version(&cached)? >= altered).then_some(())
+            (cached.resource_version.parse::<u64>().ok()? >= altered).then_some(())
         },
     )
     .await;

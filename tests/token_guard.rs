@@ -538,6 +538,14 @@ async fn the_audit_repairs_and_counts_drift_the_watches_do_not_act_on() {
     let guard = secretguard::guard::index::ObjectKey::new(&ns.name, "g");
     let rps: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let rp_name = restore_point::name_for(&ns.name, "writer-token");
+    let cached_hash = || {
+        let cached = ctx.stores.restore_point(OPERATOR_NAMESPACE, &rp_name)?;
+        Some(cached.saved.as_ref().ok()?.content_hash)
+    };
+    let before = wait_for("the operator's cache to hold the restore point", || async {
+        cached_hash()
+    })
+    .await;
     rps.patch(
         &rp_name,
         &PatchParams::default(),
@@ -548,11 +556,7 @@ async fn the_audit_repairs_and_counts_drift_the_watches_do_not_act_on() {
     // The operator must have seen the edit before the audit can find it.
     wait_for(
         "the operator's cache to hold the edited restore point",
-        || async {
-            let cached = ctx.stores.restore_point(OPERATOR_NAMESPACE, &rp_name)?;
-            let data = cached.data.as_ref()?.get("token")?;
-            (data.0 == b"tampered").then_some(())
-        },
+        || async { cached_hash().filter(|h| *h != before).map(|_| ()) },
     )
     .await;
     let drift = ctx.audit_drift(&guard);

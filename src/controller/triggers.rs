@@ -1,5 +1,6 @@
-//! What each watch event queues: the guarded Secrets it may concern, and guard statuses.
-//! Also the audit, which queues everything to find what the watches missed.
+//! What each watch event queues: the guarded Secrets it may concern, and guard statuses;
+//! and what the Secret and restore-point caches keep of the objects events show. Also the
+//! audit, which queues everything to find what the watches missed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use kube::core::PartialObjectMeta;
 
 use super::selectors;
 use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
+use crate::cache::{CachedRestorePoint, CachedSecret};
 use crate::guard::context::{Context, Work};
 use crate::guard::spec::{self, TargetKind};
 use crate::guard::status;
@@ -145,41 +147,99 @@ fn spec_in_force(guard: &SecretGuard, operator_namespace: &str) -> Option<Secret
     })
 }
 
-pub fn on_secret(ctx: &Arc<Context>, secret: &Secret, deleted: bool) {
-    let key = ObjectKey::of(secret);
+pub fn on_secret(ctx: &Arc<Context>, secret: &CachedSecret, deleted: bool) {
+    let key = secret.key.clone();
     if deleted {
         let mut records = ctx.records();
         if let Some(r) = records.targets.get_mut(&key) {
             r.missing_since.get_or_insert_with(Instant::now);
         }
         if secret
-            .annotations()
-            .get(labels::RETIRE)
-            .is_some_and(|v| v == "true")
+            .detail
+            .as_ref()
+            .is_some_and(|d| d.annotation(labels::RETIRE) == Some("true"))
         {
             // Its last state said "retired": the reconcile may only ever see it gone.
             records
                 .retired_deletions
-                .insert(key.clone(), secret.uid().unwrap_or_default());
+                .insert(key.clone(), secret.uid.clone());
         }
     }
     ctx.touch(key);
 }
 
-pub fn on_restore_point(ctx: &Arc<Context>, rp: &Secret, deleted: bool) {
-    let Some(key) = restore_point::origin_key(rp) else {
+/// How a watch event showed an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// In a (re-)list.
+    Listed,
+    /// Created or changed.
+    Changed,
+    /// Deleted, or no longer labelled: its final state.
+    Deleted,
+}
+
+/// What the Secret cache keeps of a Secret a watch event showed, and, when a reconcile will
+/// need its data, the whole Secret kept for it (`Context::keep_content`). Nothing but its
+/// name and UID is kept of a Secret no guard targets: whoever can label a Secret decides
+/// nothing about the operator's memory. Runs before the cache is updated.
+pub fn admit_secret(ctx: &Context, secret: Secret, seen: Seen) -> CachedSecret {
+    let key = ObjectKey::of(&secret);
+    let guarded = ctx
+        .index()
+        .resolve(&key, secret.metadata.labels.as_ref())
+        .is_some();
+    if !guarded {
+        return CachedSecret::minimal(&secret);
+    }
+    let cached = CachedSecret::detailed(&secret);
+    // Only for the leader's workers; never for a (re-)list: what changed while no watch
+    // ran is read with a GET, rather than holding every guarded Secret at once.
+    let needed = *ctx.leading.borrow()
+        && match seen {
+            Seen::Listed => false,
+            // Its final state. (A Secret that only lost our label comes as a deletion too,
+            // with its previous content: its restore then finds it there and looks again.)
+            Seen::Deleted => true,
+            // A change its restore point does not hold yet.
+            Seen::Changed => !restore_point_holds(ctx, &cached),
+        };
+    if needed && !ctx.keep_content(key.clone(), Arc::new(secret)) {
+        tracing::warn!(target = %key, "too much Secret content waiting for reconciles: this one will be read again");
+    }
+    cached
+}
+
+/// The restore point in the cache holds this Secret's content already.
+fn restore_point_holds(ctx: &Context, secret: &CachedSecret) -> bool {
+    let name = restore_point::name_for(&secret.key.namespace, &secret.key.name);
+    ctx.stores
+        .restore_point(&ctx.config.operator_namespace, &name)
+        .is_some_and(|rp| {
+            rp.saved.as_ref().is_ok_and(|s| {
+                rp.origin_uid() == secret.uid
+                    && secret
+                        .detail
+                        .as_ref()
+                        .is_some_and(|d| d.content_hash == s.content_hash)
+            })
+        })
+}
+
+/// What the restore-point cache keeps of a restore point or snapshot: never its data.
+pub fn admit_restore_point(_ctx: &Context, rp: Secret, _seen: Seen) -> CachedRestorePoint {
+    CachedRestorePoint::of(&rp)
+}
+
+pub fn on_restore_point(ctx: &Arc<Context>, rp: &CachedRestorePoint, deleted: bool) {
+    let Some(key) = rp.origin().cloned() else {
         return;
     };
     if deleted {
         // A deleted restore point is rewritten from the live object.
         ctx.touch(key);
     } else {
-        if rp
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(restore_point::annotation::ADOPT_NAMESPACE_UID))
-        {
+        if rp.written.adopt_namespace_uid.is_some() {
             // A cluster admin allows it into a re-created namespace: act on it now.
             ctx.touch(key.clone());
         }
@@ -218,10 +278,10 @@ pub fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, delet
         if deleted {
             // Its guards are gone too: start the retention of its restore points.
             for rp in ctx.stores.restore_points.state() {
-                if let Some(origin) = restore_point::origin_key(&rp)
+                if let Some(origin) = rp.origin()
                     && origin.namespace == name
                 {
-                    ctx.touch_in(origin, Lane::Background);
+                    ctx.touch_in(origin.clone(), Lane::Background);
                 }
             }
         }
@@ -243,12 +303,12 @@ pub fn startup_pass(ctx: &Context) -> Vec<Work> {
 fn queue_all(ctx: &Context, count_drift: bool) -> Vec<Work> {
     let mut keys: BTreeSet<ObjectKey> = ctx.index().all_targets().into_iter().collect();
     for rp in ctx.stores.restore_points.state() {
-        if let Some(origin) = restore_point::origin_key(&rp) {
-            keys.insert(origin);
+        if let Some(origin) = rp.origin() {
+            keys.insert(origin.clone());
         }
     }
     for s in ctx.stores.secrets.state() {
-        keys.insert(ObjectKey::of(s.as_ref()));
+        keys.insert(s.key.clone());
     }
     let guards: Vec<ObjectKey> = ctx.index().guards().map(|g| g.key.clone()).collect();
     if count_drift {

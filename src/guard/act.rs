@@ -3,6 +3,7 @@
 //! and its source error (`outcome::Failure`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
@@ -11,9 +12,11 @@ use serde_json::json;
 use super::context::Context;
 use super::decide::{Action, Decision, Tombstone};
 use super::load::ObservedTarget;
+use super::observe;
 use super::outcome::{Executed, Failure, TokenCheck};
 use super::spec::TargetSpec;
 use super::verify;
+use crate::cache::CachedRestorePoint;
 use crate::error::ActionError;
 use crate::object_key::ObjectKey;
 use crate::{fault, labels, restore_point};
@@ -126,17 +129,10 @@ async fn restore_identical(
     ctx: &Context,
     target: &ObservedTarget,
 ) -> ActionResult<Option<TokenCheck>> {
-    // Decide never restores from a refused point or a tombstone; this is the last line,
-    // before a write.
-    let Some(rp) = target
-        .usable_restore_point()
-        .filter(|rp| !rp.annotations.contains_key(labels::TOMBSTONE))
-    else {
-        return Err(ActionError::MissingRestorePoint);
-    };
+    let rp = restore_source(ctx, target).await?;
     // Labels come back as saved, kubernetes.io/legacy-token-invalid-since included: a copy
     // does not say who set it, and an invalidation someone meant must stay.
-    let mut secret = restore_point::restored_secret(rp, &target.key, &[]);
+    let mut secret = restore_point::restored_secret(&rp, &target.key, &[]);
     if let Some(annotations) = secret.metadata.annotations.as_mut() {
         // A rotation asked for before is never asked again by a restore.
         annotations.remove(labels::ROTATE);
@@ -165,6 +161,55 @@ async fn restore_identical(
     ))
 }
 
+/// What to restore, data included: the deleted Secret's final state when this reconcile
+/// holds it and the restore point holds the same (no request at all), else the restore
+/// point, read with one GET (the cache keeps no data). Decide never restores from a
+/// refused point or a tombstone; this is the last line, before a write: the point read
+/// is judged again.
+async fn restore_source(
+    ctx: &Context,
+    target: &ObservedTarget,
+) -> ActionResult<restore_point::RestorePoint> {
+    if let Some(rp) = target.restore_from_final_state() {
+        return Ok(rp);
+    }
+    let (Some(_), Some(ns)) = (
+        target.usable_saved().filter(|s| s.tombstone.is_none()),
+        target.namespace.active(),
+    ) else {
+        return Err(ActionError::MissingRestorePoint);
+    };
+    let name = restore_point::name_for(&target.key.namespace, &target.key.name);
+    let point = restore_points(ctx)
+        .get_opt(&name)
+        .await?
+        .ok_or(ActionError::MissingRestorePoint)?;
+    let live_uid = target.live.as_ref().map(|s| s.uid.as_str());
+    let read = CachedRestorePoint::of(&point);
+    let kind = target.spec.kind();
+    if observe::restore_point_refusal(&read, &target.key, kind, ns, live_uid).is_some()
+        || read.saved.as_ref().is_ok_and(|s| s.tombstone.is_some())
+    {
+        return Err(ActionError::MissingRestorePoint);
+    }
+    restore_point::parse(&point).map_err(|_| ActionError::MissingRestorePoint)
+}
+
+/// The usable restore point whole (one GET): what only the stored point says.
+async fn read_restore_point(
+    ctx: &Context,
+    target: &ObservedTarget,
+) -> ActionResult<Option<restore_point::RestorePoint>> {
+    if target.usable_restore_point().is_none() {
+        return Ok(None);
+    }
+    let name = restore_point::name_for(&target.key.namespace, &target.key.name);
+    Ok(restore_points(ctx)
+        .get_opt(&name)
+        .await?
+        .and_then(|p| restore_point::parse(&p).ok()))
+}
+
 /// Add secretguard.dev/guarded=true, so the label-filtered watch sees the Secret.
 async fn label(ctx: &Context, key: &ObjectKey) -> ActionResult {
     let patch = json!({
@@ -178,21 +223,38 @@ async fn label(ctx: &Context, key: &ObjectKey) -> ActionResult {
     Ok(())
 }
 
-/// Save the live content as the restore point, counting a restore when the live Secret
-/// is one the operator re-created.
+/// Save the live content as the restore point (a deleted Secret's final state, when the
+/// restore point lacks it), counting a restore when the Secret is one the operator
+/// re-created. Written from the watch event that showed the content; with one GET when
+/// this reconcile does not hold it.
 async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionResult {
     // Decide writes nothing outside an active namespace.
-    let (Some(live), Some(ns)) = (&target.live, target.namespace.active()) else {
+    let Some(ns) = target.namespace.active() else {
         return Ok(());
     };
+    let source = match (&target.content, &target.live) {
+        (Some(content), _) => Arc::clone(content),
+        (None, Some(_)) => match secrets(ctx, &target.key.namespace)
+            .get_opt(&target.key.name)
+            .await?
+        {
+            Some(s) => Arc::new(s),
+            // Deleted meanwhile: its deletion event brings this key back.
+            None => return Ok(()),
+        },
+        (None, None) => return Ok(()),
+    };
     // A refused point's count is not this Secret's: it starts again.
-    let previous = target.usable_restore_point();
-    let restores = restore_point::next_restores(previous, live);
-    if previous.is_some_and(|rp| restores > rp.restores) {
+    let previous = target
+        .usable_restore_point()
+        .filter(|rp| rp.saved.is_ok())
+        .map(|rp| (rp.restores, rp.origin_uid()));
+    let restores = restore_point::next_restores(previous, &source);
+    if previous.is_some_and(|(before, _)| restores > before) {
         fault::point(fault::points::COUNT_NOT_SAVED);
     }
     let rp = restore_point::build(
-        live,
+        &source,
         target.spec.kind().as_str(),
         &ns.uid,
         &ctx.config.operator_namespace,
@@ -216,10 +278,7 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
 /// from the version of the Secret the decision saw (who set the label was read from it):
 /// if it changed since, the apiserver refuses (409) and the next reconcile decides again.
 async fn remove_invalid_label(ctx: &Context, target: &ObservedTarget) -> ActionResult {
-    let version = target
-        .live
-        .as_ref()
-        .and_then(|s| s.metadata.resource_version.clone());
+    let version = target.live.as_ref().map(|s| s.resource_version.clone());
     let patch = json!({"metadata": {
         "resourceVersion": version,
         "labels": {labels::LEGACY_TOKEN_INVALID_SINCE: null},
@@ -243,22 +302,28 @@ async fn forget_restore_point(
     let Some(ns) = target.namespace.active() else {
         return Ok(());
     };
-    let rp = target.usable_restore_point();
-    let live = target.live.as_ref().map(|s| &s.metadata);
-    let live_annotation = |key: &str| live.and_then(|m| m.annotations.as_ref()?.get(key).cloned());
-    let saved_annotation = |key: &str| rp.and_then(|rp| rp.annotations.get(key).cloned());
+    let live = target.live.as_ref().and_then(|s| s.detail.as_ref());
+    let live_annotation = |key: &str| live.and_then(|d| d.annotation(key)).map(str::to_owned);
+    let names = [labels::SA_NAME_ANNOTATION, labels::SA_UID_ANNOTATION];
+    // What only the stored point says (its type, the names it saved), read when needed.
+    let rp = match live {
+        Some(_) if names.iter().all(|k| live_annotation(k).is_some()) => None,
+        _ => read_restore_point(ctx, target).await?,
+    };
+    let saved_annotation = |key: &str| rp.as_ref().and_then(|rp| rp.annotations.get(key).cloned());
     let kept = |key: &str| live_annotation(key).or_else(|| saved_annotation(key));
-    let type_ = match (&target.live, rp, &target.spec) {
-        (Some(s), _, _) => s.type_.clone(),
+    let type_ = match (live, &rp, &target.spec) {
+        (Some(d), _, _) => Some(d.type_.clone()),
         (None, Some(rp), _) => Some(rp.type_.clone()),
         (None, None, TargetSpec::Token { .. }) => Some(labels::TOKEN_TYPE.to_owned()),
         (None, None, TargetSpec::Secret) => None,
     };
+    let saved = target.usable_restore_point();
     let mut annotations = BTreeMap::from([(labels::TOMBSTONE.to_owned(), why.as_str().to_owned())]);
     if why == Tombstone::Retired {
         annotations.insert(labels::RETIRE.to_owned(), "true".to_owned());
     }
-    for key in [labels::SA_NAME_ANNOTATION, labels::SA_UID_ANNOTATION] {
+    for key in names {
         if let Some(v) = kept(key) {
             annotations.insert(key.to_owned(), v);
         }
@@ -267,9 +332,11 @@ async fn forget_restore_point(
         metadata: ObjectMeta {
             name: Some(target.key.name.clone()),
             namespace: Some(target.key.namespace.clone()),
-            uid: live
-                .and_then(|m| m.uid.clone())
-                .or_else(|| rp.map(|rp| rp.origin_uid.clone())),
+            uid: target
+                .live
+                .as_ref()
+                .map(|s| s.uid.clone())
+                .or_else(|| saved.map(|p| p.origin_uid().to_owned())),
             annotations: Some(annotations),
             ..Default::default()
         },
@@ -281,7 +348,7 @@ async fn forget_restore_point(
         target.spec.kind().as_str(),
         &ns.uid,
         &ctx.config.operator_namespace,
-        rp.map(|rp| rp.restores).unwrap_or(0),
+        saved.map(|rp| rp.restores).unwrap_or(0),
     );
     let name = restore_point::name_for(&target.key.namespace, &target.key.name);
     // Over the version read only, as every restore point write (see save_restore_point).
@@ -318,15 +385,37 @@ async fn rotate_service_account(ctx: &Context, target: &ObservedTarget, uid: &st
     Ok(())
 }
 
-/// Re-create the ServiceAccount from its snapshot.
+/// Re-create the ServiceAccount from its snapshot (read with one GET: the cache keeps no
+/// data).
 async fn recreate_service_account(ctx: &Context, target: &ObservedTarget) -> ActionResult {
-    let Some(sa) = target
-        .sa_snapshot
-        .as_ref()
-        .and_then(restore_point::parse_sa_snapshot)
-    else {
+    if target.sa_snapshot.is_none() {
         return Err(ActionError::MissingSnapshot);
+    }
+    let name = restore_point::snapshot_name_for(&target.key.namespace, &target.key.name);
+    let snapshot = restore_points(ctx)
+        .get_opt(&name)
+        .await?
+        .ok_or(ActionError::MissingSnapshot)?;
+    // Judged again as read, like a restore point (see restore_source).
+    let usable = match (&target.spec, target.namespace.active()) {
+        (
+            TargetSpec::Token {
+                service_account, ..
+            },
+            Some(ns),
+        ) => observe::snapshot_usable(
+            &CachedRestorePoint::of(&snapshot),
+            &target.key,
+            service_account,
+            ns,
+            None,
+        ),
+        _ => false,
     };
+    if !usable {
+        return Err(ActionError::MissingSnapshot);
+    }
+    let sa = restore_point::parse_sa_snapshot(&snapshot).ok_or(ActionError::BadSnapshot)?;
     let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &target.key.namespace);
     tolerate(sas.create(&create_params(), &sa).await, &[409])?;
     Ok(())

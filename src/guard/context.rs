@@ -1,6 +1,6 @@
 //! What every step of a reconcile reads and writes: the client, the settings, the caches
-//! the watches fill, the guard index, what is remembered between reconciles, the work
-//! queue and the reporters. Built by `Context::new` without starting anything that
+//! the watches fill, the contents of the latest watch events, the guard index, what is
+//! remembered between reconciles, the work queue and the reporters. Built by `Context::new` without starting anything that
 //! watches, so a test can build one over a mock apiserver and fill its caches by hand.
 
 use std::collections::HashMap;
@@ -17,6 +17,7 @@ use super::index::Index;
 use super::state::Records;
 use crate::alerts::Alerter;
 use crate::api::v1alpha1::SecretGuard;
+use crate::cache::{self, CachedRestorePoint, CachedSecret};
 use crate::config::Config;
 use crate::labels;
 use crate::metrics::Metrics;
@@ -33,13 +34,15 @@ pub enum Work {
     Status(ObjectKey),
 }
 
-/// The caches the watches fill (src/controller/watches.rs).
+/// The caches the watches fill (src/controller/watches.rs). None holds Secret data
+/// (src/cache.rs).
 pub struct Stores {
     pub guards: Store<SecretGuard>,
-    /// Secrets labelled secretguard.dev/guarded only.
-    pub secrets: Store<Secret>,
-    /// Restore points and ServiceAccount snapshots, in the operator namespace.
-    pub restore_points: Store<Secret>,
+    /// Secrets labelled secretguard.dev/guarded only, reduced.
+    pub secrets: Store<CachedSecret>,
+    /// Restore points and ServiceAccount snapshots, in the operator namespace, reduced.
+    pub restore_points: Store<CachedRestorePoint>,
+    /// Metadata only, and of that only what identifies them.
     pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
@@ -47,8 +50,8 @@ pub struct Stores {
 /// The write side of the caches: handed to the watches that fill them.
 pub struct StoreWriters {
     pub guards: Writer<SecretGuard>,
-    pub secrets: Writer<Secret>,
-    pub restore_points: Writer<Secret>,
+    pub secrets: Writer<CachedSecret>,
+    pub restore_points: Writer<CachedRestorePoint>,
     pub service_accounts: Writer<PartialObjectMeta<ServiceAccount>>,
     pub namespaces: Writer<PartialObjectMeta<Namespace>>,
 }
@@ -83,12 +86,16 @@ impl Stores {
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
     }
 
-    pub fn secret(&self, key: &ObjectKey) -> Option<Arc<Secret>> {
+    pub fn secret(&self, key: &ObjectKey) -> Option<Arc<CachedSecret>> {
         self.secrets
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
     }
 
-    pub fn restore_point(&self, operator_namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    pub fn restore_point(
+        &self,
+        operator_namespace: &str,
+        name: &str,
+    ) -> Option<Arc<CachedRestorePoint>> {
         self.restore_points
             .get(&ObjectRef::new(name).within(operator_namespace))
     }
@@ -136,7 +143,36 @@ pub struct Context {
     pub startup_done: tokio::sync::watch::Sender<bool>,
     /// One watch per guard with a secretSelector: (selector, task).
     pub selector_watches: Mutex<SelectorWatches>,
+    /// Whole Secrets from watch events, kept until the reconcile of their key takes them.
+    pub contents: Mutex<Contents>,
 }
+
+/// The Secrets, data included, that watch events carried and that a reconcile will need:
+/// a guarded Secret whose content its restore point does not hold yet, or the final state
+/// of a deleted one. The caches never hold data; this holds it only from the event to the
+/// reconcile of its key, at most one per key (the latest) and `CONTENTS_MAX_BYTES` in all.
+#[derive(Debug, Default)]
+pub struct Contents {
+    by_key: HashMap<ObjectKey, Arc<Secret>>,
+    bytes: usize,
+}
+
+impl Contents {
+    fn insert(&mut self, key: ObjectKey, secret: Arc<Secret>) -> bool {
+        let bytes = cache::secret_bytes(&secret);
+        let replaced = self.by_key.get(&key).map_or(0, |s| cache::secret_bytes(s));
+        if self.bytes - replaced + bytes > CONTENTS_MAX_BYTES {
+            return false;
+        }
+        self.bytes = self.bytes - replaced + bytes;
+        self.by_key.insert(key, secret);
+        true
+    }
+}
+
+/// Beyond this, a new event's content is not kept: a save then reads the Secret with a
+/// GET, and a deleted Secret is restored from its restore point as it is.
+pub const CONTENTS_MAX_BYTES: usize = 32 * 1024 * 1024;
 
 /// The selector watches by guard: (selector, task).
 pub type SelectorWatches = HashMap<ObjectKey, (String, tokio::task::AbortHandle)>;
@@ -206,6 +242,7 @@ impl Context {
             leading: tokio::sync::watch::Sender::new(config.leader.is_none()),
             startup_done: tokio::sync::watch::Sender::new(false),
             selector_watches: Mutex::new(HashMap::new()),
+            contents: Mutex::new(Contents::default()),
             config,
         };
         (ctx, writers)
@@ -229,6 +266,28 @@ impl Context {
 
     pub fn selector_watches(&self) -> MutexGuard<'_, SelectorWatches> {
         recover(self.selector_watches.lock())
+    }
+
+    /// Keep the content of a watch event for the reconcile of its key, replacing an older
+    /// one; false when it does not fit in `CONTENTS_MAX_BYTES`.
+    pub fn keep_content(&self, key: ObjectKey, secret: Arc<Secret>) -> bool {
+        recover(self.contents.lock()).insert(key, secret)
+    }
+
+    /// Take the content kept for a key (a reconcile of it has started).
+    pub fn take_content(&self, key: &ObjectKey) -> Option<Arc<Secret>> {
+        let mut c = recover(self.contents.lock());
+        let secret = c.by_key.remove(key)?;
+        c.bytes -= cache::secret_bytes(&secret);
+        Some(secret)
+    }
+
+    /// Give back a content a failed reconcile took, unless a newer event brought another.
+    pub fn return_content(&self, key: &ObjectKey, secret: Arc<Secret>) {
+        let mut c = recover(self.contents.lock());
+        if !c.by_key.contains_key(key) {
+            c.insert(key.clone(), secret);
+        }
     }
 
     /// Work items failing right now (retrying with backoff).

@@ -43,11 +43,14 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Client;
 use kube::client::Body;
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::Lookup;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::context::{Context, StoreWriters};
+use crate::cache::{CachedRestorePoint, CachedSecret};
 use crate::config::Config;
+use crate::controller::triggers::{Seen, admit_secret};
 
 pub const OPERATOR_NAMESPACE: &str = "secretguard-system";
 
@@ -203,22 +206,47 @@ pub fn context() -> (Context, StoreWriters, ApiServer) {
     (ctx, writers, api)
 }
 
-/// Put an object into a cache, as its watch would.
-pub fn cache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: K)
+/// Put an object into a cache, as its watch would (a Secret reduced as the Secret and
+/// restore-point caches keep it).
+pub fn cache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: impl Into<K>)
 where
-    K: kube::Resource + Clone + 'static,
+    K: Lookup + Clone + 'static,
     K::DynamicType: Clone + Default + Eq + std::hash::Hash,
 {
-    writer.apply_watcher_event(&watcher::Event::Apply(obj));
+    writer.apply_watcher_event(&watcher::Event::Apply(obj.into()));
 }
 
 /// Take an object out of a cache, as its watch would on deletion.
-pub fn uncache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: K)
+pub fn uncache<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, obj: impl Into<K>)
 where
-    K: kube::Resource + Clone + 'static,
+    K: Lookup + Clone + 'static,
     K::DynamicType: Clone + Default + Eq + std::hash::Hash,
 {
-    writer.apply_watcher_event(&watcher::Event::Delete(obj));
+    writer.apply_watcher_event(&watcher::Event::Delete(obj.into()));
+}
+
+/// A guarded Secret as the Secret cache keeps it.
+impl From<Secret> for CachedSecret {
+    fn from(secret: Secret) -> CachedSecret {
+        CachedSecret::detailed(&secret)
+    }
+}
+
+/// A restore point as the restore-point cache keeps it.
+impl From<Secret> for CachedRestorePoint {
+    fn from(point: Secret) -> CachedRestorePoint {
+        CachedRestorePoint::of(&point)
+    }
+}
+
+/// A Secret's watch event, as the operator handles it: reduced for the cache (and its
+/// content kept for the reconcile when it needs it).
+pub fn secret_event(ctx: &Context, writers: &mut StoreWriters, secret: Secret, seen: Seen) {
+    let cached = admit_secret(ctx, secret, seen);
+    match seen {
+        Seen::Deleted => uncache(&mut writers.secrets, cached),
+        _ => cache(&mut writers.secrets, cached),
+    }
 }
 
 pub fn namespace(name: &str) -> PartialObjectMeta<Namespace> {

@@ -1,8 +1,12 @@
 //! Step 1 of a reconcile: gather what one guarded Secret's decision needs, from the caches
 //! first. The apiserver is asked only where a cache cannot know: a Secret without our
-//! label (the cache holds labelled ones only), a namespace or ServiceAccount so new that
-//! its watch event has not arrived (or gone). The cost is proportional to this one
-//! object, never to the size of its guard.
+//! label (the cache holds labelled ones only) or cached without detail (no guard targeted
+//! it then), a namespace or ServiceAccount so new that its watch event has not arrived (or
+//! gone). The cost is proportional to this one object, never to the size of its guard.
+//! The caches hold no Secret data: the whole Secret comes with the watch event that
+//! showed it (`Context::take_content`), or from the GET.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
@@ -15,6 +19,7 @@ use super::observe;
 use super::spec::TargetSpec;
 use super::state::Sharing;
 use crate::api::v1alpha1::Severity;
+use crate::cache::{CachedRestorePoint, CachedSecret, Saved};
 use crate::object_key::ObjectKey;
 use crate::restore_point::{self, NamespaceIdentity, RestorePoint};
 use crate::{Result, labels};
@@ -51,10 +56,16 @@ pub struct ObservedTarget {
     pub policy: Policy,
     /// Other guards cover it too.
     pub sharing: Option<Sharing>,
-    pub live: Option<Secret>,
+    /// The live Secret, as the cache holds it (always with its detail).
+    pub live: Option<Arc<CachedSecret>>,
+    /// The whole Secret, data included, as the latest watch event (or the GET) showed it:
+    /// the same version as `live`, or, when the Secret is gone, its final state. Held only
+    /// for this reconcile: what a restore point is written from.
+    pub content: Option<Arc<Secret>>,
     /// The live Secret was read from the apiserver in this reconcile (not only the cache).
     pub looked: bool,
-    pub restore_point: Option<RestorePoint>,
+    /// A readable restore point (never its data).
+    pub restore_point: Option<Arc<CachedRestorePoint>>,
     /// Why the restore point must not be restored into this target, if it must not
     /// (saved in an earlier namespace of the same name, or recording another origin).
     pub restore_point_refused: Option<Refusal>,
@@ -63,7 +74,7 @@ pub struct ObservedTarget {
     pub restore_point_version: Option<String>,
     /// The ServiceAccount snapshot, only if it may be used here (see
     /// `observe::snapshot_usable`).
-    pub sa_snapshot: Option<Secret>,
+    pub sa_snapshot: Option<Arc<CachedRestorePoint>>,
     pub namespace: NamespaceState,
     /// For a token: its ServiceAccount (metadata).
     pub service_account: Option<PartialObjectMeta<ServiceAccount>>,
@@ -77,41 +88,53 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
     let point = ctx
         .stores
         .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name));
-    let restore_point_version = point
-        .as_ref()
-        .and_then(|s| s.metadata.resource_version.clone());
-    let restore_point = point
-        .as_deref()
-        .and_then(|s| match restore_point::parse(s) {
-            Ok(rp) => Some(rp),
-            Err(e) => {
-                tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
-                None
-            }
-        });
-    let mut live = ctx.stores.secret(key).map(|s| (*s).clone());
+    let restore_point_version = point.as_ref().map(|p| p.resource_version.clone());
+    let restore_point = point.filter(|p| match &p.saved {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
+            false
+        }
+    });
+    let cached = ctx.stores.secret(key);
+    // Cached without detail: labelled while no guard targeted it; only the apiserver knows
+    // what it is now.
+    let bare = cached.as_ref().is_some_and(|s| s.detail.is_none());
+    let mut live = cached.clone().filter(|_| !bare);
+    let mut content = ctx.take_content(key).filter(|c| match &live {
+        // The same version as the cache, or nothing.
+        Some(l) => c.metadata.resource_version.as_deref() == Some(l.resource_version.as_str()),
+        // The final state of a deleted Secret.
+        None => cached.is_none(),
+    });
     let mut looked = false;
-    let mut guarding = Guarding::resolve(ctx, key, live.as_ref(), restore_point.as_ref());
-    if guarding.is_none() && live.is_none() && ctx.index().has_selectors(&key.namespace) {
-        // Not labelled by us (yet): a selector may match it. Look at it once.
-        live = get_secret(ctx, key).await?;
+    let mut guarding = Guarding::resolve(
+        ctx,
+        key,
+        live.as_deref(),
+        content.as_deref(),
+        restore_point.as_deref(),
+    );
+    let may_be_selected = || ctx.index().has_selectors(&key.namespace);
+    if (bare && (guarding.is_some() || may_be_selected()))
+        || (guarding.is_none() && live.is_none() && may_be_selected())
+    {
+        // Not labelled by us (yet), or cached bare: a guard may target it. Look at it once.
+        content = get_secret(ctx, key).await?.map(Arc::new);
+        live = content
+            .as_deref()
+            .map(|s| Arc::new(CachedSecret::detailed(s)));
         looked = true;
-        guarding = Guarding::resolve(ctx, key, live.as_ref(), restore_point.as_ref());
+        guarding = Guarding::resolve(ctx, key, live.as_deref(), None, restore_point.as_deref());
     }
     let Some(guarding) = guarding else {
         return Ok(None);
     };
     let namespace = namespace_state(ctx, &key.namespace).await?;
-    if live.as_ref().is_some_and(invalidation_owner_unknown) {
-        // Who set the invalidation label decides whether it may be removed, and the
-        // cache keeps no managedFields: read the Secret once, with them.
-        live = get_secret(ctx, key).await?;
-        looked = true;
-    }
-    let live_uid = live.as_ref().and_then(|s| s.metadata.uid.as_deref());
-    let restore_point_refused = match (namespace.active(), &point, &restore_point) {
-        (Some(ns), Some(point), Some(rp)) => {
-            observe::restore_point_refusal(point, rp, key, guarding.spec.kind(), ns, live_uid)
+    let live_uid = live.as_ref().map(|s| s.uid.as_str());
+    let restore_point_refused = match (namespace.active(), &restore_point) {
+        (Some(ns), Some(point)) => {
+            observe::restore_point_refusal(point, key, guarding.spec.kind(), ns, live_uid)
         }
         _ => None,
     };
@@ -150,8 +173,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
                     .as_ref()
                     .and_then(|sa| sa.metadata.uid.as_deref());
                 observe::snapshot_usable(snapshot, key, name, ns, sa_uid)
-            })
-            .map(|s| (*s).clone()),
+            }),
         _ => None,
     };
     Ok(Some(ObservedTarget {
@@ -163,6 +185,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         policy: guarding.policy,
         sharing: guarding.sharing,
         live,
+        content,
         looked,
         restore_point,
         restore_point_refused,
@@ -172,16 +195,6 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         service_account,
         deleted_retired: ctx.records().retired_deletions.contains_key(key),
     }))
-}
-
-/// Carries the invalidation label, but not the managedFields that say who set it.
-fn invalidation_owner_unknown(secret: &Secret) -> bool {
-    secret
-        .metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(labels::LEGACY_TOKEN_INVALID_SINCE))
-        && secret.metadata.managed_fields.is_none()
 }
 
 /// The guards of a Secret and what is in force, copied out of the index (never a whole spec).
@@ -195,24 +208,28 @@ struct Guarding {
 }
 
 impl Guarding {
-    /// By name, or by selector on the live labels (the restore point's when the Secret is
-    /// gone, so a deleted selected Secret is still known as guarded). A restore point is
-    /// never guarded, whoever names or selects it: guarding one would copy it into a
-    /// restore point of its own, and so on without end.
+    /// By name, or by selector on the live labels (when the Secret is gone, those of its
+    /// final state or of its restore point, so a deleted selected Secret is still known as
+    /// guarded). A restore point is never guarded, whoever names or selects it: guarding
+    /// one would copy it into a restore point of its own, and so on without end.
     fn resolve(
         ctx: &Context,
         key: &ObjectKey,
-        live: Option<&Secret>,
-        rp: Option<&RestorePoint>,
+        live: Option<&CachedSecret>,
+        final_state: Option<&Secret>,
+        rp: Option<&CachedRestorePoint>,
     ) -> Option<Guarding> {
-        let labels = match live {
-            Some(s) => s.metadata.labels.as_ref(),
-            None => rp.map(|rp| &rp.labels),
+        let labels = match (live.and_then(|s| s.detail.as_ref()), final_state) {
+            (Some(d), _) => Some(d.labels_map()),
+            (None, Some(s)) => s.metadata.labels.clone(),
+            (None, None) => rp
+                .and_then(|rp| rp.saved.as_ref().ok())
+                .map(Saved::labels_map),
         };
-        if labels.is_some_and(is_restore_point) {
+        if labels.as_ref().is_some_and(is_restore_point) {
             return None;
         }
-        ctx.index().resolve(key, labels).map(|r| Guarding {
+        ctx.index().resolve(key, labels.as_ref()).map(|r| Guarding {
             guard: r.guard.key.clone(),
             guard_uid: r.guard.uid.clone(),
             severity: r.settings.severity,
@@ -227,15 +244,32 @@ impl Guarding {
 }
 
 impl ObservedTarget {
+    /// The final state of the Secret, when it is gone and its deletion's event showed it.
+    pub fn final_state(&self) -> Option<&Secret> {
+        self.content.as_deref().filter(|_| self.live.is_none())
+    }
+
+    /// The restore point to decide with, and whether it still has to be saved: the final
+    /// state of a deleted Secret, when the restore point does not hold it yet.
+    fn latest_saved(&self) -> (Option<decide::RestorePointView>, bool) {
+        let final_view = self
+            .final_state()
+            .map(|s| observe::secret_view(&CachedSecret::detailed(s)));
+        decide::latest_saved(
+            self.restore_point
+                .as_deref()
+                .and_then(|rp| observe::restore_point_view(rp, self.restore_point_refused)),
+            final_view.as_ref(),
+            matches!(self.spec, TargetSpec::Token { .. }),
+        )
+    }
+
     /// Step 2, pure: what to do about what was observed.
     pub fn decide(&self) -> Decision {
         let namespace_terminating = self.namespace.active().is_none();
-        let secret = self.live.as_ref().map(observe::secret_view);
-        let restore_point = self
-            .restore_point
-            .as_ref()
-            .map(|rp| observe::restore_point_view(rp, self.restore_point_refused));
-        match &self.spec {
+        let secret = self.live.as_deref().map(observe::secret_view);
+        let (restore_point, unsaved) = self.latest_saved();
+        let decision = match &self.spec {
             TargetSpec::Token {
                 service_account, ..
             } => {
@@ -243,7 +277,7 @@ impl ObservedTarget {
                 let snapshot_rv = self
                     .sa_snapshot
                     .as_ref()
-                    .and_then(restore_point::snapshot_resource_version);
+                    .and_then(|s| s.snapshot_resource_version.as_deref());
                 decide::decide_token(
                     &self.policy,
                     &TokenObservation {
@@ -270,6 +304,11 @@ impl ObservedTarget {
                     deleted_retired: self.deleted_retired,
                 },
             ),
+        };
+        if unsaved {
+            decide::save_first(decision, &self.policy)
+        } else {
+            decision
         }
     }
 
@@ -281,36 +320,71 @@ impl ObservedTarget {
 
     /// Read the live Secret from the apiserver.
     pub async fn look(&mut self, ctx: &Context) -> Result<()> {
-        self.live = get_secret(ctx, &self.key).await?;
+        let found = get_secret(ctx, &self.key).await?;
+        self.live = found.as_ref().map(|s| Arc::new(CachedSecret::detailed(s)));
+        // What was seen of a deleted Secret still matters if it is gone.
+        if found.is_some() || self.final_state().is_none() {
+            self.content = found.map(Arc::new);
+        }
         self.looked = true;
         Ok(())
     }
 
     /// The restore point, if it may be restored into this target (and counts as its
     /// saved copy).
-    pub fn usable_restore_point(&self) -> Option<&RestorePoint> {
+    pub fn usable_restore_point(&self) -> Option<&CachedRestorePoint> {
         self.restore_point
-            .as_ref()
+            .as_deref()
             .filter(|_| self.restore_point_refused.is_none())
+    }
+
+    /// `usable_restore_point`, as decisions read it.
+    pub fn usable_saved(&self) -> Option<&Saved> {
+        self.usable_restore_point()?.saved.as_ref().ok()
     }
 
     /// The live Secret (read in this reconcile) is a restore point: never a target.
     pub fn is_restore_point(&self) -> bool {
         self.live
             .as_ref()
-            .and_then(|s| s.metadata.labels.as_ref())
-            .is_some_and(is_restore_point)
+            .and_then(|s| s.detail.as_ref())
+            .is_some_and(|d| d.label(labels::RESTORE_POINT).is_some())
     }
 
     /// The same Secret's content changed (a legitimate update the restore point follows).
     pub fn content_changed(&self) -> bool {
-        match (&self.live, self.usable_restore_point()) {
-            (Some(live), Some(rp)) => {
-                live.metadata.uid.as_deref() == Some(rp.origin_uid.as_str())
-                    && restore_point::secret_hash(live) != rp.content_hash
+        let live = self.live.as_deref();
+        match (
+            live.and_then(|l| l.detail.as_ref()),
+            self.usable_restore_point(),
+            self.usable_saved(),
+        ) {
+            (Some(d), Some(point), Some(rp)) => {
+                live.is_some_and(|l| l.uid == point.origin_uid())
+                    && d.content_hash != rp.content_hash
             }
             _ => false,
         }
+    }
+
+    /// What a restore brings back, when this reconcile holds it: the deleted Secret's
+    /// final state, if that is what the restore point holds (or is about to, see
+    /// `decide::save_first`). Otherwise the restore reads the restore point.
+    pub fn restore_from_final_state(&self) -> Option<RestorePoint> {
+        let state = self.final_state()?;
+        let view = self.latest_saved().0?;
+        let seen = CachedSecret::detailed(state);
+        let holds = view.refused.is_none()
+            && seen.uid == view.origin_uid
+            && seen
+                .detail
+                .as_ref()
+                .is_some_and(|d| d.content_hash.to_string() == view.content_hash);
+        if !holds {
+            return None;
+        }
+        let kind = self.spec.kind();
+        restore_point::parse(&restore_point::build(state, kind.as_str(), "", "", 0)).ok()
     }
 }
 

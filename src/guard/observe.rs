@@ -1,112 +1,75 @@
-//! Turning Kubernetes objects into the views decisions take. Pure; the views never carry
+//! Turning what the caches hold into the views decisions take. Pure; the views never carry
 //! Secret data, only whether a token is present and a hash of the content.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
 
 use super::decide::{Policy, Refusal, RestorePointView, SecretView, ServiceAccountView, Tombstone};
 use super::spec::{TargetKind, TargetSpec};
 use crate::api::v1alpha1::SecretGuardSpec;
+use crate::cache::{CachedRestorePoint, CachedSecret};
 use crate::labels;
 use crate::object_key::ObjectKey;
-use crate::restore_point::{self, NamespaceIdentity, RestorePoint};
+use crate::restore_point::{self, NamespaceIdentity};
 
-/// The field managers that own a label of an object, from its managedFields (empty when
-/// they are unknown, e.g. dropped by a cache).
-pub fn label_owners<'a>(meta: &'a ObjectMeta, label: &str) -> Vec<&'a str> {
-    let field = format!("f:{label}");
-    meta.managed_fields
-        .iter()
-        .flatten()
-        .filter(|m| {
-            m.fields_v1
-                .as_ref()
-                .and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.get(&field))
-                .is_some()
-        })
-        .map(|m| m.manager.as_deref().unwrap_or_default())
-        .collect()
-}
-
-/// Whether the invalidation label was set by the legacy token cleaner, and only by it.
-/// kube-controller-manager writes as `kube-controller-manager`; a person's kubectl writes
-/// as `kubectl-label`, `kubectl-edit`, `kubectl-patch`, ... A field manager is chosen by
-/// the client, so this tells apart who meant what, not who may do what: whoever names
-/// itself kube-controller-manager could as well have removed the label.
-fn invalidated_by_cleaner(meta: &ObjectMeta) -> bool {
-    let owners = label_owners(meta, labels::LEGACY_TOKEN_INVALID_SINCE);
-    !owners.is_empty() && owners.iter().all(|m| *m == labels::CONTROLLER_MANAGER)
-}
-
-pub fn secret_view(secret: &Secret) -> SecretView {
-    let meta = &secret.metadata;
-    let has = |key: &str, value: &str| {
-        meta.labels
-            .as_ref()
-            .and_then(|l| l.get(key))
-            .is_some_and(|v| v == value)
-    };
-    let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key));
+/// The view of a cached Secret. One cached without detail (no guard targeted it then) is
+/// never passed here: the reconcile reads such a Secret from the apiserver first.
+pub fn secret_view(secret: &CachedSecret) -> SecretView {
+    let d = secret.detail.as_ref();
+    let label = |key: &str| d.and_then(|d| d.label(key));
+    let annotation = |key: &str| d.and_then(|d| d.annotation(key));
     SecretView {
-        uid: meta.uid.clone().unwrap_or_default(),
-        created: meta
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(Timestamp::UNIX_EPOCH),
-        terminating: meta.deletion_timestamp.is_some(),
-        labelled: has(labels::GUARDED, "true"),
-        type_: secret.type_.clone().unwrap_or_else(|| "Opaque".into()),
-        sa_name: annotation(labels::SA_NAME_ANNOTATION).cloned(),
-        sa_uid: annotation(labels::SA_UID_ANNOTATION).cloned(),
-        token_populated: secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get("token"))
-            .is_some_and(|t| !t.0.is_empty()),
-        content_hash: restore_point::secret_hash(secret),
-        invalidated: meta
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(labels::LEGACY_TOKEN_INVALID_SINCE)),
-        invalidated_by_cleaner: invalidated_by_cleaner(meta),
-        rotate_requested: annotation(labels::ROTATE).is_some_and(|v| v == "true"),
-        retire_requested: annotation(labels::RETIRE).is_some_and(|v| v == "true"),
+        uid: secret.uid.clone(),
+        created: d.and_then(|d| d.created).unwrap_or(Timestamp::UNIX_EPOCH),
+        terminating: d.is_some_and(|d| d.terminating),
+        labelled: label(labels::GUARDED) == Some("true"),
+        type_: d.map_or_else(|| "Opaque".to_owned(), |d| d.type_.clone()),
+        sa_name: annotation(labels::SA_NAME_ANNOTATION).map(str::to_owned),
+        sa_uid: annotation(labels::SA_UID_ANNOTATION).map(str::to_owned),
+        token_populated: d.is_some_and(|d| d.token_populated),
+        content_hash: d.map(|d| d.content_hash.to_string()).unwrap_or_default(),
+        invalidated: label(labels::LEGACY_TOKEN_INVALID_SINCE).is_some(),
+        invalidated_by_cleaner: d.is_some_and(|d| d.invalidated_by_cleaner),
+        rotate_requested: annotation(labels::ROTATE) == Some("true"),
+        retire_requested: annotation(labels::RETIRE) == Some("true"),
     }
 }
 
-pub fn restore_point_view(rp: &RestorePoint, refused: Option<Refusal>) -> RestorePointView {
-    let annotation = |key: &str| rp.annotations.get(key).map(String::as_str);
-    RestorePointView {
-        origin_uid: rp.origin_uid.clone(),
-        content_hash: rp.content_hash.clone(),
-        sa_uid: rp.service_account_uid().map(str::to_owned),
+/// The view of a readable restore point (None: unreadable).
+pub fn restore_point_view(
+    point: &CachedRestorePoint,
+    refused: Option<Refusal>,
+) -> Option<RestorePointView> {
+    let rp = point.saved.as_ref().ok()?;
+    Some(RestorePointView {
+        origin_uid: point.origin_uid().to_owned(),
+        content_hash: rp.content_hash.to_string(),
+        sa_uid: rp.service_account_uid.clone(),
         refused,
-        tombstone: annotation(labels::TOMBSTONE).and_then(Tombstone::parse),
-        retired: annotation(labels::RETIRE) == Some("true"),
-    }
+        tombstone: rp.tombstone.as_deref().and_then(Tombstone::parse),
+        retired: rp.retired,
+    })
 }
 
-/// Why the restore point found for `key` (`point` as stored, `rp` as read) must not be
-/// restored into it, if it must not: it records another origin or kind, or it was saved
-/// in an earlier namespace of the same name than the live `namespace`. `live_uid`: the
-/// UID of the Secret at `key` now, if it exists.
+/// Why the restore point found for `key` must not be restored into it, if it must not:
+/// it records another origin or kind, or it was saved in an earlier namespace of the same
+/// name than the live `namespace`. `live_uid`: the UID of the Secret at `key` now, if it
+/// exists.
 pub fn restore_point_refusal(
-    point: &Secret,
-    rp: &RestorePoint,
+    point: &CachedRestorePoint,
     key: &ObjectKey,
     kind: TargetKind,
     namespace: &NamespaceIdentity,
     live_uid: Option<&str>,
 ) -> Option<Refusal> {
-    if !restore_point::belongs_to(rp, key, kind.as_str()) {
+    let w = &point.written;
+    if w.origin.as_ref() != Some(key) || w.origin_kind.as_deref() != Some(kind.as_str()) {
         return Some(Refusal::Mismatch);
     }
-    (!restore_point::provenance(point, namespace, live_uid).restorable())
+    (!restore_point::provenance(w, namespace, live_uid).restorable())
         .then_some(Refusal::ForeignNamespace)
 }
 
@@ -114,14 +77,14 @@ pub fn restore_point_refusal(
 /// ServiceAccount: it is of `service_account` for that Secret, and was taken in the live
 /// `namespace` (`live_sa_uid`: the ServiceAccount's UID now, if it exists).
 pub fn snapshot_usable(
-    snapshot: &Secret,
+    snapshot: &CachedRestorePoint,
     key: &ObjectKey,
     service_account: &str,
     namespace: &NamespaceIdentity,
     live_sa_uid: Option<&str>,
 ) -> bool {
-    restore_point::snapshot_belongs_to(snapshot, key, service_account)
-        && restore_point::provenance(snapshot, namespace, live_sa_uid).restorable()
+    restore_point::snapshot_belongs_to(&snapshot.written, key, service_account)
+        && restore_point::provenance(&snapshot.written, namespace, live_sa_uid).restorable()
 }
 
 pub fn service_account_view(sa: &PartialObjectMeta<ServiceAccount>) -> ServiceAccountView {
@@ -150,8 +113,11 @@ pub fn policy(spec: &SecretGuardSpec, target: &TargetSpec, populate_deadline: Du
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::invalidated_by_cleaner;
     use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use kube::api::ObjectMeta;
     use std::collections::BTreeMap;
 
     #[test]
@@ -179,7 +145,7 @@ mod tests {
             )])),
             ..Default::default()
         };
-        let v = secret_view(&secret);
+        let v = secret_view(&CachedSecret::detailed(&secret));
         assert!(v.labelled && v.invalidated && v.rotate_requested && v.token_populated);
         assert!(!v.retire_requested);
         assert!(
@@ -194,7 +160,7 @@ mod tests {
             data: Some(BTreeMap::from([("token".to_owned(), ByteString(vec![]))])),
             ..Default::default()
         };
-        let v = secret_view(&empty);
+        let v = secret_view(&CachedSecret::detailed(&empty));
         assert!(!v.token_populated && !v.labelled && !v.invalidated && !v.rotate_requested);
     }
 

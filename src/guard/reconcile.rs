@@ -56,6 +56,7 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     if let Some(f) = executed.failed.take_if(|f| f.is_not_leading()) {
         // Kept in by the fence: another process may lead now. Nothing was done, so nothing
         // is recorded or reported (no alert for a restore that was never tried).
+        keep_for_retry(ctx, key, &mut target);
         return Err(Error::Action {
             action: f.action.name(),
             source: f.error,
@@ -73,14 +74,25 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     // Report (metrics, alerts, Events; a status write is queued).
     report::report(ctx, &target, &decision, &executed, &recorded).await;
     match executed.failed {
-        Some(failure) if !failure.is_already_exists() => Err(Error::Action {
-            action: failure.action.name(),
-            source: failure.error,
-        }),
+        Some(failure) if !failure.is_already_exists() => {
+            keep_for_retry(ctx, key, &mut target);
+            Err(Error::Action {
+                action: failure.action.name(),
+                source: failure.error,
+            })
+        }
         _ => Ok(match (recorded.requeue_after, retention_ends) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }),
+    }
+}
+
+/// The retry still needs what the watch event showed (a deleted Secret's final state is
+/// nowhere else).
+fn keep_for_retry(ctx: &Context, key: &ObjectKey, target: &mut load::ObservedTarget) {
+    if let Some(content) = target.content.take() {
+        ctx.return_content(key, content);
     }
 }
 

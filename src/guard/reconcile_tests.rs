@@ -8,10 +8,11 @@ use k8s_openapi::api::events::v1::Event;
 use serde_json::json;
 
 use super::*;
+use crate::controller::triggers::Seen;
 use crate::guard::context::{Context, StoreWriters};
 use crate::guard::fixtures::{
-    self, ApiServer, Expect, OPERATOR_NAMESPACE, Reply, cache, expect, namespace, service_account,
-    spec, token_secret, uncache,
+    self, ApiServer, Expect, OPERATOR_NAMESPACE, Reply, cache, expect, namespace, secret_event,
+    service_account, spec, token_secret, uncache,
 };
 use crate::guard::state::TargetRecord;
 use crate::{labels, restore_point};
@@ -74,6 +75,42 @@ fn token_review_accepting(user: &str) -> Reply {
     )
 }
 
+/// The restore point read back, data included (the cache keeps none).
+fn get_restore_point(point: Secret) -> fixtures::Expect {
+    expect(
+        Method::GET,
+        rp_path(),
+        Reply::Json(200, serde_json::to_value(point).unwrap_or_default()),
+    )
+}
+
+/// What restoring the token sends: the create, the TokenReview, and the Events (TokenDeleted
+/// on the guard, TokenRestored on the guard and the Secret).
+fn token_restore() -> Vec<fixtures::Expect> {
+    vec![
+        expect(Method::POST, SECRETS, Reply::Created),
+        expect(
+            Method::POST,
+            TOKEN_REVIEWS,
+            token_review_accepting("system:serviceaccount:ns:writer"),
+        ),
+        expect(Method::POST, EVENTS, Reply::Created),
+        expect(Method::POST, EVENTS, Reply::Created),
+        expect(Method::POST, EVENTS, Reply::Created),
+    ]
+}
+
+fn token_of(secret: &Secret) -> Option<&[u8]> {
+    Some(secret.data.as_ref()?.get("token")?.0.as_slice())
+}
+
+/// The token Secret was deleted while the watch ran: its deletion event showed its final
+/// state, which the restore brings back with no read of the restore point.
+fn deleted_while_watched(ctx: &Context, writers: &mut StoreWriters) {
+    secret_event(ctx, writers, live_token(), Seen::Listed);
+    secret_event(ctx, writers, live_token(), Seen::Deleted);
+}
+
 fn event_reasons(received: &[fixtures::Received]) -> Vec<(String, String)> {
     received
         .iter()
@@ -93,30 +130,22 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
     let (ctx, mut writers, mut server) = guarded_writer();
     cache(&mut writers.restore_points, saved(&live_token(), 0));
 
-    // The token Secret is gone: restore it.
+    // The token Secret is gone (deleted while no watch ran): restore it from its restore
+    // point, which only the GET brings with its data.
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
-        server.serve(vec![
-            expect(Method::POST, SECRETS, Reply::Created),
-            expect(
-                Method::POST,
-                TOKEN_REVIEWS,
-                token_review_accepting("system:serviceaccount:ns:writer"),
-            ),
-            expect(Method::POST, EVENTS, Reply::Created),
-            expect(Method::POST, EVENTS, Reply::Created),
-            expect(Method::POST, EVENTS, Reply::Created),
-        ])
+        server.serve(
+            [get_restore_point(saved(&live_token(), 0))]
+                .into_iter()
+                .chain(token_restore())
+                .collect()
+        )
     );
     server.assert_nothing_else();
     assert!(result.is_ok(), "{result:?}");
-    let created: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
+    let created: Secret = serde_json::from_value(received[1].body.clone()).expect("Secret");
     assert_eq!(
-        created
-            .data
-            .as_ref()
-            .and_then(|d| d.get("token"))
-            .map(|t| t.0.as_slice()),
+        token_of(&created),
         Some(TOKEN),
         "the create carries the saved bytes"
     );
@@ -127,7 +156,7 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
         "marked as a restore of the deleted Secret, so it is counted once"
     );
     assert_eq!(
-        received[1].body["spec"]["token"],
+        received[2].body["spec"]["token"],
         json!(String::from_utf8_lossy(TOKEN)),
         "the TokenReview checks the restored token"
     );
@@ -140,12 +169,13 @@ async fn an_identical_token_restore_sends_the_create_the_token_review_the_events
         ]
     );
 
-    // Its watch brings the restored Secret: the restore point follows it and counts the
-    // restore.
+    // Its watch brings the restored Secret: the restore point follows it, written from
+    // the event, and counts the restore.
     let mut restored = created;
     restored.metadata.uid = Some("restored-uid".into());
+    restored.metadata.resource_version = Some("6".into());
     restored.metadata.creation_timestamp = live_token().metadata.creation_timestamp;
-    cache(&mut writers.secrets, restored);
+    secret_event(&ctx, &mut writers, restored, Seen::Changed);
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
@@ -492,6 +522,7 @@ async fn a_paused_guard_that_sorts_first_does_not_disarm_another_and_each_guard_
     ctx.index_mut().upsert(&paused);
     cache(&mut writers.guards, paused);
     cache(&mut writers.restore_points, saved(&live_token(), 0));
+    deleted_while_watched(&ctx, &mut writers);
 
     // The token Secret is gone: g (not paused) is in force, so it is restored.
     let (result, received) = tokio::join!(
@@ -538,8 +569,9 @@ async fn a_paused_guard_that_sorts_first_does_not_disarm_another_and_each_guard_
     // Back: the restore point follows; no second Overlap Event.
     let mut restored: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
     restored.metadata.uid = Some("restored-uid".into());
+    restored.metadata.resource_version = Some("6".into());
     restored.metadata.creation_timestamp = live_token().metadata.creation_timestamp;
-    cache(&mut writers.secrets, restored);
+    secret_event(&ctx, &mut writers, restored, Seen::Changed);
     let (result, _) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
@@ -561,6 +593,7 @@ fn event_notes(received: &[fixtures::Received], reason: &str) -> Vec<String> {
 async fn restore_with_review(review: Reply) -> Vec<String> {
     let (ctx, mut writers, mut server) = guarded_writer();
     cache(&mut writers.restore_points, saved(&live_token(), 0));
+    deleted_while_watched(&ctx, &mut writers);
     let target = key();
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
@@ -620,10 +653,8 @@ fn changed_writer() -> (Context, StoreWriters, ApiServer) {
     let mut point = saved(&live_token(), 0);
     point.metadata.resource_version = Some("41".into());
     cache(&mut writers.restore_points, point);
-    cache(
-        &mut writers.secrets,
-        token_secret(NS, "writer-token", "writer", "sa-1", b"new-token-bytes"),
-    );
+    let changed = token_secret(NS, "writer-token", "writer", "sa-1", b"new-token-bytes");
+    secret_event(&ctx, &mut writers, changed, Seen::Changed);
     (ctx, writers, server)
 }
 
@@ -695,6 +726,7 @@ async fn a_reconcile_whose_write_the_fence_keeps_in_sends_reports_and_records_no
     );
     guard_writer(&ctx, &mut writers);
     cache(&mut writers.restore_points, saved(&live_token(), 0));
+    deleted_while_watched(&ctx, &mut writers);
 
     // The token Secret is gone, and the Lease may have passed: the restore is not sent.
     let result = reconcile_target(&ctx, &key()).await;
@@ -749,7 +781,8 @@ async fn retiring_a_token_sends_only_a_tombstone_without_data_and_the_retired_ev
 }
 
 #[tokio::test]
-async fn an_invalidation_label_is_read_with_its_managed_fields_and_an_admins_is_left() {
+async fn an_invalidation_label_is_judged_by_the_managed_fields_its_event_carried_and_an_admins_is_left()
+ {
     let target = key();
     let (ctx, mut writers, mut server) = guarded_writer();
     let mut invalid = live_token();
@@ -757,8 +790,6 @@ async fn an_invalidation_label_is_read_with_its_managed_fields_and_an_admins_is_
         labels::LEGACY_TOKEN_INVALID_SINCE.into(),
         "2026-01-01".into(),
     );
-    cache(&mut writers.secrets, invalid.clone());
-    cache(&mut writers.restore_points, saved(&live_token(), 0));
     invalid.metadata.managed_fields = Some(vec![
         serde_json::from_value(json!({
             "manager": "kubectl-label", "operation": "Update", "fieldsType": "FieldsV1",
@@ -767,14 +798,12 @@ async fn an_invalidation_label_is_read_with_its_managed_fields_and_an_admins_is_
         }))
         .expect("managed fields"),
     ]);
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    // The cache keeps no managedFields, only who set the label, read from the event.
+    secret_event(&ctx, &mut writers, invalid, Seen::Changed);
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(vec![
-            expect(
-                Method::GET,
-                format!("{SECRETS}/writer-token"),
-                Reply::Json(200, serde_json::to_value(&invalid).unwrap_or_default())
-            ),
             expect(Method::POST, EVENTS, Reply::Created),
             expect(Method::POST, EVENTS, Reply::Created),
         ])
@@ -789,4 +818,155 @@ async fn an_invalidation_label_is_read_with_its_managed_fields_and_an_admins_is_
         ],
         "reported, and no patch removes the label"
     );
+}
+
+#[tokio::test]
+async fn a_deletion_whose_event_shows_what_the_restore_point_holds_is_restored_without_reading_it()
+{
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    cache(&mut writers.restore_points, saved(&live_token(), 0));
+    deleted_while_watched(&ctx, &mut writers);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(token_restore())
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let created: Secret = serde_json::from_value(received[0].body.clone()).expect("Secret");
+    assert_eq!(token_of(&created), Some(TOKEN));
+    assert!(
+        ctx.take_content(&target).is_none(),
+        "the content went with the reconcile"
+    );
+}
+
+/// A guard `g` in `ns` guarding the generic Secret `db`, whose namespace is cached, and
+/// whose restore point holds `db("1", "old")`.
+fn guarded_db() -> (Context, StoreWriters, ApiServer) {
+    let (ctx, mut writers, server) = fixtures::context();
+    let guard = fixtures::guard(NS, "g", spec(&[], &["db"]));
+    ctx.index_mut().upsert(&guard);
+    cache(&mut writers.guards, guard);
+    cache(&mut writers.namespaces, namespace(NS));
+    cache(
+        &mut writers.restore_points,
+        restore_point::build(&db("1", "old"), "Secret", "ns-uid", OPERATOR_NAMESPACE, 0),
+    );
+    (ctx, writers, server)
+}
+
+fn db_rp_path() -> String {
+    format!(
+        "/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets/{}",
+        restore_point::name_for(NS, "db")
+    )
+}
+
+fn db(version: &str, password: &str) -> Secret {
+    serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": NS, "uid": "db-uid", "resourceVersion": version,
+                     "labels": {labels::GUARDED: "true"}},
+        "type": "Opaque",
+        "data": {"password": k8s_openapi::ByteString(password.as_bytes().to_vec())},
+    }))
+    .unwrap_or_default()
+}
+
+fn data_of(body: &serde_json::Value) -> Option<Vec<u8>> {
+    let s: Secret = serde_json::from_value(body.clone()).ok()?;
+    Some(s.data?.get("password")?.0.clone())
+}
+
+#[tokio::test]
+async fn an_update_then_a_deletion_before_the_reconcile_saves_and_restores_the_latest_content() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = guarded_db();
+    secret_event(&ctx, &mut writers, db("1", "old"), Seen::Listed);
+    // Both events arrive before any reconcile of it runs.
+    secret_event(&ctx, &mut writers, db("2", "new"), Seen::Changed);
+    secret_event(&ctx, &mut writers, db("2", "new"), Seen::Deleted);
+    assert!(ctx.stores.secret(&target).is_none());
+
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+            expect(Method::POST, SECRETS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        data_of(&received[0].body).as_deref(),
+        Some(&b"new"[..]),
+        "the restore point is written from the deletion's event first"
+    );
+    assert_eq!(
+        data_of(&received[1].body).as_deref(),
+        Some(&b"new"[..]),
+        "and the latest content is what comes back"
+    );
+}
+
+#[tokio::test]
+async fn a_change_is_saved_from_its_watch_event_and_without_it_read_once() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = guarded_db();
+    // From the event: no read.
+    secret_event(&ctx, &mut writers, db("2", "new"), Seen::Changed);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(data_of(&received[0].body).as_deref(), Some(&b"new"[..]));
+
+    // Seen in a list (as after a restart): the cache has no data, so it is read once.
+    let (ctx, mut writers, mut server) = guarded_db();
+    secret_event(&ctx, &mut writers, db("3", "newer"), Seen::Listed);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(
+                Method::GET,
+                format!("{SECRETS}/db"),
+                Reply::Json(
+                    200,
+                    serde_json::to_value(db("3", "newer")).unwrap_or_default()
+                )
+            ),
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(data_of(&received[1].body).as_deref(), Some(&b"newer"[..]));
+}
+
+#[tokio::test]
+async fn a_labelled_secret_no_guard_targets_is_cached_bare_and_its_content_not_kept() {
+    let (ctx, mut writers, _server) = fixtures::context();
+    let mut big = db("1", &"x".repeat(900 * 1024));
+    big.metadata.name = Some("noise".into());
+    secret_event(&ctx, &mut writers, big.clone(), Seen::Changed);
+    secret_event(&ctx, &mut writers, big, Seen::Deleted);
+    let key = ObjectKey::new(NS, "noise");
+    assert!(ctx.take_content(&key).is_none(), "no content kept");
+    secret_event(&ctx, &mut writers, db("1", "x"), Seen::Changed);
+    let cached = ctx
+        .stores
+        .secret(&ObjectKey::new(NS, "db"))
+        .expect("cached");
+    assert_eq!(cached.detail, None, "name and UID only");
 }

@@ -61,12 +61,7 @@ pub fn update(
         .done
         .iter()
         .any(|a| matches!(a, Action::ForgetRestorePoint(_)));
-    let recreated = |deleted: &String| {
-        target
-            .live
-            .as_ref()
-            .is_some_and(|s| s.metadata.uid.as_ref() != Some(deleted))
-    };
+    let recreated = |deleted: &String| target.live.as_ref().is_some_and(|s| &s.uid != deleted);
     if forgotten
         || records
             .retired_deletions

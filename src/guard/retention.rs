@@ -17,6 +17,7 @@ use super::context::Context;
 use super::load::{self, NamespaceState, ObservedTarget};
 use super::spec;
 use super::status;
+use crate::cache::CachedRestorePoint;
 use crate::object_key::ObjectKey;
 use crate::restore_point::Provenance;
 use crate::{Result, labels, restore_point};
@@ -61,9 +62,10 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
     if live.is_some() {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.namespace);
         let patch = json!({"metadata": {"labels": {labels::GUARDED: null}}});
+        // Answered with the metadata only: the Secret may be anyone's, of any size.
         tolerate(
             secrets
-                .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_metadata(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await,
             &[404],
         )?;
@@ -72,11 +74,11 @@ pub async fn unguard(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>>
         return expire_restore_points(ctx, key).await;
     }
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
-    let live_uid = live.as_ref().and_then(|s| s.metadata.uid.as_deref());
+    let live_uid = live.as_ref().map(|s| s.uid.as_str());
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut next = None;
     for (name, point, live_uid) in stored_points(ctx, key, [live_uid, None]) {
-        if restore_point::provenance(&point, &ns, live_uid).restorable() {
+        if restore_point::provenance(&point.written, &ns, live_uid).restorable() {
             tolerate(rps.delete(&name, &DeleteParams::default()).await, &[404])?;
         } else {
             // Saved in an earlier namespace of this name, which is gone: its retention
@@ -123,7 +125,7 @@ fn stored_points<'a>(
     ctx: &Context,
     key: &ObjectKey,
     live_uids: [Option<&'a str>; 2],
-) -> Vec<(String, Arc<Secret>, Option<&'a str>)> {
+) -> Vec<(String, Arc<CachedRestorePoint>, Option<&'a str>)> {
     let opns = &ctx.config.operator_namespace;
     restore_point_names(key)
         .into_iter()
@@ -152,13 +154,13 @@ async fn expire(
     ctx: &Context,
     key: &ObjectKey,
     name: &str,
-    point: &Secret,
+    point: &CachedRestorePoint,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Result<Option<Duration>> {
     let opns = &ctx.config.operator_namespace;
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), opns);
     let retention = ctx.config.restore_point_retention;
-    let Some(since) = restore_point::orphaned_since(point) else {
+    let Some(since) = point.orphaned_since else {
         // A merge patch, not an apply: an apply would create a stub if the point was
         // deleted since the cache saw it.
         let stamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: now.to_string()}}});
@@ -209,7 +211,7 @@ pub async fn keep_restore_points(
     let opns = &ctx.config.operator_namespace;
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), opns);
     let live_uids = [
-        target.live.as_ref().and_then(|s| s.metadata.uid.as_deref()),
+        target.live.as_ref().map(|s| s.uid.as_str()),
         target
             .service_account
             .as_ref()
@@ -218,7 +220,7 @@ pub async fn keep_restore_points(
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut next = None;
     for (name, point, live_uid) in stored_points(ctx, &target.key, live_uids) {
-        let provenance = restore_point::provenance(&point, ns, live_uid);
+        let provenance = restore_point::provenance(&point.written, ns, live_uid);
         if !provenance.restorable() {
             next = sooner(next, expire(ctx, &target.key, &name, &point, now).await?);
             continue;
@@ -236,7 +238,7 @@ pub async fn keep_restore_points(
             )?;
             tracing::info!(target = %target.key, point = %name, "restore point written before namespace UIDs were recorded: this namespace's UID recorded");
         }
-        if restore_point::orphaned_since(&point).is_some() {
+        if point.orphaned_since.is_some() {
             let unstamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: null}}});
             tolerate(
                 rps.patch(&name, &retention_params(), &Patch::Merge(&unstamp))

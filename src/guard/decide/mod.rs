@@ -433,6 +433,56 @@ fn retired(
     d
 }
 
+/// The restore point to decide with for a Secret that is gone, given the final state its
+/// deletion's watch event showed: that state, when the restore point does not hold it yet
+/// (the Secret was updated just before it was deleted, or deleted before it was first
+/// saved). A token's final state counts only once it holds a token of a ServiceAccount.
+/// Never for a Secret retired on purpose, nor over a tombstone: what is not to be brought
+/// back stays so. Returns the view, and whether it still has to be saved.
+pub fn latest_saved(
+    saved: Option<RestorePointView>,
+    final_state: Option<&SecretView>,
+    token: bool,
+) -> (Option<RestorePointView>, bool) {
+    if saved
+        .as_ref()
+        .is_some_and(|rp| rp.tombstone.is_some() || rp.retired)
+    {
+        return (saved, false);
+    }
+    let newer = final_state.filter(|f| {
+        !f.retire_requested
+            && (!token || (f.token_populated && f.sa_uid.is_some()))
+            && saved
+                .as_ref()
+                .is_none_or(|rp| rp.origin_uid != f.uid || rp.content_hash != f.content_hash)
+    });
+    match newer {
+        Some(f) => (
+            Some(RestorePointView {
+                origin_uid: f.uid.clone(),
+                content_hash: f.content_hash.clone(),
+                sa_uid: f.sa_uid.clone(),
+                refused: None,
+                tombstone: None,
+                retired: false,
+            }),
+            true,
+        ),
+        None => (saved, false),
+    }
+}
+
+/// Save a deleted Secret's final state before anything else (see `latest_saved`): the
+/// restore then brings back the latest content, and a restore that fails does not lose
+/// it. This writes only in the operator's namespace, so `"Off"` does it too.
+pub fn save_first(mut d: Decision, policy: &Policy) -> Decision {
+    if policy.writes() && !d.actions.contains(&Action::SaveRestorePoint) {
+        d.actions.insert(0, Action::SaveRestorePoint);
+    }
+    d
+}
+
 mod secret;
 mod token;
 

@@ -656,5 +656,83 @@ fn a_token_whose_restore_point_is_refused_is_provisioned_like_a_new_one() {
     }
 }
 
+#[test]
+fn a_deleted_secrets_final_state_is_what_its_restore_point_should_hold() {
+    let saved = rp("h1", "sa-1");
+    // The deletion's event shows what the restore point holds: nothing more to save.
+    assert_eq!(
+        latest_saved(saved.clone(), Some(&token("h1")), true),
+        (saved.clone(), false)
+    );
+    // Updated just before it was deleted: the final state is newer.
+    let (view, unsaved) = latest_saved(saved.clone(), Some(&token("h2")), true);
+    assert!(unsaved);
+    assert_eq!(view.map(|v| v.content_hash), Some("h2".to_owned()));
+    // Deleted before it was ever saved.
+    assert!(latest_saved(None, Some(&token("h2")), true).1);
+    // A token Secret not filled yet holds nothing worth restoring.
+    let empty = SecretView {
+        token_populated: false,
+        ..token("h3")
+    };
+    assert_eq!(
+        latest_saved(saved.clone(), Some(&empty), true),
+        (saved.clone(), false)
+    );
+    assert!(
+        latest_saved(saved.clone(), Some(&empty), false).1,
+        "a Secret's content is"
+    );
+    // Nothing seen of it: the restore point as it is.
+    assert_eq!(
+        latest_saved(saved.clone(), None, true),
+        (saved.clone(), false)
+    );
+    // Retired on purpose, or a tombstone: never brought back.
+    let retiring = SecretView {
+        retire_requested: true,
+        ..token("h2")
+    };
+    assert_eq!(
+        latest_saved(saved.clone(), Some(&retiring), true),
+        (saved.clone(), false)
+    );
+    let tombstone = saved.map(|rp| RestorePointView {
+        tombstone: Some(Tombstone::Retired),
+        ..rp
+    });
+    assert_eq!(
+        latest_saved(tombstone.clone(), Some(&token("h2")), true),
+        (tombstone, false)
+    );
+}
+
+#[test]
+fn a_final_state_is_saved_before_it_is_restored_and_even_when_only_alerting() {
+    let gone = SecretObservation {
+        namespace_terminating: false,
+        secret: None,
+        restore_point: rp("h2", "sa-1"),
+        deleted_retired: false,
+    };
+    let d = save_first(decide_secret(&policy(Identical), &gone), &policy(Identical));
+    assert_eq!(d.actions, vec![SaveRestorePoint, RestoreIdentical]);
+    let d = save_first(decide_secret(&policy(Off), &gone), &policy(Off));
+    assert_eq!(
+        d.actions,
+        vec![SaveRestorePoint],
+        "only the operator namespace is written"
+    );
+    let paused = Policy {
+        paused: true,
+        ..policy(Identical)
+    };
+    assert!(
+        save_first(decide_secret(&paused, &gone), &paused)
+            .actions
+            .is_empty()
+    );
+}
+
 #[path = "intent_tests.rs"]
 mod intent;

@@ -2,11 +2,12 @@
 //! log line of each incident. Names, UIDs and outcomes only: no Secret data or token
 //! bytes ever reach an Event or a log line.
 
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType};
 
 use crate::api::v1alpha1::SecretGuard;
+use crate::cache::CachedSecret;
 use crate::guard::context::Context;
 use crate::guard::decide::{Action, Decision, Reason, Tombstone};
 use crate::guard::load::ObservedTarget;
@@ -75,13 +76,13 @@ fn guard_ref(target: &ObservedTarget) -> ObjectReference {
     }
 }
 
-fn secret_ref(key: &ObjectKey, live: Option<&Secret>) -> ObjectReference {
+fn secret_ref(key: &ObjectKey, live: Option<&CachedSecret>) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Secret".into()),
         namespace: Some(key.namespace.clone()),
         name: Some(key.name.clone()),
-        uid: live.and_then(|s| s.metadata.uid.clone()),
+        uid: live.map(|s| s.uid.clone()),
         ..Default::default()
     }
 }
@@ -136,8 +137,8 @@ pub async fn incidents(
             "incident"
         );
         let mut regarding = vec![guard_ref(target)];
-        let live = target.live.as_ref();
-        if live.is_some_and(|s| s.metadata.deletion_timestamp.is_none()) {
+        let live = target.live.as_deref();
+        if live.is_some_and(|s| !s.detail.as_ref().is_some_and(|d| d.terminating)) {
             regarding.push(secret_ref(&target.key, live));
         }
         publish(ctx, &regarding, EventType::Warning, reason.as_str(), note).await;

@@ -1,10 +1,10 @@
 //! Metrics for one reconcile: counters for what happened, per-object gauges for what is
 //! wrong now (removed once it is not).
 
-use k8s_openapi::api::core::v1::Secret;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::cache::CachedSecret;
 use crate::guard::context::Context;
 use crate::guard::decide::{Action, TargetState};
 use crate::guard::load::ObservedTarget;
@@ -100,25 +100,21 @@ pub fn export(
 /// before `now` or more: only then is it exported, as a token at risk of the legacy token
 /// cleaner.
 fn last_used_if_unused_for_30_days(
-    secret: &Secret,
+    secret: &CachedSecret,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Option<f64> {
-    if secret.type_.as_deref() != Some(labels::TOKEN_TYPE) {
+    let d = secret.detail.as_ref()?;
+    if d.type_ != labels::TOKEN_TYPE {
         return None;
     }
-    let meta = &secret.metadata;
-    let last = match meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::LEGACY_TOKEN_LAST_USED))
-    {
+    let last = match d.label(labels::LEGACY_TOKEN_LAST_USED) {
         Some(date) => date
             .parse::<k8s_openapi::jiff::civil::Date>()
             .ok()?
             .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
             .ok()?
             .timestamp(),
-        None => meta.creation_timestamp.as_ref()?.0,
+        None => d.created?,
     };
     let age = now.duration_since(last);
     (age.as_secs() >= 30 * 24 * 3600).then(|| last.as_second() as f64)
@@ -127,10 +123,15 @@ fn last_used_if_unused_for_30_days(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Secret;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
-    fn token(last_used: Option<&str>, created: i64) -> Secret {
+    fn token(last_used: Option<&str>, created: i64) -> CachedSecret {
+        CachedSecret::detailed(&token_secret(last_used, created))
+    }
+
+    fn token_secret(last_used: Option<&str>, created: i64) -> Secret {
         let mut s = Secret {
             type_: Some(labels::TOKEN_TYPE.into()),
             ..Default::default()
@@ -157,10 +158,10 @@ mod tests {
         assert!(last_used_if_unused_for_30_days(&never_used_old, now).is_some());
         let never_used_new = token(None, now.as_second() - 29 * day);
         assert_eq!(last_used_if_unused_for_30_days(&never_used_new, now), None);
-        let generic = Secret {
+        let generic = CachedSecret::detailed(&Secret {
             type_: Some("Opaque".into()),
-            ..token(None, 0)
-        };
+            ..token_secret(None, 0)
+        });
         assert_eq!(last_used_if_unused_for_30_days(&generic, now), None);
     }
 }

@@ -157,9 +157,9 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             .filter(|rp| {
                 namespace
                     .as_ref()
-                    .is_some_and(|ns| restore_point::provenance(rp, ns, None).restorable())
+                    .is_some_and(|ns| restore_point::provenance(&rp.written, ns, None).restorable())
             })
-            .map(|rp| restore_point::restores(&rp))
+            .map(|rp| rp.restores)
             .sum();
         let mut records = ctx.records();
         export_counts(ctx, key, &targets, &records.targets);
