@@ -80,6 +80,9 @@ pub struct ObservedTarget {
     pub service_account: Option<PartialObjectMeta<ServiceAccount>>,
     /// The watch saw it deleted while it carried secretguard.dev/retire=true.
     pub deleted_retired: bool,
+    /// What a check of its owners found, once made (a Secret saved with owners, about to
+    /// be restored: `verify::owners`).
+    pub owners: Option<decide::Owners>,
 }
 
 /// Gather what a reconcile of `key` needs. None: no guard names or selects it (any more).
@@ -194,6 +197,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         namespace,
         service_account,
         deleted_retired: ctx.records().retired_deletions.contains_key(key),
+        owners: None,
     }))
 }
 
@@ -291,6 +295,7 @@ impl ObservedTarget {
                         secret,
                         restore_point,
                         has_sa_snapshot: self.sa_snapshot.is_some(),
+                        rotating: self.sa_snapshot.as_ref().and_then(|s| s.rotating.clone()),
                         now: k8s_openapi::jiff::Timestamp::now(),
                     },
                 )
@@ -302,6 +307,7 @@ impl ObservedTarget {
                     secret,
                     restore_point,
                     deleted_retired: self.deleted_retired,
+                    owners: self.owners.clone(),
                 },
             ),
         };
@@ -310,6 +316,18 @@ impl ObservedTarget {
         } else {
             decision
         }
+    }
+
+    /// The decision restores a Secret saved with owners (by its final state or its restore
+    /// point), not checked yet: check them and decide again.
+    pub fn owners_to_check(&self, decision: &Decision) -> bool {
+        let saved_with_owners = self.final_state().is_some_and(|s| {
+            s.metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty())
+        }) || self.usable_saved().is_some_and(|s| s.owned);
+        self.owners.is_none() && decide::owned_restore(decision, saved_with_owners)
     }
 
     /// Not in the label-filtered cache and not to be restored: it may exist without our
