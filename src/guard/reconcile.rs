@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::context::Context;
 use super::decide::{Action, Decision};
-use super::{act, breaker, load, record, report, retention};
+use super::{act, breaker, load, migrate, record, report, retention};
 use crate::object_key::ObjectKey;
 use crate::{Error, Result, fault};
 
@@ -81,10 +81,18 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
                 source: failure.error,
             })
         }
-        _ => Ok(match (recorded.requeue_after, retention_ends) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }),
+        _ => {
+            // Housekeeping last, and only when there was nothing else to write.
+            let migration = if decision.actions.is_empty() {
+                migrate::restore_points(ctx, &target).await?
+            } else {
+                None
+            };
+            Ok([recorded.requeue_after, retention_ends, migration]
+                .into_iter()
+                .flatten()
+                .min())
+        }
     }
 }
 

@@ -43,7 +43,12 @@ fn guarded_writer() -> (Context, StoreWriters, ApiServer) {
 }
 
 fn guard_writer(ctx: &Context, writers: &mut StoreWriters) {
-    let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
+    guard_writer_and(ctx, writers, &[]);
+}
+
+/// As `guard_writer`, the guard also naming these Secrets.
+fn guard_writer_and(ctx: &Context, writers: &mut StoreWriters, secrets: &[&str]) {
+    let guard = fixtures::guard(NS, "g", spec(&["writer"], secrets));
     ctx.index_mut().upsert(&guard);
     cache(&mut writers.guards, guard);
     cache(&mut writers.namespaces, namespace(NS));
@@ -457,30 +462,92 @@ async fn a_secret_whose_point_is_from_an_earlier_namespace_is_not_restored_and_t
     );
 }
 
-#[tokio::test]
-async fn a_point_written_before_namespace_uids_gets_this_namespaces_uid_and_nothing_else() {
-    let target = key();
-    let (ctx, mut writers, mut server) = guarded_writer();
-    cache(&mut writers.secrets, live_token());
-    let mut format_0 = saved(&live_token(), 0);
-    let annotations = format_0.metadata.annotations.as_mut().expect("annotations");
+/// A point as the version before namespace UIDs wrote it (format 0).
+fn format_0(point: Secret) -> Secret {
+    let mut point = point;
+    let annotations = point.metadata.annotations.as_mut().expect("annotations");
     annotations.remove(restore_point::annotation::FORMAT);
     annotations.remove(restore_point::annotation::ORIGIN_NAMESPACE_UID);
-    cache(&mut writers.restore_points, format_0);
+    point.metadata.resource_version = Some("7".into());
+    point
+}
 
-    // It saves the very token Secret that lives here: written in this namespace.
+// Paused time: the pace is a matter of counts and slots, not of how fast the test runs.
+#[tokio::test(start_paused = true)]
+async fn points_of_an_earlier_format_are_rewritten_one_per_slot_and_the_others_wait_for_theirs() {
+    let (ctx, mut writers, mut server) = fixtures::context();
+    guard_writer_and(&ctx, &mut writers, &["db"]);
+    cache(&mut writers.secrets, live_token());
+    cache(&mut writers.secrets, db("1", "pw"));
+    let old_token_point = format_0(saved(&live_token(), 2));
+    cache(&mut writers.restore_points, old_token_point.clone());
+    let old_db_point = format_0(restore_point::build(
+        &db("1", "pw"),
+        "Secret",
+        "ns-uid",
+        OPERATOR_NAMESPACE,
+        0,
+    ));
+    cache(&mut writers.restore_points, old_db_point.clone());
+
+    // The first one asking goes at once: read whole, written back in this format over the
+    // version read.
+    let target = key();
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
-        server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
+        server.serve(vec![
+            get_restore_point(old_token_point.clone()),
+            expect(Method::PATCH, rp_path(), Reply::Echo),
+        ])
+    );
+    assert_eq!(result.ok(), Some(None));
+    let written: Secret = serde_json::from_value(received[1].body.clone()).expect("a Secret");
+    let ann = written.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        ann.get(restore_point::annotation::FORMAT)
+            .map(String::as_str),
+        Some(restore_point::FORMAT_VERSION)
+    );
+    assert_eq!(
+        ann.get(restore_point::annotation::ORIGIN_NAMESPACE_UID)
+            .map(String::as_str),
+        Some("ns-uid")
+    );
+    assert_eq!(written.metadata.resource_version.as_deref(), Some("7"));
+    assert_eq!(written.data, old_token_point.data, "the same content");
+    assert_eq!(restore_point::restores(&written), 2, "the same count");
+    assert_eq!(ctx.metrics.restore_points_migrated.get(), 1);
+
+    // The next one, at once after: nothing sent; it is looked at again at its own time.
+    let db_key = ObjectKey::new(NS, "db");
+    let (result, _) = tokio::join!(reconcile_target(&ctx, &db_key), server.serve(vec![]));
+    let wait = result.expect("reconciled").expect("looked at again");
+    assert_eq!(
+        wait,
+        Duration::from_millis(100),
+        "one slot on at 10 a second"
+    );
+    // Looked at before its time (an audit), it keeps its slot and still sends nothing.
+    tokio::time::advance(Duration::from_millis(40)).await;
+    let (result, _) = tokio::join!(reconcile_target(&ctx, &db_key), server.serve(vec![]));
+    assert_eq!(result.ok(), Some(Some(Duration::from_millis(60))));
+    // At its time it is rewritten.
+    tokio::time::advance(Duration::from_millis(60)).await;
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &db_key),
+        server.serve(vec![
+            expect(
+                Method::GET,
+                db_rp_path(),
+                Reply::Json(200, serde_json::to_value(&old_db_point).unwrap_or_default()),
+            ),
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+        ])
     );
     server.assert_nothing_else();
     assert_eq!(result.ok(), Some(None));
-    assert_eq!(
-        received[0].body,
-        json!({"metadata": {"annotations": {
-            restore_point::annotation::ORIGIN_NAMESPACE_UID: "ns-uid"}}}),
-        "only the UID is recorded; the point is not rewritten"
-    );
+    assert_eq!(received.len(), 2);
+    assert_eq!(ctx.metrics.restore_points_migrated.get(), 2);
 }
 
 #[tokio::test]
