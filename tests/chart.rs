@@ -380,17 +380,6 @@ async fn allowed(client: &kube::Client, review: &SelfSubjectAccessReview) -> boo
         .is_some_and(|s| s.allowed)
 }
 
-/// A token of ServiceAccount `name` in `ns`, valid for an hour.
-fn token_of(ns: &str, name: &str) -> String {
-    let out = kubectl(&["-n", ns, "create", "token", name, "--duration=1h"]);
-    assert!(
-        out.status.success(),
-        "create token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// GET `url` (HTTPS, self-signed) with this bearer token: the status code and body.
 async fn scrape(url: &str, token: Option<&str>) -> (u16, String) {
     let client = ::reqwest::Client::builder()
@@ -406,22 +395,12 @@ async fn scrape(url: &str, token: Option<&str>) -> (u16, String) {
     (code, response.text().await.unwrap_or_default())
 }
 
-/// The release `secretguard` in this namespace, uninstalled when the test ends however it
-/// ends: its cluster-wide roles would make the next install fail.
-struct Uninstall(String);
-
-impl Drop for Uninstall {
-    fn drop(&mut self) {
-        let _ = helm_on_cluster(&["uninstall", "secretguard", "--namespace", &self.0]);
-    }
-}
-
 #[tokio::test]
 async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_more() {
     let client = admin_client().await;
     install_crds();
     let release_ns = TestNamespace::new(&client, "sg-release").await;
-    let _release = Uninstall(release_ns.name.clone());
+    let _release = HelmRelease::new("secretguard", &release_ns.name);
     let out = helm_on_cluster(&[
         "install",
         "secretguard",
@@ -438,7 +417,7 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
         "helm install: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = token_of(&release_ns.name, "secretguard");
+    let token = service_account_token(&release_ns.name, "secretguard");
     let as_operator = token_client(&token).await;
 
     // What it must be able to do, and what it must not.
@@ -542,19 +521,7 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     }
 
     // The operator binary, as that ServiceAccount, does its job.
-    let kubeconfig =
-        std::env::temp_dir().join(format!("sg-operator-{}.kubeconfig", std::process::id()));
-    let admin = kube::config::Kubeconfig::read_from(kubeconfig_path()).expect("admin kubeconfig");
-    let cluster = admin.clusters[0].cluster.clone().expect("cluster");
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": cluster.server, "certificate-authority-data": cluster.certificate_authority_data}}],
-        "users": [{"name": "secretguard", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "secretguard"}}],
-        "current-context": "local",
-    });
-    std::fs::write(&kubeconfig, serde_json::to_vec(&config).expect("json"))
-        .expect("write kubeconfig");
+    let kubeconfig = token_kubeconfig("sg-operator", &token);
     let mut op = OperatorProcess::builder("chart")
         .namespace(&release_ns.name)
         .kubeconfig(&kubeconfig)
@@ -577,8 +544,8 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     for sa in ["nobody", "scraper"] {
         create_service_account(&client, &release_ns.name, sa).await;
     }
-    let nobody = token_of(&release_ns.name, "nobody");
-    let scraper = token_of(&release_ns.name, "scraper");
+    let nobody = service_account_token(&release_ns.name, "nobody");
+    let scraper = service_account_token(&release_ns.name, "scraper");
     assert_eq!(
         scrape(&url, Some(&nobody)).await.0,
         403,

@@ -16,7 +16,11 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     let from_audit = ctx.records().audit_pending.remove(key);
     // Load (client: reads).
     let Some(mut target) = load::load(ctx, key).await? else {
-        ctx.records().retired_deletions.remove(key);
+        {
+            let mut records = ctx.records();
+            records.retired_deletions.remove(key);
+            records.deleted_here.remove(key);
+        }
         return retention::unguard(ctx, key).await;
     };
     let retention_ends = retention::keep_restore_points(ctx, &target).await?;

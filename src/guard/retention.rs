@@ -195,10 +195,11 @@ fn pad(next: Option<Duration>) -> Option<Duration> {
 }
 
 /// The UIDs the target's restore point and snapshot save as they live now: the Secret's
-/// and its ServiceAccount's (`stored_points` takes them in that order).
+/// (or the one just deleted here) and its ServiceAccount's (`stored_points` takes them in
+/// that order).
 pub fn live_uids(target: &ObservedTarget) -> [Option<&str>; 2] {
     [
-        target.live.as_ref().map(|s| s.uid.as_str()),
+        target.last_uid.as_deref(),
         target
             .service_account
             .as_ref()

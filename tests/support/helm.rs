@@ -55,3 +55,53 @@ pub fn helm_template_release(
         .collect();
     (text, docs)
 }
+
+/// A release of the chart in a namespace, uninstalled when the test ends however it ends:
+/// its cluster-wide roles would make the next install fail.
+pub struct HelmRelease {
+    pub name: String,
+    pub namespace: String,
+}
+
+impl HelmRelease {
+    pub fn new(name: &str, namespace: &str) -> HelmRelease {
+        HelmRelease {
+            name: name.into(),
+            namespace: namespace.into(),
+        }
+    }
+}
+
+impl Drop for HelmRelease {
+    fn drop(&mut self) {
+        let _ = helm_on_cluster(&["uninstall", &self.name, "--namespace", &self.namespace]);
+    }
+}
+
+/// The chart and the CRDs of this repository at `commit` (`charts/`, `crds/` of `git
+/// archive`), in a directory of the temp dir; returns it.
+pub fn tree_at(commit: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sg-tree-{commit}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create tree dir");
+    let archive = Command::new("git")
+        .args(["archive", "--format=tar", commit, "charts", "crds"])
+        .current_dir(repo_root())
+        .output()
+        .expect("git archive");
+    assert!(
+        archive.status.success(),
+        "git archive {commit}: {}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let mut tar = Command::new("tar")
+        .arg("-x")
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("tar");
+    std::io::Write::write_all(&mut tar.stdin.take().expect("stdin"), &archive.stdout)
+        .expect("write to tar");
+    assert!(tar.wait().expect("tar").success(), "tar -x");
+    dir
+}
