@@ -69,6 +69,19 @@ fn apply_crds(tree: &std::path::Path) {
     );
 }
 
+/// Files and directories the test made, removed when it ends however it ends (a
+/// kubeconfig holds a token).
+struct Remove(Vec<std::path::PathBuf>);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
 /// Puts this tree's CRDs back when the test ends, for the tests that follow.
 struct CurrentCrds;
 
@@ -227,6 +240,7 @@ async fn an_upgrade_from_the_previous_release_and_a_rollback_keep_every_guarded_
     );
     let token = service_account_token(&release_ns.name, RELEASE);
     let kubeconfig = token_kubeconfig("sg-upgrade", &token);
+    let _remove = Remove(vec![kubeconfig.clone(), old_tree.clone()]);
     let old = Version {
         release: Some(from.clone()),
         args: deployment_args(&release_ns.name),
@@ -371,6 +385,4 @@ async fn an_upgrade_from_the_previous_release_and_a_rollback_keep_every_guarded_
         "the same token bytes, from the point the new version wrote"
     );
     assert_clean_logs(&old_replicas.iter().collect::<Vec<_>>());
-    let _ = std::fs::remove_file(&kubeconfig);
-    let _ = std::fs::remove_dir_all(&old_tree);
 }
