@@ -11,6 +11,9 @@ export ETCD_VERSION   ?= v3.6.14
 export HELM_VERSION   ?= v3.21.4
 export PROMETHEUS_VERSION ?= v0.314.0
 export ALERTMANAGER_VERSION ?= v0.31.1
+# The release an upgrade starts from (tests/upgrade.rs): the commit before the "trust
+# before features" wave, built from this repository's history into the cache.
+export UPGRADE_FROM ?= daddc86
 
 export SECRETGUARD_CACHE ?= $(HOME)/.cache/secretguard
 export TOOLS_BIN := $(CURDIR)/.tools/bin
@@ -23,9 +26,10 @@ INTEGRATION_TESTS ?= *
 # Those that depend on what the Kubernetes version does, run on K8S_OLDEST as well: the
 # tokens controller (control_plane, token_guard, token_requests, token_not_populated), the legacy token
 # cleaner, ValidatingAdmissionPolicy (control_plane), CRD schema and CEL validation,
-# generic Secret guarding, streamed or paged lists (caches), and the versions the tools
-# report (tools).
-OLDEST_TESTS := control_plane token_guard token_requests token_not_populated legacy_token_cleaner crd_validation guard_authors secret_guard caches tools
+# generic Secret guarding, streamed or paged lists (caches), the versions the tools
+# report (tools), and an upgrade from UPGRADE_FROM and its rollback (upgrade: the two
+# versions' admission policy and lists side by side).
+OLDEST_TESTS := control_plane token_guard token_requests token_not_populated legacy_token_cleaner crd_validation guard_authors secret_guard caches tools upgrade
 # Points tools, cluster and tests at K8S_OLDEST, away from the default .tools/bin and .cluster.
 ON_OLDEST := K8S_VERSION=$(K8S_OLDEST) TOOLS_BIN=$(CURDIR)/.tools/k8s-$(K8S_OLDEST)/bin SECRETGUARD_CLUSTER_DIR=$(CURDIR)/.cluster-oldest
 CARGO_INTEGRATION = $(CARGO) test --features fault-injection $(foreach t,$(INTEGRATION_TESTS),--test '$(t)')
@@ -38,18 +42,20 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 .PHONY: tools
-tools: ## build the control plane and test tools from the Go module proxy (cached) and link them into .tools/bin
+tools: ## build the control plane and test tools from the Go module proxy, and the operator at UPGRADE_FROM (cached), and link them into .tools/bin
 	@$(call build_tool,kubernetes,$(K8S_VERSION))
 	@$(call build_tool,etcd,$(ETCD_VERSION))
 	@$(call build_tool,helm,$(HELM_VERSION))
 	@$(call build_tool,prometheus,$(PROMETHEUS_VERSION))
 	@$(call build_tool,alertmanager,$(ALERTMANAGER_VERSION))
+	@$(call build_tool,secretguard,$(UPGRADE_FROM))
 	@mkdir -p $(TOOLS_BIN)
 	@for b in kube-apiserver kube-controller-manager kubectl; do ln -sfn $(TOOLS)/kubernetes-$(K8S_VERSION)/bin/$$b $(TOOLS_BIN)/$$b; done
 	@ln -sfn $(TOOLS)/etcd-$(ETCD_VERSION)/bin/etcd $(TOOLS_BIN)/etcd
 	@ln -sfn $(TOOLS)/helm-$(HELM_VERSION)/bin/helm $(TOOLS_BIN)/helm
 	@ln -sfn $(TOOLS)/prometheus-$(PROMETHEUS_VERSION)/bin/promtool $(TOOLS_BIN)/promtool
 	@ln -sfn $(TOOLS)/alertmanager-$(ALERTMANAGER_VERSION)/bin/alertmanager $(TOOLS_BIN)/alertmanager
+	@ln -sfn $(TOOLS)/secretguard-$(UPGRADE_FROM)/bin/secretguard $(TOOLS_BIN)/secretguard-$(UPGRADE_FROM)
 	@echo "tools linked into $(TOOLS_BIN) (Kubernetes $(K8S_VERSION))"
 
 .PHONY: tools-oldest

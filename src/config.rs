@@ -25,6 +25,9 @@ pub struct Config {
     /// `restore_loop_window` stop its restores (RestoreLoop).
     pub restore_loop_limit: usize,
     pub restore_loop_window: Duration,
+    /// Restore points of an earlier format (after an upgrade) rewritten in the current
+    /// one, at most this many a second.
+    pub migration_rate: f64,
 }
 
 /// Leader election among replicas (src/leader.rs).

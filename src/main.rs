@@ -138,6 +138,11 @@ struct RunArgs {
     /// Requests allowed at once above --api-qps.
     #[arg(long, env = "SECRETGUARD_API_BURST", default_value_t = 400)]
     api_burst: u32,
+
+    /// Restore points of an earlier format (after an upgrade) rewritten in the current one
+    /// a second, at most: a GET and a write each, in the background.
+    #[arg(long, env = "SECRETGUARD_MIGRATION_RATE", default_value_t = 10.0)]
+    migration_rate: f64,
 }
 
 #[tokio::main]
@@ -208,6 +213,7 @@ async fn run(args: RunArgs) -> Result<()> {
         restore_point_retention: args.restore_point_retention,
         restore_loop_limit: args.restore_loop_limit,
         restore_loop_window: args.restore_loop_window,
+        migration_rate: args.migration_rate,
         alertmanager_urls: args.alertmanager_urls,
         runbook_base_url: args.runbook_base_url,
         instance,

@@ -135,6 +135,7 @@ pub struct Metrics {
     pub build_info: Family<Build, Gauge>,
     pub api: ApiMetrics,
     pub queue_depth: Family<QueueLane, Gauge>,
+    pub restore_points_migrated: Counter,
     /// The counter series of each guard, to forget with it.
     counted: Mutex<HashMap<Guard, Counted>>,
 }
@@ -169,6 +170,7 @@ pub const NAMES: &[&str] = &[
     "secretguard_api_requests_total",
     "secretguard_api_throttled_seconds_total",
     "secretguard_queue_depth",
+    "secretguard_restore_points_migrated_total",
 ];
 
 impl Default for Metrics {
@@ -201,6 +203,7 @@ impl Metrics {
             build_info: Family::default(),
             api: ApiMetrics::default(),
             queue_depth: Family::default(),
+            restore_points_migrated: Counter::default(),
             counted: Mutex::default(),
             registry: Registry::default(),
         };
@@ -300,6 +303,11 @@ impl Metrics {
             "queue_depth",
             "Work waiting, by lane: urgent (something happened to a guarded object) or background",
             m.queue_depth.clone(),
+        );
+        registry.register(
+            "restore_points_migrated",
+            "Restore points and ServiceAccount snapshots of an earlier format rewritten in the current one (--migration-rate)",
+            m.restore_points_migrated.clone(),
         );
         m.build_info
             .get_or_create(&Build {

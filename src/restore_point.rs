@@ -9,7 +9,9 @@
 //! Format: `secretguard.dev/format: "1"` records the origin namespace's UID
 //! (`origin-namespace-uid`). Points without the format annotation were written before
 //! namespace UIDs were recorded (format 0) and are still read: `provenance` decides
-//! whether they belong to the live namespace.
+//! whether they belong to the live namespace. A point of an earlier format is rewritten
+//! in the current one by `rewritten` (read with `parse`, written with `build`), so a
+//! new format needs nothing more than those two to be migrated to.
 
 use std::collections::BTreeMap;
 
@@ -131,6 +133,9 @@ pub struct Written {
     pub created: Option<k8s_openapi::jiff::Timestamp>,
     /// For a snapshot: the ServiceAccount it holds.
     pub service_account: Option<ObjectKey>,
+    /// Written in a format before `FORMAT_VERSION` (format 0 included): to be rewritten in
+    /// the current one. A newer format is never rewritten.
+    pub older_format: bool,
 }
 
 impl Written {
@@ -149,8 +154,74 @@ impl Written {
             adopt_namespace_uid: ann(annotation::ADOPT_NAMESPACE_UID),
             created: point.metadata.creation_timestamp.as_ref().map(|t| t.0),
             service_account,
+            older_format: older_format(ann(annotation::FORMAT).as_deref()),
         }
     }
+}
+
+/// Whether a format annotation names a format before `FORMAT_VERSION` (absent: format 0).
+/// One this version does not know is not older: it may be newer.
+fn older_format(format: Option<&str>) -> bool {
+    let number = |f: &str| f.parse::<u32>().ok();
+    match (format.map_or(Some(0), number), number(FORMAT_VERSION)) {
+        (Some(f), Some(current)) => f < current,
+        _ => false,
+    }
+}
+
+/// A restore point or ServiceAccount snapshot of an earlier format, rewritten in the
+/// format this version writes, for the namespace with UID `namespace_uid` (where it was
+/// found to belong): the same origin, content, restore count and tombstone, read with
+/// `parse` and written with `build`. None when it is not of an earlier format, or cannot
+/// be read: it is then left as it is.
+pub fn rewritten(point: &Secret, namespace_uid: &str) -> Option<Secret> {
+    let written = Written::of(point);
+    if !written.older_format {
+        return None;
+    }
+    let operator_namespace = point.metadata.namespace.as_deref().unwrap_or_default();
+    let rewritten = if written.origin_kind.as_deref() == Some(SERVICE_ACCOUNT_KIND) {
+        let origin = written.origin?;
+        let mut sa = parse_sa_snapshot(point)?;
+        sa.metadata.uid = written.origin_uid;
+        sa.metadata.resource_version = snapshot_resource_version(point).map(str::to_owned);
+        build_sa_snapshot(&sa, &origin.name, namespace_uid, operator_namespace)
+    } else {
+        rewritten_restore_point(point, namespace_uid, operator_namespace)?
+    };
+    // Its name is derived from the origin it records: one that says otherwise was
+    // altered, and rewriting it would write another point.
+    (rewritten.metadata.name == point.metadata.name).then_some(rewritten)
+}
+
+fn rewritten_restore_point(
+    point: &Secret,
+    namespace_uid: &str,
+    operator_namespace: &str,
+) -> Option<Secret> {
+    let rp = parse(point).ok()?;
+    let origin = Secret {
+        metadata: ObjectMeta {
+            name: Some(rp.origin_name),
+            namespace: Some(rp.origin_namespace),
+            uid: Some(rp.origin_uid),
+            labels: Some(rp.labels),
+            annotations: Some(rp.annotations),
+            owner_references: Some(rp.owner_references).filter(|o| !o.is_empty()),
+            ..Default::default()
+        },
+        type_: Some(rp.type_),
+        data: Some(rp.data),
+        immutable: rp.immutable.then_some(true),
+        ..Default::default()
+    };
+    Some(build(
+        &origin,
+        &rp.origin_kind,
+        namespace_uid,
+        operator_namespace,
+        rp.restores,
+    ))
 }
 
 /// Where `point` was written, seen from `namespace` (the live namespace of the origin's
@@ -758,10 +829,10 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_service_account_snapshot_keeps_what_recreation_needs_and_never_its_secrets_list() {
+    /// ServiceAccount `writer` of `ingest`, listing a token Secret in `.secrets`.
+    fn writer_sa() -> ServiceAccount {
         use k8s_openapi::api::core::v1::{LocalObjectReference, ObjectReference};
-        let sa = ServiceAccount {
+        ServiceAccount {
             metadata: ObjectMeta {
                 name: Some("writer".into()),
                 namespace: Some("ingest".into()),
@@ -776,7 +847,12 @@ mod tests {
                 name: Some("old-token".into()),
                 ..Default::default()
             }]),
-        };
+        }
+    }
+
+    #[test]
+    fn a_service_account_snapshot_keeps_what_recreation_needs_and_never_its_secrets_list() {
+        let sa = writer_sa();
         let snap = build_sa_snapshot(&sa, "writer-token", "ns-uid", "op");
         assert_eq!(snapshot_resource_version(&snap), Some("7"));
         assert_eq!(
@@ -905,9 +981,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn format_1_records_the_namespace_uid_and_format_0_is_still_read() {
-        let point = point_written(Some("ns-1"), "2026-03-01T00:00:00Z");
+    /// The point is of the format this version writes, and records this namespace UID.
+    fn assert_current_format(point: &Secret, namespace_uid: &str) {
         let ann = point.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(
             ann.get(annotation::FORMAT).map(String::as_str),
@@ -916,8 +991,14 @@ mod tests {
         assert_eq!(
             ann.get(annotation::ORIGIN_NAMESPACE_UID)
                 .map(String::as_str),
-            Some("ns-1")
+            Some(namespace_uid)
         );
+    }
+
+    #[test]
+    fn format_1_records_the_namespace_uid_and_format_0_is_still_read() {
+        let point = point_written(Some("ns-1"), "2026-03-01T00:00:00Z");
+        assert_current_format(&point, "ns-1");
         assert!(parse(&point).is_ok());
         assert!(
             parse(&point_written(None, "2026-03-01T00:00:00Z")).is_ok(),
@@ -946,6 +1027,56 @@ mod tests {
             .expect("annotations")
             .insert(annotation::FORMAT.into(), "2".into());
         assert!(matches!(parse(&future), Err(RestorePointError::UnknownFormat(_, f)) if f == "2"));
+    }
+
+    #[test]
+    fn a_point_of_an_earlier_format_is_rewritten_in_this_one_with_the_same_content() {
+        let mut old = point_written(None, "2026-03-01T00:00:00Z");
+        old.metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert(annotation::RESTORES.into(), "3".into());
+        assert!(Written::of(&old).older_format);
+        let new = rewritten(&old, "ns-1").expect("format 0 is rewritten");
+        assert_current_format(&new, "ns-1");
+        assert_eq!(new.metadata.name, old.metadata.name);
+        assert_eq!(new.metadata.namespace, old.metadata.namespace);
+        assert_eq!(parse(&new), parse(&old), "what a restore reads is the same");
+        assert_eq!(restores(&new), 3, "the restore count is kept");
+        assert!(!Written::of(&new).older_format);
+        assert_eq!(rewritten(&new, "ns-1"), None, "written once");
+
+        let mut newer = new.clone();
+        newer
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert(annotation::FORMAT.into(), "99".into());
+        assert_eq!(
+            rewritten(&newer, "ns-1"),
+            None,
+            "a newer format is left alone"
+        );
+
+        let mut moved = old.clone();
+        moved.metadata.name = Some(name_for("ingest", "other"));
+        assert_eq!(
+            rewritten(&moved, "ns-1"),
+            None,
+            "a point not named after its origin is left alone"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_of_an_earlier_format_is_rewritten_in_this_one() {
+        let current = build_sa_snapshot(&writer_sa(), "writer-token", "ns-1", "op");
+        let mut old = current.clone();
+        let ann = old.metadata.annotations.as_mut().expect("annotations");
+        ann.remove(annotation::FORMAT);
+        ann.remove(annotation::ORIGIN_NAMESPACE_UID);
+        assert_eq!(rewritten(&old, "ns-1"), Some(current));
     }
 
     #[test]

@@ -4,8 +4,13 @@
 //! (security review A5). Restores are served first by the work queue's urgent lane; at
 //! most one request per worker waits here, so an urgent request waits behind at most
 //! `workers` others. Every request is counted by verb.
+//!
+//! Also a `Pace`: work that is never urgent (rewriting restore points of an earlier
+//! format after an upgrade) spread at a bounded rate, each key given a time of its own.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -142,6 +147,57 @@ where
     }
 }
 
+/// Work spread at a bounded rate: one key at a time, `interval` apart. The first key asking
+/// goes at once; each later one is given its own time (a slot), kept until it comes back
+/// for it, so a thousand keys are each looked at again once, at their time, not a
+/// thousand times in a herd. A key that never comes back only wastes its slot.
+#[derive(Debug)]
+pub struct Pace<K> {
+    interval: Duration,
+    /// The next free slot.
+    next: Instant,
+    slots: HashMap<K, Instant>,
+}
+
+impl<K: Clone + Eq + Hash> Pace<K> {
+    /// At most `per_second` keys a second (at least one a minute).
+    pub fn new(per_second: f64) -> Pace<K> {
+        Pace {
+            interval: Duration::from_secs_f64(1.0 / per_second.max(1.0 / 60.0)),
+            next: Instant::now(),
+            slots: HashMap::new(),
+        }
+    }
+
+    /// May `key` go now (None)? Else how long until its slot.
+    pub fn slot(&mut self, key: &K, now: Instant) -> Option<Duration> {
+        if self.next <= now {
+            // Every slot given out has come: forget them all.
+            self.slots.clear();
+        }
+        let at = match self.slots.get(key) {
+            Some(at) => *at,
+            None => {
+                let at = self.next.max(now);
+                self.next = at + self.interval;
+                at
+            }
+        };
+        if at <= now {
+            self.slots.remove(key);
+            None
+        } else {
+            self.slots.insert(key.clone(), at);
+            Some(at - now)
+        }
+    }
+
+    /// Keys holding a slot still to come.
+    pub fn waiting(&self) -> usize {
+        self.slots.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +244,42 @@ mod tests {
             .get();
         assert_eq!(gets, 4);
         assert!(metrics.throttled_seconds.get() > 0.19);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pace_lets_one_key_go_each_interval_and_gives_each_its_own_time() {
+        let start = Instant::now();
+        let mut pace = Pace::new(10.0);
+        let keys: Vec<u32> = (0..100).collect();
+        let waits: Vec<Option<Duration>> = keys.iter().map(|k| pace.slot(k, start)).collect();
+        assert_eq!(waits[0], None, "the first goes at once");
+        for (k, wait) in waits.iter().enumerate().skip(1) {
+            assert_eq!(
+                *wait,
+                Some(Duration::from_millis(100) * k as u32),
+                "key {k}"
+            );
+        }
+        assert_eq!(pace.waiting(), 99);
+        // Asking again before its time changes nothing; no key gains by asking often.
+        assert_eq!(pace.slot(&5, start), Some(Duration::from_millis(500)));
+        assert_eq!(
+            pace.slot(&5, start + Duration::from_millis(499)),
+            Some(Duration::from_millis(1))
+        );
+        // In the first second, the keys whose time came: 10 more after the first.
+        let second = start + Duration::from_secs(1);
+        let went = keys[1..]
+            .iter()
+            .filter(|k| pace.slot(k, second).is_none())
+            .count();
+        assert_eq!(went, 10, "keys 1 to 10");
+        // A key that asks late for the first time waits behind all the others.
+        assert_eq!(pace.slot(&1000, second), Some(Duration::from_millis(9000)));
+        // Once every slot has come, the next key goes at once.
+        let later = start + Duration::from_secs(60);
+        assert_eq!(pace.slot(&2000, later), None);
+        assert_eq!(pace.waiting(), 0);
+        assert_eq!(pace.slot(&2001, later), Some(Duration::from_millis(100)));
     }
 }

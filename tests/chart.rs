@@ -524,8 +524,8 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     for sa in ["nobody", "scraper"] {
         create_service_account(&client, &release_ns.name, sa).await;
     }
-    let nobody = token_of(&release_ns.name, "nobody");
-    let scraper = token_of(&release_ns.name, "scraper");
+    let nobody = service_account_token(&release_ns.name, "nobody");
+    let scraper = service_account_token(&release_ns.name, "scraper");
     assert_eq!(
         scrape(&url, Some(&nobody)).await.0,
         403,

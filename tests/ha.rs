@@ -190,19 +190,6 @@ async fn change_db(client: &Client, ns: &str, secrets: &Api<Secret>) -> Secret {
     .await
 }
 
-/// The holder of the Lease `name` in the operator namespace, if any.
-async fn lease_holder(client: &Client, name: &str) -> Option<String> {
-    Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE)
-        .get_opt(name)
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
-}
-
-/// Wait until exactly one of `replicas` leads and all are ready; returns the leader's index.
-
 #[tokio::test]
 async fn a_leader_stopped_with_sigterm_gives_the_lease_up_and_the_standby_leads_well_within_the_lease_duration()
  {
@@ -231,7 +218,7 @@ async fn a_leader_stopped_with_sigterm_gives_the_lease_up_and_the_standby_leads_
     let leader = wait_one_leader(&replicas).await;
     let standby = replicas[1 - leader].identity();
     assert_eq!(
-        lease_holder(&client, &lease).await,
+        lease_holder(&client, OPERATOR_NAMESPACE, &lease).await,
         Some(replicas[leader].identity())
     );
 
@@ -240,7 +227,9 @@ async fn a_leader_stopped_with_sigterm_gives_the_lease_up_and_the_standby_leads_
     wait_for_within(
         Duration::from_secs(20),
         "the standby to hold the Lease",
-        || async { (lease_holder(&client, &lease).await? == standby).then_some(()) },
+        || async {
+            (lease_holder(&client, OPERATOR_NAMESPACE, &lease).await? == standby).then_some(())
+        },
     )
     .await;
     let signal = replicas[leader].wait_exit("its exit after SIGTERM");
@@ -288,7 +277,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes_and_exits
     // A standby takes over once the Lease has not changed for its duration.
     let new = replica("successor", &lease).start();
     wait_for("the successor to hold the Lease", || async {
-        (lease_holder(&client, &lease).await? == new.identity()).then_some(())
+        (lease_holder(&client, OPERATOR_NAMESPACE, &lease).await? == new.identity()).then_some(())
     })
     .await;
     // The Secret changes; the successor saves the new content.
@@ -313,7 +302,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes_and_exits
         "the old leader wrote to the restore point"
     );
     assert_eq!(
-        lease_holder(&client, &lease).await,
+        lease_holder(&client, OPERATOR_NAMESPACE, &lease).await,
         Some(new.identity()),
         "the successor still leads"
     );
@@ -365,7 +354,9 @@ async fn a_standby_never_takes_a_lease_its_holder_keeps_renewing_however_far_off
     while watched.elapsed() < 3 * LEASE {
         assert_eq!(standby.leader().await, Some(0), "took a Lease in use");
         assert_eq!(
-            lease_holder(&client, &lease).await.as_deref(),
+            lease_holder(&client, OPERATOR_NAMESPACE, &lease)
+                .await
+                .as_deref(),
             Some("elsewhere")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

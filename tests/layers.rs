@@ -50,6 +50,7 @@ const ORDER: &[&str] = &[
     "guard/report/alerts.rs",
     "guard/report/mod.rs",
     "guard/retention.rs",
+    "guard/migrate.rs",
     "guard/reconcile.rs",
     "guard/mod.rs",
     // Runtime.

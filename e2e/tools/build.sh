@@ -6,6 +6,8 @@
 #   e2e/tools/build.sh helm v3.21.4         -> helm
 #   e2e/tools/build.sh prometheus v0.314.0  -> promtool
 #   e2e/tools/build.sh alertmanager v0.31.1 -> alertmanager
+#   e2e/tools/build.sh secretguard daddc86  -> secretguard, the operator at that commit of
+#                                              this repository (the upgrade test's old version)
 #
 # Output: $SECRETGUARD_CACHE/tools/<tool>-<version>/bin (default ~/.cache/secretguard).
 # A finished build leaves a .complete marker; a cached build is reused without touching Go.
@@ -85,6 +87,20 @@ alertmanager)
   ld="-X github.com/prometheus/common/version.Version=${version#v} -X github.com/prometheus/common/version.Branch=HEAD"
   (cd "$work" && GOBIN="$out/bin" go install -trimpath -ldflags "-s -w $ld" \
     "github.com/prometheus/alertmanager/cmd/alertmanager@$version")
+  ;;
+secretguard)
+  # An earlier commit of this repository, from its own Git history: a debug build (cheaper
+  # than release on a small machine), with a target dir of its own under the cache, kept
+  # for the next commit so only what changed is compiled again.
+  repo=$(cd "$here/../.." && pwd)
+  git -C "$repo" cat-file -e "$version^{commit}" 2>/dev/null ||
+    { echo "commit $version is not in $repo (a shallow clone? git fetch --unshallow)" >&2; exit 1; }
+  mkdir -p "$work/src"
+  git -C "$repo" archive "$version" | tar -x -C "$work/src"
+  target=$cache/build/secretguard-target
+  (cd "$work/src" && CARGO_TARGET_DIR=$target CARGO_INCREMENTAL=0 \
+    cargo build --locked --quiet --bin secretguard)
+  cp "$target/debug/secretguard" "$out/bin/secretguard"
   ;;
 *)
   echo "unknown tool $tool" >&2

@@ -15,6 +15,7 @@ use crate::api::v1alpha1::{SecretGuard, SecretGuardSpec};
 use crate::cache::{CachedRestorePoint, CachedSecret};
 use crate::guard::context::{Context, Work};
 use crate::guard::spec::{self, TargetKind};
+use crate::guard::state::DeletedHere;
 use crate::guard::status;
 use crate::object_key::ObjectKey;
 use crate::queue::Lane;
@@ -193,6 +194,7 @@ pub fn admit_secret(ctx: &Context, secret: Secret, seen: Seen) -> CachedSecret {
         return CachedSecret::minimal(&secret);
     }
     let cached = CachedSecret::detailed(&secret);
+    remember_deletion(ctx, &cached, seen);
     // Only for the leader's workers; never for a (re-)list: what changed while no watch
     // ran is read with a GET, rather than holding every guarded Secret at once.
     let needed = *ctx.leading.borrow()
@@ -208,6 +210,48 @@ pub fn admit_secret(ctx: &Context, secret: Secret, seen: Seen) -> CachedSecret {
         tracing::warn!(target = %key, "too much Secret content waiting for reconciles: this one will be read again");
     }
     cached
+}
+
+/// A guarded Secret deleted from an active namespace while its restore point records no
+/// namespace (format 0): remember which Secret it was and where (`Records::deleted_here`),
+/// until it is seen again, other than as its own restore (whose restore point still
+/// saves the deleted one until it is saved again).
+fn remember_deletion(ctx: &Context, secret: &CachedSecret, seen: Seen) {
+    let key = &secret.key;
+    if seen != Seen::Deleted {
+        let restored_from = secret
+            .detail
+            .as_ref()
+            .and_then(|d| d.annotation(labels::RESTORED_FROM));
+        let mut records = ctx.records();
+        if records
+            .deleted_here
+            .get(key)
+            .is_none_or(|d| restored_from != Some(d.uid.as_str()))
+        {
+            records.deleted_here.remove(key);
+        }
+        return;
+    }
+    let name = restore_point::name_for(&key.namespace, &key.name);
+    let unrecorded = ctx
+        .stores
+        .restore_point(&ctx.config.operator_namespace, &name)
+        .is_some_and(|rp| rp.written.namespace_uid.is_none());
+    let namespace = ctx
+        .stores
+        .namespace(&key.namespace)
+        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        .and_then(|ns| ns.metadata.uid.clone());
+    if let (true, Some(namespace_uid)) = (unrecorded, namespace) {
+        ctx.records().deleted_here.insert(
+            key.clone(),
+            DeletedHere {
+                uid: secret.uid.clone(),
+                namespace_uid,
+            },
+        );
+    }
 }
 
 /// The restore point in the cache holds this Secret's content already.

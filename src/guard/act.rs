@@ -185,10 +185,10 @@ pub async fn restore_source(
         .get_opt(&name)
         .await?
         .ok_or(ActionError::MissingRestorePoint)?;
-    let live_uid = target.live.as_ref().map(|s| s.uid.as_str());
     let read = CachedRestorePoint::of(&point);
     let kind = target.spec.kind();
-    if observe::restore_point_refusal(&read, &target.key, kind, ns, live_uid).is_some()
+    let last_uid = target.last_uid.as_deref();
+    if observe::restore_point_refusal(&read, &target.key, kind, ns, last_uid).is_some()
         || read.saved.as_ref().is_ok_and(|s| s.tombstone.is_some())
     {
         return Err(ActionError::MissingRestorePoint);

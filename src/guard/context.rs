@@ -23,6 +23,7 @@ use crate::labels;
 use crate::metrics::Metrics;
 use crate::object_key::ObjectKey;
 use crate::queue::{Lane, WorkQueue};
+use crate::throttle::Pace;
 use crate::transport::{Clients, Fence};
 
 /// A unit of work.
@@ -145,6 +146,8 @@ pub struct Context {
     pub selector_watches: Mutex<SelectorWatches>,
     /// Whole Secrets from watch events, kept until the reconcile of their key takes them.
     pub contents: Mutex<Contents>,
+    /// When each restore point of an earlier format may be rewritten (src/guard/migrate.rs).
+    pub migrations: Mutex<Pace<String>>,
 }
 
 /// The Secrets, data included, that watch events carried and that a reconcile will need:
@@ -243,6 +246,7 @@ impl Context {
             startup_done: tokio::sync::watch::Sender::new(false),
             selector_watches: Mutex::new(HashMap::new()),
             contents: Mutex::new(Contents::default()),
+            migrations: Mutex::new(Pace::new(config.migration_rate)),
             config,
         };
         (ctx, writers)

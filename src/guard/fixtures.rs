@@ -178,6 +178,7 @@ pub fn config() -> Config {
         restore_point_retention: std::time::Duration::from_secs(24 * 3600),
         restore_loop_limit: 5,
         restore_loop_window: std::time::Duration::from_secs(600),
+        migration_rate: 10.0,
         alertmanager_urls: Vec::new(),
         runbook_base_url: String::new(),
         leader: None,

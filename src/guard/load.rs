@@ -58,6 +58,10 @@ pub struct ObservedTarget {
     pub sharing: Option<Sharing>,
     /// The live Secret, as the cache holds it (always with its detail).
     pub live: Option<Arc<CachedSecret>>,
+    /// The UID of the Secret that lived here: the one seen deleted from this namespace
+    /// (`Records::deleted_here`) when the restore point saves that one, else the live one.
+    /// A format-0 restore point that saves it was written here.
+    pub last_uid: Option<String>,
     /// The whole Secret, data included, as the latest watch event (or the GET) showed it:
     /// the same version as `live`, or, when the Secret is gone, its final state. Held only
     /// for this reconcile: what a restore point is written from.
@@ -134,11 +138,26 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         return Ok(None);
     };
     let namespace = namespace_state(ctx, &key.namespace).await?;
-    let live_uid = live.as_ref().map(|s| s.uid.as_str());
+    // The Secret deleted here, when the restore point saves that one (it was restored
+    // since, or is to be); else the live one.
+    let deleted_here = ctx.records().deleted_here.get(key).cloned();
+    let last_uid = deleted_here
+        .filter(|d| Some(&d.namespace_uid) == namespace.active().map(|ns| &ns.uid))
+        .map(|d| d.uid)
+        .filter(|uid| {
+            restore_point
+                .as_ref()
+                .is_some_and(|p| p.origin_uid() == uid)
+        })
+        .or_else(|| live.as_ref().map(|s| s.uid.clone()));
     let restore_point_refused = match (namespace.active(), &restore_point) {
-        (Some(ns), Some(point)) => {
-            observe::restore_point_refusal(point, key, guarding.spec.kind(), ns, live_uid)
-        }
+        (Some(ns), Some(point)) => observe::restore_point_refusal(
+            point,
+            key,
+            guarding.spec.kind(),
+            ns,
+            last_uid.as_deref(),
+        ),
         _ => None,
     };
     if let Some(refusal) = restore_point_refused {
@@ -188,6 +207,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         policy: guarding.policy,
         sharing: guarding.sharing,
         live,
+        last_uid,
         content,
         looked,
         restore_point,
@@ -340,6 +360,9 @@ impl ObservedTarget {
     pub async fn look(&mut self, ctx: &Context) -> Result<()> {
         let found = get_secret(ctx, &self.key).await?;
         self.live = found.as_ref().map(|s| Arc::new(CachedSecret::detailed(s)));
+        if let (None, Some(live)) = (&self.last_uid, &self.live) {
+            self.last_uid = Some(live.uid.clone());
+        }
         // What was seen of a deleted Secret still matters if it is gone.
         if found.is_some() || self.final_state().is_none() {
             self.content = found.map(Arc::new);

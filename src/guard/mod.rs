@@ -21,6 +21,7 @@
 //! - `status`: request and write a guard's status (debounced)
 //! - `report`: metrics, alerts and Events about what is new
 //! - `retention`: unguarding, and restore points of deleted namespaces
+//! - `migrate`: restore points of an earlier format rewritten in this one, at a bounded pace
 //! - `reconcile`: the pipeline, load -> decide -> act -> record -> report
 
 // Pure.
@@ -54,6 +55,8 @@ pub mod status;
 pub mod report;
 
 pub mod retention;
+
+pub mod migrate;
 
 pub mod reconcile;
 

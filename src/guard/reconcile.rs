@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::context::Context;
 use super::decide::{Action, Decision};
-use super::{act, breaker, load, record, report, retention, verify};
+use super::{act, breaker, load, migrate, record, report, retention, verify};
 use crate::object_key::ObjectKey;
 use crate::{Error, Result, fault};
 
@@ -16,7 +16,11 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     let from_audit = ctx.records().audit_pending.remove(key);
     // Load (client: reads).
     let Some(mut target) = load::load(ctx, key).await? else {
-        ctx.records().retired_deletions.remove(key);
+        {
+            let mut records = ctx.records();
+            records.retired_deletions.remove(key);
+            records.deleted_here.remove(key);
+        }
         return retention::unguard(ctx, key).await;
     };
     let retention_ends = retention::keep_restore_points(ctx, &target).await?;
@@ -95,10 +99,18 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
                 source: failure.error,
             })
         }
-        _ => Ok(match (recorded.requeue_after, retention_ends) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }),
+        _ => {
+            // Housekeeping last, and only when there was nothing else to write.
+            let migration = if decision.actions.is_empty() {
+                migrate::restore_points(ctx, &target).await?
+            } else {
+                None
+            };
+            Ok([recorded.requeue_after, retention_ends, migration]
+                .into_iter()
+                .flatten()
+                .min())
+        }
     }
 }
 

@@ -43,7 +43,12 @@ fn guarded_writer() -> (Context, StoreWriters, ApiServer) {
 }
 
 fn guard_writer(ctx: &Context, writers: &mut StoreWriters) {
-    let guard = fixtures::guard(NS, "g", spec(&["writer"], &[]));
+    guard_writer_and(ctx, writers, &[]);
+}
+
+/// As `guard_writer`, the guard also naming these Secrets.
+fn guard_writer_and(ctx: &Context, writers: &mut StoreWriters, secrets: &[&str]) {
+    let guard = fixtures::guard(NS, "g", spec(&["writer"], secrets));
     ctx.index_mut().upsert(&guard);
     cache(&mut writers.guards, guard);
     cache(&mut writers.namespaces, namespace(NS));
@@ -457,30 +462,82 @@ async fn a_secret_whose_point_is_from_an_earlier_namespace_is_not_restored_and_t
     );
 }
 
-#[tokio::test]
-async fn a_point_written_before_namespace_uids_gets_this_namespaces_uid_and_nothing_else() {
-    let target = key();
-    let (ctx, mut writers, mut server) = guarded_writer();
-    cache(&mut writers.secrets, live_token());
-    let mut format_0 = saved(&live_token(), 0);
-    let annotations = format_0.metadata.annotations.as_mut().expect("annotations");
+/// A point as the version before namespace UIDs wrote it (format 0).
+fn format_0(point: Secret) -> Secret {
+    let mut point = point;
+    let annotations = point.metadata.annotations.as_mut().expect("annotations");
     annotations.remove(restore_point::annotation::FORMAT);
     annotations.remove(restore_point::annotation::ORIGIN_NAMESPACE_UID);
-    cache(&mut writers.restore_points, format_0);
+    point.metadata.resource_version = Some("7".into());
+    point
+}
 
-    // It saves the very token Secret that lives here: written in this namespace.
+// Paused time: the pace is a matter of counts and slots, not of how fast the test runs.
+#[tokio::test(start_paused = true)]
+async fn points_of_an_earlier_format_are_rewritten_one_per_slot_and_the_others_wait_for_theirs() {
+    let (ctx, mut writers, mut server) = fixtures::context();
+    guard_writer_and(&ctx, &mut writers, &["db"]);
+    cache(&mut writers.secrets, live_token());
+    cache(&mut writers.secrets, db("1", "pw"));
+    let old_token_point = format_0(saved(&live_token(), 2));
+    cache(&mut writers.restore_points, old_token_point.clone());
+    let old_db_point = format_0_db_point("pw");
+    cache(&mut writers.restore_points, old_db_point.clone());
+
+    // The first one asking goes at once: read whole, written back in this format over the
+    // version read.
+    let target = key();
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
-        server.serve(vec![expect(Method::PATCH, rp_path(), Reply::Echo)])
+        server.serve(vec![
+            get_restore_point(old_token_point.clone()),
+            expect(Method::PATCH, rp_path(), Reply::Echo),
+        ])
+    );
+    assert_eq!(result.ok(), Some(None));
+    let written: Secret = serde_json::from_value(received[1].body.clone()).expect("a Secret");
+    let ann = written.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        ann.get(restore_point::annotation::FORMAT)
+            .map(String::as_str),
+        Some(restore_point::FORMAT_VERSION)
+    );
+    assert_eq!(
+        ann.get(restore_point::annotation::ORIGIN_NAMESPACE_UID)
+            .map(String::as_str),
+        Some("ns-uid")
+    );
+    assert_eq!(written.metadata.resource_version.as_deref(), Some("7"));
+    assert_eq!(written.data, old_token_point.data, "the same content");
+    assert_eq!(restore_point::restores(&written), 2, "the same count");
+    assert_eq!(ctx.metrics.restore_points_migrated.get(), 1);
+
+    // The next one, at once after: nothing sent; it is looked at again at its own time.
+    let db_key = ObjectKey::new(NS, "db");
+    let (result, _) = tokio::join!(reconcile_target(&ctx, &db_key), server.serve(vec![]));
+    let wait = result.expect("reconciled").expect("looked at again");
+    assert_eq!(
+        wait,
+        Duration::from_millis(100),
+        "one slot on at 10 a second"
+    );
+    // Looked at before its time (an audit), it keeps its slot and still sends nothing.
+    tokio::time::advance(Duration::from_millis(40)).await;
+    let (result, _) = tokio::join!(reconcile_target(&ctx, &db_key), server.serve(vec![]));
+    assert_eq!(result.ok(), Some(Some(Duration::from_millis(60))));
+    // At its time it is rewritten.
+    tokio::time::advance(Duration::from_millis(60)).await;
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &db_key),
+        server.serve(vec![
+            get_db_point(&old_db_point),
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+        ])
     );
     server.assert_nothing_else();
     assert_eq!(result.ok(), Some(None));
-    assert_eq!(
-        received[0].body,
-        json!({"metadata": {"annotations": {
-            restore_point::annotation::ORIGIN_NAMESPACE_UID: "ns-uid"}}}),
-        "only the UID is recorded; the point is not rewritten"
-    );
+    assert_eq!(received.len(), 2);
+    assert_eq!(ctx.metrics.restore_points_migrated.get(), 2);
 }
 
 #[tokio::test]
@@ -841,6 +898,118 @@ async fn a_deletion_whose_event_shows_what_the_restore_point_holds_is_restored_w
     );
 }
 
+/// What restoring a generic Secret sends: the create and the Events (SecretDeleted on the
+/// guard, SecretRestored on the guard and the Secret).
+fn secret_restore() -> Vec<fixtures::Expect> {
+    vec![
+        expect(Method::POST, SECRETS, Reply::Created),
+        expect(Method::POST, EVENTS, Reply::Created),
+        expect(Method::POST, EVENTS, Reply::Created),
+        expect(Method::POST, EVENTS, Reply::Created),
+    ]
+}
+
+/// The restore point of `db` read back, data included.
+fn get_db_point(point: &Secret) -> fixtures::Expect {
+    expect(
+        Method::GET,
+        db_rp_path(),
+        Reply::Json(200, serde_json::to_value(point).unwrap_or_default()),
+    )
+}
+
+/// The restore point of `db("1", password)` as the version before namespace UIDs wrote it.
+fn format_0_db_point(password: &str) -> Secret {
+    format_0(restore_point::build(
+        &db("1", password),
+        "Secret",
+        "ns-uid",
+        OPERATOR_NAMESPACE,
+        0,
+    ))
+}
+
+/// `guarded_db`, with the restore point as the version before namespace UIDs wrote it in
+/// the namespace's first second (the namespace is not older than the point: only the
+/// Secret it saves tells that it is this namespace's), and `db` deleted while this
+/// process stood by (so no content of it is kept: a handover follows).
+fn format_0_db_deleted_while_standing_by() -> (Context, StoreWriters, ApiServer, Secret) {
+    let (ctx, mut writers, server) = guarded_db();
+    let point = format_0_db_point("old");
+    cache(&mut writers.restore_points, point.clone());
+    secret_event(&ctx, &mut writers, db("1", "old"), Seen::Listed);
+    ctx.leading.send_replace(false);
+    secret_event(&ctx, &mut writers, db("1", "old"), Seen::Deleted);
+    ctx.leading.send_replace(true);
+    (ctx, writers, server, point)
+}
+
+#[tokio::test]
+async fn a_format_0_point_of_a_secret_seen_deleted_here_is_restored_however_young_the_namespace() {
+    let (ctx, mut writers, mut server, point) = format_0_db_deleted_while_standing_by();
+    let target = ObjectKey::new(NS, "db");
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(
+            [get_db_point(&point)]
+                .into_iter()
+                .chain(secret_restore())
+                .collect()
+        )
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(data_of(&received[1].body).as_deref(), Some(&b"old"[..]));
+
+    // The restored Secret is saved over the old point, and the restore counted.
+    let mut restored: Secret = serde_json::from_value(received[1].body.clone()).expect("Secret");
+    restored.metadata.uid = Some("restored-uid".into());
+    restored.metadata.resource_version = Some("2".into());
+    secret_event(&ctx, &mut writers, restored, Seen::Changed);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![expect(Method::PATCH, db_rp_path(), Reply::Echo)])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let saved: Secret = serde_json::from_value(received[0].body.clone()).expect("a point");
+    assert_eq!(restore_point::restores(&saved), 1, "counted once");
+    assert!(
+        restore_point::orphaned_since(&saved).is_none(),
+        "never taken for an earlier namespace's"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_seen_deleted_from_an_earlier_namespace_of_the_name_proves_nothing_about_a_point()
+{
+    let (ctx, mut writers, mut server, _) = format_0_db_deleted_while_standing_by();
+    // The namespace is deleted and created again under the same name: another UID.
+    let mut again = namespace(NS);
+    again.metadata.uid = Some("ns-uid-2".into());
+    cache(&mut writers.namespaces, again);
+    let target = ObjectKey::new(NS, "db");
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+            expect(Method::GET, format!("{SECRETS}/db"), Reply::NotFound),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        received[0].body["metadata"]["annotations"][restore_point::annotation::ORPHANED_SINCE]
+            .is_string(),
+        "an earlier namespace's point: stamped for the retention"
+    );
+    assert_eq!(
+        ctx.records().targets.get(&target).map(|r| r.state),
+        Some(crate::guard::decide::TargetState::ForeignRestorePoint)
+    );
+}
+
 /// A guard `g` in `ns` guarding the generic Secret `db`, whose namespace is cached, and
 /// whose restore point holds `db("1", "old")`.
 fn guarded_db() -> (Context, StoreWriters, ApiServer) {
@@ -890,13 +1059,12 @@ async fn an_update_then_a_deletion_before_the_reconcile_saves_and_restores_the_l
 
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
-        server.serve(vec![
-            expect(Method::PATCH, db_rp_path(), Reply::Echo),
-            expect(Method::POST, SECRETS, Reply::Created),
-            expect(Method::POST, EVENTS, Reply::Created),
-            expect(Method::POST, EVENTS, Reply::Created),
-            expect(Method::POST, EVENTS, Reply::Created),
-        ])
+        server.serve(
+            [expect(Method::PATCH, db_rp_path(), Reply::Echo)]
+                .into_iter()
+                .chain(secret_restore())
+                .collect()
+        )
     );
     server.assert_nothing_else();
     assert!(result.is_ok(), "{result:?}");

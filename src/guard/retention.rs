@@ -3,7 +3,7 @@
 //! cluster admin may give them to the namespace restored from a backup), then dropped; so
 //! are those of an earlier namespace of the same name, found from a namespace with
 //! another UID. And the restore points of what is guarded are kept in order: this
-//! namespace's un-stamped, format-0 ones given its UID.
+//! namespace's un-stamped (format-0 ones get its UID from src/guard/migrate.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,6 @@ use super::spec;
 use super::status;
 use crate::cache::CachedRestorePoint;
 use crate::object_key::ObjectKey;
-use crate::restore_point::Provenance;
 use crate::{Result, labels, restore_point};
 
 /// A Secret no guard names any more: take our label off and forget its restore point.
@@ -121,7 +120,7 @@ fn retention_params() -> PatchParams {
 
 /// The restore point and the ServiceAccount snapshot of `key` that are stored, each with
 /// the UID its origin has now (`live_uids`, in that order), if known.
-fn stored_points<'a>(
+pub fn stored_points<'a>(
     ctx: &Context,
     key: &ObjectKey,
     live_uids: [Option<&'a str>; 2],
@@ -183,7 +182,7 @@ async fn expire(
     Ok(Some(retention - age))
 }
 
-fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+pub fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -195,12 +194,25 @@ fn pad(next: Option<Duration>) -> Option<Duration> {
     next.map(|d| d + Duration::from_millis(100))
 }
 
+/// The UIDs the target's restore point and snapshot save as they live now: the Secret's
+/// (or the one just deleted here) and its ServiceAccount's (`stored_points` takes them in
+/// that order).
+pub fn live_uids(target: &ObservedTarget) -> [Option<&str>; 2] {
+    [
+        target.last_uid.as_deref(),
+        target
+            .service_account
+            .as_ref()
+            .and_then(|sa| sa.metadata.uid.as_deref()),
+    ]
+}
+
 /// The restore points of a guarded Secret in its live namespace. Those written in it (or
 /// adopted into it) are kept: a stamp left from a time the namespace was gone is undone
-/// (it came back, with its guard), and a point written before namespace UIDs were
-/// recorded gets this namespace's UID. Those saved in an earlier namespace of the same
-/// name are that gone namespace's: stamped, and dropped after the retention. Returns
-/// when to look again for that.
+/// (it came back, with its guard); one written before namespace UIDs were recorded is
+/// rewritten with this namespace's UID later, at a bounded pace (src/guard/migrate.rs).
+/// Those saved in an earlier namespace of the same name are that gone namespace's:
+/// stamped, and dropped after the retention. Returns when to look again for that.
 pub async fn keep_restore_points(
     ctx: &Context,
     target: &ObservedTarget,
@@ -210,33 +222,12 @@ pub async fn keep_restore_points(
     };
     let opns = &ctx.config.operator_namespace;
     let rps: Api<Secret> = Api::namespaced(ctx.client.clone(), opns);
-    let live_uids = [
-        target.live.as_ref().map(|s| s.uid.as_str()),
-        target
-            .service_account
-            .as_ref()
-            .and_then(|sa| sa.metadata.uid.as_deref()),
-    ];
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut next = None;
-    for (name, point, live_uid) in stored_points(ctx, &target.key, live_uids) {
-        let provenance = restore_point::provenance(&point.written, ns, live_uid);
-        if !provenance.restorable() {
+    for (name, point, live_uid) in stored_points(ctx, &target.key, live_uids(target)) {
+        if !restore_point::provenance(&point.written, ns, live_uid).restorable() {
             next = sooner(next, expire(ctx, &target.key, &name, &point, now).await?);
             continue;
-        }
-        if provenance == Provenance::HereUnrecorded {
-            let backfill = json!({"metadata": {"annotations": {
-                restore_point::annotation::ORIGIN_NAMESPACE_UID: ns.uid}}});
-            let params = PatchParams {
-                field_manager: Some(labels::MANAGER.into()),
-                ..Default::default()
-            };
-            tolerate(
-                rps.patch(&name, &params, &Patch::Merge(&backfill)).await,
-                &[404],
-            )?;
-            tracing::info!(target = %target.key, point = %name, "restore point written before namespace UIDs were recorded: this namespace's UID recorded");
         }
         if point.orphaned_since.is_some() {
             let unstamp = json!({"metadata": {"annotations": {restore_point::annotation::ORPHANED_SINCE: null}}});

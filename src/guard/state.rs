@@ -101,6 +101,19 @@ pub struct Records {
     /// the deleted Secret's UID, until their restore point is forgotten: an annotation
     /// followed at once by the deletion may reach the reconcile only as a deletion.
     pub retired_deletions: HashMap<ObjectKey, String>,
+    /// Guarded Secrets the watch saw deleted (on every replica, leading or not) whose
+    /// restore point does not record its namespace (format 0, written before an upgrade),
+    /// until they are seen again: the UID each had and the namespace it lived in. That
+    /// point saves the very Secret deleted here, so it is this namespace's, whoever leads
+    /// when it is restored and however young the namespace.
+    pub deleted_here: HashMap<ObjectKey, DeletedHere>,
+}
+
+/// A guarded Secret seen deleted from a namespace (`Records::deleted_here`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedHere {
+    pub uid: String,
+    pub namespace_uid: String,
 }
 
 impl Records {

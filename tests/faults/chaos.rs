@@ -198,7 +198,10 @@ impl Burst {
             // Its tombstone stays, or goes with the selector's match once the deletion is
             // only seen in a re-list; never is there data to restore it from.
             if let Some(rp) = get_restore_point(client, &self.ns.name, name).await {
-                assert!(is_retired_tombstone(&rp), "{name} has a tombstone, not data");
+                assert!(
+                    is_retired_tombstone(&rp),
+                    "{name} has a tombstone, not data"
+                );
             }
         }
     }

@@ -273,3 +273,20 @@ pub fn start_apiserver() {
     kubeconfig_path();
     cluster_script("start-apiserver", &[]);
 }
+
+/// A kubeconfig for the local control plane that authenticates with `token` only, written
+/// to a file of the temp dir named after `name` and this test process; returns its path.
+pub fn token_kubeconfig(name: &str, token: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{name}-{}.kubeconfig", std::process::id()));
+    let admin = Kubeconfig::read_from(kubeconfig_path()).expect("admin kubeconfig");
+    let cluster = admin.clusters[0].cluster.clone().expect("cluster");
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": cluster.server, "certificate-authority-data": cluster.certificate_authority_data}}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": name}}],
+        "current-context": "local",
+    });
+    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write kubeconfig");
+    path
+}

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use kube::Client;
-use serde_json::json;
 
 use super::{
-    OPERATOR_NAMESPACE, OperatorBuilder, OperatorProcess, TestNamespace, kubeconfig_path, kubectl,
+    OPERATOR_NAMESPACE, OperatorBuilder, OperatorProcess, TestNamespace, kubeconfig_path,
     repo_root, tools_bin,
 };
 
@@ -63,17 +62,6 @@ pub fn helm_template_release(
     (text, docs)
 }
 
-/// A token of ServiceAccount `ns/name` (TokenRequest, one hour). Never print it.
-pub fn token_of(ns: &str, name: &str) -> String {
-    let out = kubectl(&["-n", ns, "create", "token", name, "--duration=1h"]);
-    assert!(
-        out.status.success(),
-        "create token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// The chart installed on the local control plane as a release of its own, in a namespace
 /// of its own (`--set` values as given, CRDs and aggregated roles left out), uninstalled
 /// when dropped. Its operator runs as the chart's ServiceAccount: under exactly the
@@ -112,35 +100,20 @@ impl ChartRelease {
             "helm install: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let kubeconfig =
-            std::env::temp_dir().join(format!("sg-{release}-{}.kubeconfig", std::process::id()));
-        let release = ChartRelease {
+        let kubeconfig = super::token_kubeconfig(
+            &format!("sg-{release}"),
+            &super::service_account_token(&namespace.name, release),
+        );
+        ChartRelease {
             release: release.into(),
             kubeconfig,
             namespace,
-        };
-        release.write_kubeconfig();
-        release
+        }
     }
 
     /// A token of the chart's ServiceAccount.
     pub fn token(&self) -> String {
-        token_of(&self.namespace.name, &self.release)
-    }
-
-    fn write_kubeconfig(&self) {
-        let admin =
-            kube::config::Kubeconfig::read_from(kubeconfig_path()).expect("admin kubeconfig");
-        let cluster = admin.clusters[0].cluster.clone().expect("cluster");
-        let config = json!({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": cluster.server, "certificate-authority-data": cluster.certificate_authority_data}}],
-            "users": [{"name": "secretguard", "user": {"token": self.token()}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "secretguard"}}],
-            "current-context": "local",
-        });
-        std::fs::write(&self.kubeconfig, serde_json::to_vec(&config).expect("json"))
-            .expect("write kubeconfig");
+        super::service_account_token(&self.namespace.name, &self.release)
     }
 
     /// The operator binary as the chart's ServiceAccount, in the release namespace, with
@@ -163,4 +136,54 @@ impl Drop for ChartRelease {
         ]);
         let _ = std::fs::remove_file(&self.kubeconfig);
     }
+}
+
+/// A release of the chart in a namespace, uninstalled when the test ends however it ends:
+/// its cluster-wide roles would make the next install fail.
+pub struct HelmRelease {
+    pub name: String,
+    pub namespace: String,
+}
+
+impl HelmRelease {
+    pub fn new(name: &str, namespace: &str) -> HelmRelease {
+        HelmRelease {
+            name: name.into(),
+            namespace: namespace.into(),
+        }
+    }
+}
+
+impl Drop for HelmRelease {
+    fn drop(&mut self) {
+        let _ = helm_on_cluster(&["uninstall", &self.name, "--namespace", &self.namespace]);
+    }
+}
+
+/// The chart and the CRDs of this repository at `commit` (`charts/`, `crds/` of `git
+/// archive`), in a directory of the temp dir; returns it.
+pub fn tree_at(commit: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sg-tree-{commit}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create tree dir");
+    let archive = Command::new("git")
+        .args(["archive", "--format=tar", commit, "charts", "crds"])
+        .current_dir(repo_root())
+        .output()
+        .expect("git archive");
+    assert!(
+        archive.status.success(),
+        "git archive {commit}: {}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let mut tar = Command::new("tar")
+        .arg("-x")
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("tar");
+    std::io::Write::write_all(&mut tar.stdin.take().expect("stdin"), &archive.stdout)
+        .expect("write to tar");
+    assert!(tar.wait().expect("tar").success(), "tar -x");
+    dir
 }

@@ -46,6 +46,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The commit an upgrade starts from (the Makefile's UPGRADE_FROM): `make tools` builds
+/// the operator at it.
+pub fn upgrade_from() -> String {
+    std::env::var("UPGRADE_FROM").unwrap_or_else(|_| "daddc86".into())
+}
+
 pub fn tools_bin() -> PathBuf {
     std::env::var_os("TOOLS_BIN")
         .map(PathBuf::from)

@@ -61,6 +61,7 @@ pub fn operator_config() -> secretguard::controller::Config {
         restore_point_retention: Duration::from_secs(24 * 3600),
         restore_loop_limit: 5,
         restore_loop_window: Duration::from_secs(600),
+        migration_rate: 10.0,
         alertmanager_urls: Vec::new(),
         leader: None,
         runbook_base_url: secretguard::alerts::DEFAULT_RUNBOOK_BASE.into(),

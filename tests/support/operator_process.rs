@@ -27,6 +27,8 @@ pub struct OperatorBuilder {
     alertmanager: Option<String>,
     json_logs: bool,
     secure_metrics: bool,
+    /// The binary predates --metrics-secure (its /metrics is plain and open).
+    before_secure_metrics: bool,
     rust_log: String,
     args: Vec<String>,
 }
@@ -36,6 +38,21 @@ impl OperatorBuilder {
     /// build).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = path.into();
+        self
+    }
+
+    /// The operator as released at `commit` (`make tools` builds it into the cache and
+    /// links it as .tools/bin/secretguard-<commit>), with the command line it had then:
+    /// UPGRADE_FROM's predates --metrics-secure.
+    pub fn release(mut self, commit: &str) -> Self {
+        let binary = super::tools_bin().join(format!("secretguard-{commit}"));
+        assert!(
+            binary.exists(),
+            "{} is missing: run `make tools`",
+            binary.display()
+        );
+        self.binary = binary;
+        self.before_secure_metrics = commit == super::upgrade_from();
         self
     }
 
@@ -155,8 +172,10 @@ impl OperatorBuilder {
         cmd.args(["run", "--namespace", &self.namespace])
             .arg(format!("--leader-elect={}", self.leader_elect))
             .arg(format!("--metrics-bind-address=127.0.0.1:{m}"))
-            .arg(format!("--health-bind-address=127.0.0.1:{h}"))
-            .arg(format!("--metrics-secure={}", self.secure_metrics));
+            .arg(format!("--health-bind-address=127.0.0.1:{h}"));
+        if !self.before_secure_metrics {
+            cmd.arg(format!("--metrics-secure={}", self.secure_metrics));
+        }
         if let Some(lease) = &self.lease {
             cmd.arg(format!("--leader-election-id={lease}"));
         }
@@ -223,6 +242,7 @@ impl OperatorProcess {
             alertmanager: None,
             json_logs: false,
             secure_metrics: false,
+            before_secure_metrics: false,
             rust_log: "info,secretguard=debug".into(),
             args: Vec::new(),
         }
@@ -346,7 +366,18 @@ impl Drop for OperatorProcess {
     }
 }
 
-/// Wait until every replica is ready and exactly one leads; returns its index.
+/// The holder of the Lease `name` in `namespace`, if any.
+pub async fn lease_holder(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
+    kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+/// Wait until exactly one of `replicas` leads and all are ready; returns the leader's index.
 pub async fn wait_one_leader(replicas: &[OperatorProcess]) -> usize {
     super::wait_for("one leader, the others warm standbys", || async {
         let mut leaders = Vec::new();

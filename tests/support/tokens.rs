@@ -81,3 +81,14 @@ pub async fn guarded_writer(
     .await;
     (ns, token)
 }
+
+/// A token of ServiceAccount `name` in `ns` (TokenRequest), valid for an hour.
+pub fn service_account_token(ns: &str, name: &str) -> String {
+    let out = super::kubectl(&["-n", ns, "create", "token", name, "--duration=1h"]);
+    assert!(
+        out.status.success(),
+        "create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
