@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{
     Action, Decision, MISSING_RECHECK, Policy, Reason, RestorePointView, SecretView,
-    ServiceAccountView, TargetState, TokenObservation, Tombstone, retired, shown,
+    ServiceAccountView, TargetState, TokenObservation, Tombstone, keep_saved, retired, shown,
 };
 use crate::api::v1alpha1::RestoreMode;
 use crate::labels;
@@ -49,8 +49,8 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
         .as_ref()
         .filter(|rp| rp.sa_uid.as_deref() == Some(sa.uid.as_str()));
 
-    let snapshot = if policy.recreate_service_account && policy.writes() && !obs.sa_snapshot_current
-    {
+    // Kept current while paused too, like restore points (see `Policy::writes`).
+    let snapshot = if policy.recreate_service_account && !obs.sa_snapshot_current {
         vec![Action::SaveServiceAccountSnapshot]
     } else {
         vec![]
@@ -197,8 +197,8 @@ fn decide_present_token(
             && rp.origin_uid == secret.uid
             && rp.sa_uid.as_deref() == Some(sa.uid.as_str())
     });
-    if !saved && policy.writes() && secret.sa_uid.is_some() {
-        d = d.act(Action::SaveRestorePoint);
+    if !saved && secret.sa_uid.is_some() {
+        d = keep_saved(d, secret);
     }
     if secret.invalidated {
         d.state = Some(TargetState::Invalidated);

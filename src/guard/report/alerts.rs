@@ -32,6 +32,7 @@ pub fn alert_names(reason: Reason) -> &'static [&'static str] {
         Reason::TokenInvalidated => &["SecretGuardTokenInvalidated"],
         Reason::TokenNotPopulated => &["SecretGuardTokenNotPopulated"],
         Reason::RestoreLoop => &["SecretGuardRestoreLoop"],
+        Reason::Unprotected => &["SecretGuardUnprotected"],
         Reason::ServiceAccountNotFound | Reason::TargetConflict => &[],
     }
 }

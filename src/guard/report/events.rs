@@ -58,6 +58,9 @@ pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
             key.namespace,
             labels::RESUME_RESTORES,
         ),
+        Reason::Unprotected => format!(
+            "{kind} {key} exists, but its restore point cannot be kept current: were it deleted now, it would come back as it was saved last, or not at all"
+        ),
         Reason::RestorePointMismatch => format!(
             "{kind} {key} does not exist, and its restore point {} records another origin or kind (altered in the operator namespace, or saved when the guard listed it as another kind): it is not restored",
             restore_point::name_for(&key.namespace, &key.name),
@@ -111,15 +114,10 @@ async fn publish(
 
 /// Report each new incident: a Warning Event on the guard and, when it exists, on the
 /// Secret; one log line.
-pub async fn incidents(
-    ctx: &Context,
-    target: &ObservedTarget,
-    decision: &Decision,
-    recorded: &Recorded,
-) {
+pub async fn incidents(ctx: &Context, target: &ObservedTarget, recorded: &Recorded) {
     let kind = target.spec.kind().as_str();
     let severity = target.severity.as_str();
-    let detail = decision
+    let detail = recorded
         .detail
         .as_ref()
         .map(|d| format!(" ({d})"))
@@ -247,7 +245,9 @@ pub async fn follow_ups(
             &both(),
             EventType::Normal,
             "SecretChanged",
-            format!("the content of {key} changed; its restore point now holds the new content"),
+            format!(
+                "{key} changed (its data, type, labels, annotations, immutable or owners); its restore point now holds it as it is"
+            ),
         )
         .await;
     }
