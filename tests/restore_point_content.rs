@@ -126,7 +126,16 @@ async fn a_metadata_only_edit_is_saved_and_a_deletion_restores_it() {
         .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch");
-    wait_saved(&client, &ns.name, "db").await;
+    // What a restore reads after a restart or a failover (the running operator may also
+    // restore from the deletion's event, which shows the edit anyway).
+    let point = wait_restore_point(&client, &ns.name, "db", "the edit saved", |rp| {
+        restore_point::parse(rp).is_ok_and(|rp| {
+            rp.annotations.get("reflector/allowed-namespaces") == Some(&"ns-a".to_owned())
+        })
+    })
+    .await;
+    let saved = restore_point::parse(&point).expect("readable");
+    assert_eq!(saved.labels.get("app"), Some(&"ingest-v2".to_owned()));
     let back = delete_and_wait_restored(&client, &ns.name, &edited).await;
     assert_eq!(label(&back, "app"), Some("ingest-v2"));
     assert_eq!(
