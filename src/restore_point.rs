@@ -923,6 +923,9 @@ mod tests {
         assert_eq!(restored.metadata.resource_version, None);
     }
 
+    /// A named edit of a Secret.
+    type Edit = (&'static str, Box<dyn FnOnce(&mut Secret)>);
+
     fn hash_of(edit: impl FnOnce(&mut Secret)) -> String {
         let mut s = token_secret();
         edit(&mut s);
@@ -941,7 +944,7 @@ mod tests {
         fn annotations(s: &mut Secret) -> &mut BTreeMap<String, String> {
             s.metadata.annotations.get_or_insert_default()
         }
-        let changes: Vec<(&str, Box<dyn FnOnce(&mut Secret)>)> = vec![
+        let changes: Vec<Edit> = vec![
             (
                 "data",
                 Box::new(|s| {
@@ -994,7 +997,7 @@ mod tests {
         for (what, change) in changes {
             assert_ne!(hash_of(change), base, "{what} changes the hash");
         }
-        let same: Vec<(&str, Box<dyn FnOnce(&mut Secret)>)> = vec![
+        let same: Vec<Edit> = vec![
             (
                 "our label",
                 Box::new(|s| {
