@@ -18,7 +18,7 @@
 //! `build` writes the oldest format that holds the origin: format 1 whenever it fits, so
 //! that a binary of the previous release (which reads formats 0 and 1) still restores
 //! from it after a rollback; format 2 only for what format 1 cannot hold (which that
-//! release could never save at all). A point of a format newer than `FORMAT_VERSION` is
+//! release could never save at all). A point of a format newer than `NEWEST_FORMAT` is
 //! neither read nor overwritten (`RestorePointError::is_newer_format`).
 
 use std::collections::BTreeMap;
@@ -50,7 +50,7 @@ pub mod annotation {
     pub const ORPHANED_SINCE: &str = "secretguard.dev/orphaned-since";
     /// How many times the Secret was restored (persisted here so it is counted once).
     pub const RESTORES: &str = "secretguard.dev/restores";
-    /// The restore point format (`FORMAT_VERSION`); absent on points of format 0.
+    /// The restore point format (`Format`); absent on points of format 0.
     pub const FORMAT: &str = "secretguard.dev/format";
     /// UID of the origin's namespace when the point was written. A namespace deleted and
     /// created again under the same name has another UID: it is another namespace,
@@ -64,8 +64,9 @@ pub mod annotation {
 }
 
 /// The newest restore point format this version reads (and writes, when format 1 cannot
-/// hold the origin; see the module's documentation).
-pub const FORMAT_VERSION: &str = "2";
+/// hold the origin; see the module's documentation). Not the format every point is
+/// written in: `build` writes the oldest that holds the origin (`format_for`).
+pub const NEWEST_FORMAT: Format = Format::V2;
 
 /// The restore point formats this version reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
