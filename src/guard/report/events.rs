@@ -246,7 +246,7 @@ pub async fn follow_ups(
             EventType::Normal,
             "SecretChanged",
             format!(
-                "{key} changed (its data, type, labels, annotations, immutable or owners); its restore point now holds it as it is"
+                "the content of {key} changed (data, type, or metadata a restore writes back); its restore point now holds the new content"
             ),
         )
         .await;
