@@ -77,8 +77,10 @@ pub struct SecretDetail {
     pub labels: Labels,
     /// Only the `DECISION_ANNOTATIONS`, sorted by key.
     pub annotations: Vec<(String, String)>,
-    /// `restore_point::secret_hash`: type and data.
+    /// `restore_point::secret_hash`: type, data and the metadata a restore writes back.
     pub content_hash: Digest,
+    /// Why it cannot be saved as a restore point, if it cannot (too large).
+    pub unsaveable: Option<restore_point::Unsaveable>,
     /// `data.token` is present and not empty.
     pub token_populated: bool,
     /// kubernetes.io/legacy-token-invalid-since was set by the legacy token cleaner, and
@@ -111,6 +113,7 @@ impl CachedSecret {
                     DECISION_ANNOTATIONS.contains(&k)
                 }),
                 content_hash: Digest(restore_point::secret_digest(secret)),
+                unsaveable: restore_point::format_for(secret).err(),
                 token_populated: secret
                     .data
                     .as_ref()
@@ -203,11 +206,26 @@ impl CachedRestorePoint {
         self.written.origin_uid.as_deref().unwrap_or_default()
     }
 
+    /// Why this version cannot read it (`RestorePointError::kind`), if it cannot: a
+    /// restore point of a Secret that does not parse, or a snapshot without its
+    /// ServiceAccount. Not what records no origin at all (not one of ours to act on).
+    pub fn unreadable(&self) -> Option<&'static str> {
+        self.origin()?;
+        if self.written.origin_kind.as_deref() == Some(restore_point::SERVICE_ACCOUNT_KIND) {
+            return self
+                .written
+                .service_account
+                .is_none()
+                .then_some("Unreadable");
+        }
+        self.saved.as_ref().err().map(RestorePointError::kind)
+    }
+
     pub fn of(secret: &Secret) -> CachedRestorePoint {
         // A snapshot has no origin type: it reads as no restore point of a Secret.
         let saved = restore_point::parse(secret).map(|rp| Saved {
             service_account_uid: rp.service_account_uid().map(str::to_owned),
-            content_hash: Digest(restore_point::content_digest(&rp.type_, &rp.data)),
+            content_hash: Digest(rp.restorable().digest()),
             labels: Labels::of(Some(&rp.labels)),
             tombstone: rp.annotations.get(labels::TOMBSTONE).cloned(),
             retired: rp
@@ -520,7 +538,7 @@ mod tests {
     #[test]
     fn a_restore_point_is_cached_without_its_data_with_the_hash_of_the_data_it_holds() {
         let live = secret(json!({labels::SA_UID_ANNOTATION: "sa-uid"}));
-        let mut rp = restore_point::build(&live, "Secret", "ns-uid", "op", 3);
+        let mut rp = restore_point::build(&live, "Secret", "ns-uid", "op", 3).expect("fits");
         let cached = CachedRestorePoint::of(&rp);
         assert_eq!(cached.origin(), Some(&ObjectKey::new("ns", "db")));
         assert_eq!(cached.restores, 3);

@@ -74,6 +74,10 @@ pub enum ActionError {
     #[error("unreadable ServiceAccount snapshot")]
     BadSnapshot,
 
+    /// The Secret cannot be saved as a restore point (`restore_point::Unsaveable`, in words).
+    #[error("{0}")]
+    Unsaveable(String),
+
     /// The restore point changed since this reconcile read it (409 on a save that carried
     /// the version read): read again and decide again, with backoff.
     #[error("the restore point changed since it was read")]

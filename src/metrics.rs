@@ -82,6 +82,15 @@ pub struct Cache {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Unreadable {
+    /// NewerFormat | Unreadable (`restore_point::RestorePointError::kind`)
+    pub reason: String,
+}
+
+/// The reasons `restore_points_unreadable` counts by (always exposed, 0 when none).
+pub const UNREADABLE_REASONS: [&str; 2] = ["NewerFormat", "Unreadable"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Build {
     pub version: String,
 }
@@ -124,6 +133,7 @@ pub struct Metrics {
     pub restore_failing: Family<Object, Gauge>,
     pub token_invalid: Family<Object, Gauge>,
     pub token_not_populated: Family<Object, Gauge>,
+    pub unprotected: Family<Object, Gauge>,
     pub token_last_used: Family<Object, Gauge<f64, AtomicU64>>,
     pub reconcile_duration: Family<Work, Histogram, fn() -> Histogram>,
     pub reconcile_errors: Family<ErrorReason, Counter>,
@@ -132,12 +142,16 @@ pub struct Metrics {
     pub leader: Gauge,
     pub cached_objects: Family<Cache, Gauge>,
     pub cached_bytes: Family<Cache, Gauge>,
+    pub restore_points_unreadable: Family<Unreadable, Gauge>,
     pub build_info: Family<Build, Gauge>,
     pub api: ApiMetrics,
     pub queue_depth: Family<QueueLane, Gauge>,
     pub restore_points_migrated: Counter,
     /// The counter series of each guard, to forget with it.
     counted: Mutex<HashMap<Guard, Counted>>,
+    /// The restore points (by name) that cannot be read, and why: what
+    /// `restore_points_unreadable` counts.
+    unreadable: Mutex<HashMap<String, &'static str>>,
 }
 
 /// Counter series of one guard.
@@ -158,6 +172,7 @@ pub const NAMES: &[&str] = &[
     "secretguard_restore_failing",
     "secretguard_token_invalid",
     "secretguard_token_not_populated",
+    "secretguard_unprotected",
     "secretguard_token_last_used_timestamp_seconds",
     "secretguard_reconcile_duration_seconds",
     "secretguard_reconcile_errors_total",
@@ -166,6 +181,7 @@ pub const NAMES: &[&str] = &[
     "secretguard_leader",
     "secretguard_cached_objects",
     "secretguard_cached_bytes",
+    "secretguard_restore_points_unreadable",
     "secretguard_build_info",
     "secretguard_api_requests_total",
     "secretguard_api_throttled_seconds_total",
@@ -192,6 +208,7 @@ impl Metrics {
             restore_failing: Family::default(),
             token_invalid: Family::default(),
             token_not_populated: Family::default(),
+            unprotected: Family::default(),
             token_last_used: Family::default(),
             reconcile_duration: Family::new_with_constructor(duration_buckets),
             reconcile_errors: Family::default(),
@@ -200,11 +217,13 @@ impl Metrics {
             leader: Gauge::default(),
             cached_objects: Family::default(),
             cached_bytes: Family::default(),
+            restore_points_unreadable: Family::default(),
             build_info: Family::default(),
             api: ApiMetrics::default(),
             queue_depth: Family::default(),
             restore_points_migrated: Counter::default(),
             counted: Mutex::default(),
+            unreadable: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -249,6 +268,11 @@ impl Metrics {
             m.token_not_populated.clone(),
         );
         registry.register(
+            "unprotected",
+            "1 while this guarded object exists but its restore point cannot be kept current (too large, a failing save, a newer format)",
+            m.unprotected.clone(),
+        );
+        registry.register(
             "token_last_used_timestamp_seconds",
             "Last use of a guarded token (kubernetes.io/legacy-token-last-used, else creation), only for tokens unused for 30 days or more",
             m.token_last_used.clone(),
@@ -288,6 +312,18 @@ impl Metrics {
             "Approximate bytes held by the Secret and restore-point caches (never Secret data)",
             m.cached_bytes.clone(),
         );
+        registry.register(
+            "restore_points_unreadable",
+            "Restore points this version cannot read, by reason: NewerFormat (a newer version wrote it: left alone) or Unreadable (rewritten from the live Secret)",
+            m.restore_points_unreadable.clone(),
+        );
+        for reason in UNREADABLE_REASONS {
+            m.restore_points_unreadable
+                .get_or_create(&Unreadable {
+                    reason: reason.into(),
+                })
+                .set(0);
+        }
         registry.register("build_info", "Build information", m.build_info.clone());
         registry.register(
             "api_requests",
@@ -384,6 +420,44 @@ impl Metrics {
         }
     }
 
+    /// Note whether the restore point `name` can be read (`None`), or why not; deleted
+    /// points are noted as readable.
+    pub fn note_restore_point(&self, name: &str, unreadable: Option<&'static str>) {
+        let mut points = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match unreadable {
+            Some(reason) => points.insert(name.to_owned(), reason) != Some(reason),
+            None => points.remove(name).is_some(),
+        };
+        if changed {
+            self.export_unreadable(&points);
+        }
+    }
+
+    /// Count the unreadable restore points afresh (after a re-list, where deletions come
+    /// without events): `points`, every point's name and why it cannot be read.
+    pub fn recount_restore_points(
+        &self,
+        points: impl IntoIterator<Item = (String, Option<&'static str>)>,
+    ) {
+        let mut held = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        *held = points
+            .into_iter()
+            .filter_map(|(name, why)| Some((name, why?)))
+            .collect();
+        self.export_unreadable(&held);
+    }
+
+    fn export_unreadable(&self, points: &HashMap<String, &'static str>) {
+        for reason in UNREADABLE_REASONS {
+            let n = points.values().filter(|r| **r == reason).count();
+            self.restore_points_unreadable
+                .get_or_create(&Unreadable {
+                    reason: reason.into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Forget every per-object series of one object (it is healthy, or no longer guarded).
     pub fn forget_object(&self, namespace: &str, guard: &str, kind: &str, name: &str) {
         let o = Object {
@@ -396,6 +470,7 @@ impl Metrics {
         self.restore_failing.remove(&o);
         self.token_invalid.remove(&o);
         self.token_not_populated.remove(&o);
+        self.unprotected.remove(&o);
         self.token_last_used.remove(&o);
     }
 }
@@ -449,6 +524,7 @@ mod tests {
         m.restore_failing.get_or_create(&o).set(1);
         m.token_invalid.get_or_create(&o).set(1);
         m.token_not_populated.get_or_create(&o).set(1);
+        m.unprotected.get_or_create(&o).set(1);
         m.token_last_used.get_or_create(&o).set(1.0);
         m.reconcile_duration
             .get_or_create(&Work {

@@ -6,12 +6,23 @@
 //! telling whether it was written in the namespace that now has its origin's name, and
 //! building the Secret that a restore creates.
 //!
-//! Format: `secretguard.dev/format: "1"` records the origin namespace's UID
-//! (`origin-namespace-uid`). Points without the format annotation were written before
-//! namespace UIDs were recorded (format 0) and are still read: `provenance` decides
-//! whether they belong to the live namespace. A point of an earlier format is rewritten
-//! in the current one by `rewritten` (read with `parse`, written with `build`), so a
-//! new format needs nothing more than those two to be migrated to.
+//! Formats (`secretguard.dev/format`), all read by `parse`:
+//! - 0 (no format annotation): written before namespace UIDs were recorded; `provenance`
+//!   decides whether such a point belongs to the live namespace.
+//! - 1: the origin's metadata (labels, annotations, ownerReferences) JSON-encoded in
+//!   annotations of the point, and the origin namespace's UID (`origin-namespace-uid`).
+//! - 2: the same, but the origin's labels, annotations and ownerReferences are one JSON
+//!   document in the point's data (`ORIGIN_METADATA_KEY`), beside the origin's data: for an
+//!   origin whose metadata does not fit in a point's annotations (256 KiB in all).
+//!
+//! `build` writes the oldest format that holds the origin: format 1 whenever it fits, so
+//! that a binary of the previous release (which reads formats 0 and 1) still restores
+//! from it after a rollback; format 2 only for what format 1 cannot hold (which that
+//! release could never save at all). A point of a format newer than `NEWEST_FORMAT` is
+//! neither read nor overwritten (`RestorePointError::is_newer_format`).
+//!
+//! A point of an earlier format is rewritten in the format `build` writes by `rewritten`
+//! (read with `parse`, written with `build`), at a bounded pace (src/guard/migrate.rs).
 
 use std::collections::BTreeMap;
 
@@ -42,7 +53,7 @@ pub mod annotation {
     pub const ORPHANED_SINCE: &str = "secretguard.dev/orphaned-since";
     /// How many times the Secret was restored (persisted here so it is counted once).
     pub const RESTORES: &str = "secretguard.dev/restores";
-    /// The restore point format (`FORMAT_VERSION`); absent on points of format 0.
+    /// The restore point format (`Format`); absent on points of format 0.
     pub const FORMAT: &str = "secretguard.dev/format";
     /// UID of the origin's namespace when the point was written. A namespace deleted and
     /// created again under the same name has another UID: it is another namespace,
@@ -60,8 +71,59 @@ pub mod annotation {
     pub const ROTATING: &str = "secretguard.dev/rotating";
 }
 
-/// The restore point format this version writes. Format 1 adds the origin namespace UID.
-pub const FORMAT_VERSION: &str = "1";
+/// The newest restore point format this version reads (and writes, when format 1 cannot
+/// hold the origin; see the module's documentation). Not the format every point is
+/// written in: `build` writes the oldest that holds the origin (`format_for`).
+pub const NEWEST_FORMAT: Format = Format::V2;
+
+/// The restore point formats this version reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Format {
+    /// No format annotation: no origin namespace UID.
+    V0,
+    /// Origin metadata in annotations, origin namespace UID recorded.
+    V1,
+    /// Origin metadata in the data (`ORIGIN_METADATA_KEY`), origin namespace UID recorded.
+    V2,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::V0 => "0",
+            Format::V1 => "1",
+            Format::V2 => "2",
+        }
+    }
+
+    /// The format of a restore point (or snapshot), from its annotation.
+    pub fn of(point: &Secret) -> Result<Format, RestorePointError> {
+        let name = || point.metadata.name.clone().unwrap_or_default();
+        let annotations = point.metadata.annotations.as_ref();
+        match annotations
+            .and_then(|a| a.get(annotation::FORMAT))
+            .map(String::as_str)
+        {
+            None => Ok(Format::V0),
+            Some("1") => Ok(Format::V1),
+            Some("2") => Ok(Format::V2),
+            Some(other) => Err(RestorePointError::UnknownFormat(name(), other.to_owned())),
+        }
+    }
+}
+
+/// The data key of a format-2 restore point that holds the origin's labels, annotations
+/// and ownerReferences (one JSON document). A Secret whose own data has this key cannot be
+/// saved in format 2.
+pub const ORIGIN_METADATA_KEY: &str = "secretguard.dev-origin-metadata.json";
+
+/// The apiserver's limit on all annotations of an object together (keys and values).
+pub const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+/// The apiserver's limit on a Secret's data (values).
+pub const DATA_LIMIT: usize = 1024 * 1024;
+/// Room kept free in a format-1 point's annotations for what is added to it later
+/// (`orphaned-since`, `adopt-namespace-uid`, a growing restore count, a note of an admin).
+const ANNOTATIONS_HEADROOM: usize = 4 * 1024;
 
 /// Labels and annotations never copied into a restore point nor back: they describe the
 /// live object's history, not its content.
@@ -75,6 +137,60 @@ pub enum RestorePointError {
     BadAnnotation(String, &'static str),
     #[error("restore point {0} has format {1:?}, which this version does not read")]
     UnknownFormat(String, String),
+    #[error("restore point {0} has no readable origin metadata in its data")]
+    BadMetadata(String),
+}
+
+impl RestorePointError {
+    /// Written by a newer version (a format this one does not know): never overwritten
+    /// nor restored from by this version.
+    pub fn is_newer_format(&self) -> bool {
+        self.newer_format().is_some()
+    }
+
+    /// The format of a point a newer version wrote.
+    pub fn newer_format(&self) -> Option<&str> {
+        match self {
+            RestorePointError::UnknownFormat(_, format) => Some(format),
+            _ => None,
+        }
+    }
+
+    /// How the `secretguard_restore_points_unreadable` gauge counts it.
+    pub fn kind(&self) -> &'static str {
+        if self.is_newer_format() {
+            "NewerFormat"
+        } else {
+            "Unreadable"
+        }
+    }
+}
+
+/// Why a Secret cannot be saved as a restore point (it stays unprotected).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsaveable {
+    /// Its data and metadata together exceed what one Secret may hold (256 KiB of
+    /// annotations, 1 MiB of data).
+    TooLarge,
+    /// Its metadata only fits in format 2, and its own data has the key that format
+    /// keeps the metadata under (`ORIGIN_METADATA_KEY`).
+    ReservedKey,
+}
+
+impl Unsaveable {
+    /// Why, in words for status and Events (no content, only sizes and names we chose).
+    pub fn describe(self) -> String {
+        match self {
+            Unsaveable::TooLarge => format!(
+                "its restore point cannot be saved: its data and metadata do not fit in one Secret ({} KiB of annotations, {} KiB of data)",
+                ANNOTATIONS_LIMIT / 1024,
+                DATA_LIMIT / 1024
+            ),
+            Unsaveable::ReservedKey => format!(
+                "its restore point cannot be saved: its metadata is too large for annotations, and its data has the key {ORIGIN_METADATA_KEY} that a restore point would keep the metadata under"
+            ),
+        }
+    }
 }
 
 /// The namespace a restore point is looked at from: its identity, from its metadata.
@@ -133,8 +249,9 @@ pub struct Written {
     pub created: Option<k8s_openapi::jiff::Timestamp>,
     /// For a snapshot: the ServiceAccount it holds.
     pub service_account: Option<ObjectKey>,
-    /// Written in a format before `FORMAT_VERSION` (format 0 included): to be rewritten in
-    /// the current one. A newer format is never rewritten.
+    /// Written in format 0 (before namespace UIDs were recorded): to be rewritten in a
+    /// format this version writes. Formats 1 and 2 are both written (`build` picks the
+    /// oldest that holds the origin), and a newer format is never rewritten.
     pub older_format: bool,
 }
 
@@ -154,18 +271,8 @@ impl Written {
             adopt_namespace_uid: ann(annotation::ADOPT_NAMESPACE_UID),
             created: point.metadata.creation_timestamp.as_ref().map(|t| t.0),
             service_account,
-            older_format: older_format(ann(annotation::FORMAT).as_deref()),
+            older_format: matches!(Format::of(point), Ok(Format::V0)),
         }
-    }
-}
-
-/// Whether a format annotation names a format before `FORMAT_VERSION` (absent: format 0).
-/// One this version does not know is not older: it may be newer.
-fn older_format(format: Option<&str>) -> bool {
-    let number = |f: &str| f.parse::<u32>().ok();
-    match (format.map_or(Some(0), number), number(FORMAT_VERSION)) {
-        (Some(f), Some(current)) => f < current,
-        _ => false,
     }
 }
 
@@ -215,13 +322,14 @@ fn rewritten_restore_point(
         immutable: rp.immutable.then_some(true),
         ..Default::default()
     };
-    Some(build(
+    build(
         &origin,
         &rp.origin_kind,
         namespace_uid,
         operator_namespace,
         rp.restores,
-    ))
+    )
+    .ok()
 }
 
 /// Where `point` was written, seen from `namespace` (the live namespace of the origin's
@@ -260,15 +368,19 @@ pub fn provenance(
 pub struct RestorePoint {
     /// Name of the restore point Secret itself.
     pub name: String,
+    /// The layout it was read from.
+    pub format: Format,
     pub origin_namespace: String,
     pub origin_name: String,
     pub origin_uid: String,
     pub origin_kind: String,
     pub type_: String,
+    /// The hash of what it really holds (`Restorable::digest`), not its annotation.
     pub content_hash: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub immutable: bool,
+    /// The origin's data (in format 2, without `ORIGIN_METADATA_KEY`).
     pub data: BTreeMap<String, ByteString>,
     /// Restores of this Secret so far.
     pub restores: u64,
@@ -282,6 +394,18 @@ impl RestorePoint {
             .get(labels::SA_UID_ANNOTATION)
             .map(String::as_str)
     }
+
+    /// What a restore from it writes back.
+    pub fn restorable(&self) -> Restorable<'_> {
+        Restorable {
+            type_: &self.type_,
+            data: &self.data,
+            labels: Some(&self.labels),
+            annotations: Some(&self.annotations),
+            immutable: self.immutable,
+            owners: &self.owner_references,
+        }
+    }
 }
 
 /// Deterministic name of the restore point for a Secret: short, DNS-safe, collision-free in
@@ -291,27 +415,76 @@ pub fn name_for(namespace: &str, name: &str) -> String {
     format!("sgrp-{}", &hex(&digest)[..40])
 }
 
-/// Hash of what a restore must bring back: type and data. Labels and annotations are
-/// saved too but do not make a new restore point on their own.
-pub fn content_hash(type_: &str, data: &BTreeMap<String, ByteString>) -> String {
-    hex(&content_digest(type_, data))
+/// What a restore writes back, of a live Secret or of a restore point: what the point must
+/// hold the latest of. Its hash (`digest`) is what "saved" means: the live Secret's equals
+/// its point's, or the point is written again.
+#[derive(Clone, Copy, Debug)]
+pub struct Restorable<'a> {
+    pub type_: &'a str,
+    pub data: &'a BTreeMap<String, ByteString>,
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+    pub immutable: bool,
+    pub owners: &'a [OwnerReference],
 }
 
-/// `content_hash` as its 32 bytes (what the caches keep).
-pub fn content_digest(type_: &str, data: &BTreeMap<String, ByteString>) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update((type_.len() as u64).to_be_bytes());
-    h.update(type_.as_bytes());
-    for (k, v) in data {
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
-        h.update((v.0.len() as u64).to_be_bytes());
-        h.update(&v.0);
+/// A label or annotation a restore writes back as saved, so a change of it alone is
+/// saved. Not: ours (`secretguard.dev/...`: set, stripped or answered by the operator
+/// itself), `kubectl.kubernetes.io/last-applied-configuration` (never saved), and
+/// `kubernetes.io/legacy-token-last-used` (the apiserver's, moved on each day of use).
+fn restorable_key(key: &str) -> bool {
+    !key.starts_with("secretguard.dev/")
+        && key != labels::LEGACY_TOKEN_LAST_USED
+        && !NOT_RESTORED_ANNOTATIONS.contains(&key)
+}
+
+impl<'a> Restorable<'a> {
+    /// A live Secret's (an empty map for absent data).
+    pub fn of(secret: &'a Secret, empty: &'a BTreeMap<String, ByteString>) -> Restorable<'a> {
+        let meta = &secret.metadata;
+        Restorable {
+            type_: secret.type_.as_deref().unwrap_or("Opaque"),
+            data: secret.data.as_ref().unwrap_or(empty),
+            labels: meta.labels.as_ref(),
+            annotations: meta.annotations.as_ref(),
+            immutable: secret.immutable.unwrap_or(false),
+            owners: meta.owner_references.as_deref().unwrap_or_default(),
+        }
     }
-    h.finalize().into()
+
+    /// The hash: type, data, the restorable labels and annotations, immutable and the
+    /// ownerReferences, each length-prefixed so no two contents share one.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        field(self.type_.as_bytes());
+        for (k, v) in self.data {
+            field(k.as_bytes());
+            field(&v.0);
+        }
+        for (section, map) in [("labels", self.labels), ("annotations", self.annotations)] {
+            field(section.as_bytes());
+            for (k, v) in map.into_iter().flatten().filter(|(k, _)| restorable_key(k)) {
+                field(k.as_bytes());
+                field(v.as_bytes());
+            }
+        }
+        field(if self.immutable {
+            b"immutable"
+        } else {
+            b"mutable"
+        });
+        for owner in self.owners {
+            field(&serde_json::to_vec(owner).unwrap_or_default());
+        }
+        h.finalize().into()
+    }
 }
 
-/// Content hash of a live Secret.
+/// Content hash of a live Secret (`Restorable::digest`), as hex.
 pub fn secret_hash(secret: &Secret) -> String {
     hex(&secret_digest(secret))
 }
@@ -319,10 +492,7 @@ pub fn secret_hash(secret: &Secret) -> String {
 /// `secret_hash` as its 32 bytes.
 pub fn secret_digest(secret: &Secret) -> [u8; 32] {
     let empty = BTreeMap::new();
-    content_digest(
-        secret.type_.as_deref().unwrap_or("Opaque"),
-        secret.data.as_ref().unwrap_or(&empty),
-    )
+    Restorable::of(secret, &empty).digest()
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -351,39 +521,120 @@ pub fn restores(rp: &Secret) -> u64 {
 
 /// The restore count to write with a new restore point for `live`: the previous count,
 /// plus one if `live` is the restore of the Secret the previous point saved. `previous`:
-/// that point's restore count and origin UID.
+/// that point's restore count and origin UID. A restore says so in an annotation, or in a
+/// label where its annotations had no room left (`restored_secret`).
 pub fn next_restores(previous: Option<(u64, &str)>, live: &Secret) -> u64 {
     let Some((restores, origin_uid)) = previous else {
         return 0;
     };
-    let restored_from = live
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::RESTORED_FROM));
-    restores + u64::from(restored_from.map(String::as_str) == Some(origin_uid))
+    let meta = &live.metadata;
+    let marked = |m: Option<&BTreeMap<String, String>>| {
+        m.and_then(|m| m.get(labels::RESTORED_FROM))
+            .is_some_and(|v| v == origin_uid)
+    };
+    restores + u64::from(marked(meta.annotations.as_ref()) || marked(meta.labels.as_ref()))
+}
+
+/// Total size of annotations as the apiserver counts it against `ANNOTATIONS_LIMIT`.
+pub fn annotations_size(annotations: &BTreeMap<String, String>) -> usize {
+    annotations.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// The origin's metadata a restore point keeps: every label, the annotations but
+/// `NOT_RESTORED_ANNOTATIONS`, the ownerReferences.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OriginMetadata {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    owner_references: Vec<OwnerReference>,
+}
+
+impl OriginMetadata {
+    fn of(meta: &ObjectMeta) -> OriginMetadata {
+        let mut annotations = meta.annotations.clone().unwrap_or_default();
+        annotations.retain(|k, _| !NOT_RESTORED_ANNOTATIONS.contains(&k.as_str()));
+        OriginMetadata {
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations,
+            owner_references: meta.owner_references.clone().unwrap_or_default(),
+        }
+    }
+
+    /// As format 1 keeps it: annotations of the point, each JSON.
+    fn as_annotations(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            (annotation::ORIGIN_LABELS, json(&self.labels)),
+            (annotation::ORIGIN_ANNOTATIONS, json(&self.annotations)),
+        ];
+        if !self.owner_references.is_empty() {
+            out.push((annotation::ORIGIN_OWNERS, json(&self.owner_references)));
+        }
+        out
+    }
+}
+
+/// JSON of what a restore point encodes (maps of strings, ownerReferences: serializing
+/// them cannot fail).
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Whether a live Secret can be saved as a restore point, and in which format (the
+/// oldest that holds it: see the module's documentation).
+pub fn format_for(origin: &Secret) -> Result<Format, Unsaveable> {
+    let metadata = OriginMetadata::of(&origin.metadata);
+    layout(origin, &metadata).map(|(format, _)| format)
+}
+
+/// The format for `origin`, and in format 2 the metadata document to keep in its data.
+fn layout(
+    origin: &Secret,
+    metadata: &OriginMetadata,
+) -> Result<(Format, Option<Vec<u8>>), Unsaveable> {
+    // Ours besides the metadata: a few names, UIDs and numbers, well under the headroom.
+    let in_annotations: usize = metadata
+        .as_annotations()
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if in_annotations + ANNOTATIONS_HEADROOM <= ANNOTATIONS_LIMIT {
+        return Ok((Format::V1, None));
+    }
+    let data = origin.data.as_ref();
+    if data.is_some_and(|d| d.contains_key(ORIGIN_METADATA_KEY)) {
+        return Err(Unsaveable::ReservedKey);
+    }
+    let document = serde_json::to_vec(metadata).unwrap_or_default();
+    let data_size: usize = data.into_iter().flatten().map(|(_, v)| v.0.len()).sum();
+    if data_size + document.len() > DATA_LIMIT {
+        return Err(Unsaveable::TooLarge);
+    }
+    Ok((Format::V2, Some(document)))
 }
 
 /// Build the restore point Secret for a live guarded Secret in the namespace with UID
-/// `namespace_uid`.
+/// `namespace_uid`, in the oldest format that holds it (`format_for`).
 pub fn build(
     origin: &Secret,
     origin_kind: &str,
     namespace_uid: &str,
     operator_namespace: &str,
     restores: u64,
-) -> Secret {
+) -> Result<Secret, Unsaveable> {
     let meta = &origin.metadata;
     let namespace = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
     let type_ = origin.type_.clone().unwrap_or_else(|| "Opaque".into());
-    let data = origin.data.clone().unwrap_or_default();
-    let mut origin_annotations = meta.annotations.clone().unwrap_or_default();
-    origin_annotations.retain(|k, _| !NOT_RESTORED_ANNOTATIONS.contains(&k.as_str()));
-    let origin_labels = meta.labels.clone().unwrap_or_default();
+    let metadata = OriginMetadata::of(meta);
+    let (format, document) = layout(origin, &metadata)?;
+    let mut data = origin.data.clone().unwrap_or_default();
 
     let mut annotations = BTreeMap::from([
-        (annotation::FORMAT.to_owned(), FORMAT_VERSION.to_owned()),
+        (annotation::FORMAT.to_owned(), format.as_str().to_owned()),
         (annotation::ORIGIN_NAMESPACE.to_owned(), namespace.clone()),
         (
             annotation::ORIGIN_NAMESPACE_UID.to_owned(),
@@ -394,33 +645,27 @@ pub fn build(
             annotation::ORIGIN_UID.to_owned(),
             meta.uid.clone().unwrap_or_default(),
         ),
-        (annotation::ORIGIN_TYPE.to_owned(), type_.clone()),
+        (annotation::ORIGIN_TYPE.to_owned(), type_),
         (annotation::ORIGIN_KIND.to_owned(), origin_kind.to_owned()),
-        (
-            annotation::ORIGIN_LABELS.to_owned(),
-            serde_json::to_string(&origin_labels).unwrap_or_default(),
-        ),
-        (
-            annotation::ORIGIN_ANNOTATIONS.to_owned(),
-            serde_json::to_string(&origin_annotations).unwrap_or_default(),
-        ),
         (
             annotation::ORIGIN_IMMUTABLE.to_owned(),
             origin.immutable.unwrap_or(false).to_string(),
         ),
-        (
-            annotation::CONTENT_HASH.to_owned(),
-            content_hash(&type_, &data),
-        ),
+        (annotation::CONTENT_HASH.to_owned(), secret_hash(origin)),
         (annotation::RESTORES.to_owned(), restores.to_string()),
     ]);
-    if let Some(owners) = meta.owner_references.as_ref().filter(|o| !o.is_empty()) {
-        annotations.insert(
-            annotation::ORIGIN_OWNERS.to_owned(),
-            serde_json::to_string(owners).unwrap_or_default(),
-        );
+    match document {
+        None => annotations.extend(
+            metadata
+                .as_annotations()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
+        ),
+        Some(document) => {
+            data.insert(ORIGIN_METADATA_KEY.to_owned(), ByteString(document));
+        }
     }
-    Secret {
+    Ok(Secret {
         metadata: ObjectMeta {
             name: Some(name_for(&namespace, &name)),
             namespace: Some(operator_namespace.to_owned()),
@@ -434,10 +679,12 @@ pub fn build(
         type_: Some("Opaque".into()),
         data: Some(data),
         ..Default::default()
-    }
+    })
 }
 
-/// Read a restore point Secret back.
+/// Read a restore point Secret back, whatever format this version knows it is in (0, 1
+/// or 2); a newer one is `RestorePointError::UnknownFormat`. The one place that knows
+/// the layouts: whatever reads or migrates old points starts here.
 pub fn parse(secret: &Secret) -> Result<RestorePoint, RestorePointError> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let empty = BTreeMap::new();
@@ -447,43 +694,62 @@ pub fn parse(secret: &Secret) -> Result<RestorePoint, RestorePointError> {
             .cloned()
             .ok_or_else(|| RestorePointError::MissingAnnotation(name.clone(), key))
     };
-    let json_map = |key: &'static str| -> Result<BTreeMap<String, String>, RestorePointError> {
-        serde_json::from_str(&get(key)?)
-            .map_err(|_| RestorePointError::BadAnnotation(name.clone(), key))
-    };
-    match ann.get(annotation::FORMAT).map(String::as_str) {
-        // Format 0: no namespace UID; `provenance` tells where it was written.
-        None => {}
-        // Format 1 always records the namespace UID: a point without it was altered.
-        Some(FORMAT_VERSION) => {
-            get(annotation::ORIGIN_NAMESPACE_UID)?;
-        }
-        Some(other) => return Err(RestorePointError::UnknownFormat(name, other.to_owned())),
+    fn decode<T: serde::de::DeserializeOwned>(
+        name: &str,
+        key: &'static str,
+        value: &str,
+    ) -> Result<T, RestorePointError> {
+        serde_json::from_str(value).map_err(|_| RestorePointError::BadAnnotation(name.into(), key))
     }
-    let type_ = get(annotation::ORIGIN_TYPE)?;
-    let data = secret.data.clone().unwrap_or_default();
-    Ok(RestorePoint {
+    let format = Format::of(secret)?;
+    if format >= Format::V1 {
+        // Formats 1 and 2 always record the namespace UID: a point without it was altered.
+        get(annotation::ORIGIN_NAMESPACE_UID)?;
+    }
+    let mut data = secret.data.clone().unwrap_or_default();
+    let metadata = match format {
+        Format::V0 | Format::V1 => OriginMetadata {
+            labels: decode(
+                &name,
+                annotation::ORIGIN_LABELS,
+                &get(annotation::ORIGIN_LABELS)?,
+            )?,
+            annotations: decode(
+                &name,
+                annotation::ORIGIN_ANNOTATIONS,
+                &get(annotation::ORIGIN_ANNOTATIONS)?,
+            )?,
+            owner_references: ann
+                .get(annotation::ORIGIN_OWNERS)
+                .map(|j| decode(&name, annotation::ORIGIN_OWNERS, j))
+                .transpose()?
+                .unwrap_or_default(),
+        },
+        Format::V2 => data
+            .remove(ORIGIN_METADATA_KEY)
+            .and_then(|d| serde_json::from_slice(&d.0).ok())
+            .ok_or_else(|| RestorePointError::BadMetadata(name.clone()))?,
+    };
+    let mut rp = RestorePoint {
+        format,
         origin_namespace: get(annotation::ORIGIN_NAMESPACE)?,
         origin_name: get(annotation::ORIGIN_NAME)?,
         origin_uid: get(annotation::ORIGIN_UID)?,
         origin_kind: get(annotation::ORIGIN_KIND)?,
-        // The hash of what is really stored, not the annotation: a restore point whose data
-        // was changed behind the operator's back no longer matches and is rewritten.
-        content_hash: content_hash(&type_, &data),
-        type_,
-        labels: json_map(annotation::ORIGIN_LABELS)?,
-        annotations: json_map(annotation::ORIGIN_ANNOTATIONS)?,
+        content_hash: String::new(),
+        type_: get(annotation::ORIGIN_TYPE)?,
+        labels: metadata.labels,
+        annotations: metadata.annotations,
         immutable: get(annotation::ORIGIN_IMMUTABLE)? == "true",
         data,
         restores: restores(secret),
-        owner_references: ann
-            .get(annotation::ORIGIN_OWNERS)
-            .map(|j| serde_json::from_str(j))
-            .transpose()
-            .map_err(|_| RestorePointError::BadAnnotation(name.clone(), annotation::ORIGIN_OWNERS))?
-            .unwrap_or_default(),
+        owner_references: metadata.owner_references,
         name,
-    })
+    };
+    // The hash of what is really stored, not the annotation: a restore point whose data
+    // was changed behind the operator's back no longer matches and is rewritten.
+    rp.content_hash = hex(&rp.restorable().digest());
+    Ok(rp)
 }
 
 /// Whether a restore point saves this target: its recorded origin namespace, name and
@@ -497,13 +763,21 @@ pub fn belongs_to(rp: &RestorePoint, key: &ObjectKey, kind: &str) -> bool {
 /// The Secret a restore of `key` creates: same type, data, labels, annotations and
 /// immutable flag as the saved one, under the target's own name (never a name read from
 /// the point). Labels in `drop_labels` are left out (e.g. the invalidation label when the
-/// guard revalidates).
+/// guard revalidates). It says which Secret it replaces (`secretguard.dev/restored-from`)
+/// in an annotation, or, when the saved annotations leave no room for one more (a Secret
+/// at the apiserver's limit), in a label: a restore never fails for its own marker.
 pub fn restored_secret(rp: &RestorePoint, key: &ObjectKey, drop_labels: &[&str]) -> Secret {
     let mut labels = rp.labels.clone();
-    labels.retain(|k, _| !drop_labels.contains(&k.as_str()));
+    labels.retain(|k, _| !drop_labels.contains(&k.as_str()) && k != labels::RESTORED_FROM);
     labels.insert(labels::GUARDED.to_owned(), "true".to_owned());
     let mut annotations = rp.annotations.clone();
-    annotations.insert(labels::RESTORED_FROM.to_owned(), rp.origin_uid.clone());
+    annotations.remove(labels::RESTORED_FROM);
+    let marker = labels::RESTORED_FROM.len() + rp.origin_uid.len();
+    if annotations_size(&annotations) + marker <= ANNOTATIONS_LIMIT {
+        annotations.insert(labels::RESTORED_FROM.to_owned(), rp.origin_uid.clone());
+    } else if is_label_value(&rp.origin_uid) {
+        labels.insert(labels::RESTORED_FROM.to_owned(), rp.origin_uid.clone());
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(key.name.clone()),
@@ -517,6 +791,16 @@ pub fn restored_secret(rp: &RestorePoint, key: &ObjectKey, drop_labels: &[&str])
         immutable: rp.immutable.then_some(true),
         ..Default::default()
     }
+}
+
+/// A valid label value (a UID is one): at most 63 characters, alphanumerics with `-`,
+/// `_` or `.` inside.
+fn is_label_value(v: &str) -> bool {
+    let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    v.len() <= 63
+        && v.chars().all(inner)
+        && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
 }
 
 /// Kind recorded on a ServiceAccount snapshot.
@@ -567,7 +851,11 @@ pub fn build_sa_snapshot(
                 (labels::ORIGIN_NAMESPACE.to_owned(), namespace.clone()),
             ])),
             annotations: Some(BTreeMap::from([
-                (annotation::FORMAT.to_owned(), FORMAT_VERSION.to_owned()),
+                // Its layout never changed: any version that reads snapshots reads it.
+                (
+                    annotation::FORMAT.to_owned(),
+                    Format::V1.as_str().to_owned(),
+                ),
                 (annotation::ORIGIN_NAMESPACE.to_owned(), namespace),
                 (
                     annotation::ORIGIN_NAMESPACE_UID.to_owned(),
@@ -654,6 +942,11 @@ pub fn origin_key(secret: &Secret) -> Option<ObjectKey> {
 mod tests {
     use super::*;
 
+    /// `super::build` of what fits (every fixture here but the large ones).
+    fn build(origin: &Secret, kind: &str, ns_uid: &str, opns: &str, restores: u64) -> Secret {
+        super::build(origin, kind, ns_uid, opns, restores).expect("fits")
+    }
+
     fn token_secret() -> Secret {
         Secret {
             metadata: ObjectMeta {
@@ -720,23 +1013,161 @@ mod tests {
         assert_eq!(restored.metadata.resource_version, None);
     }
 
+    /// A named edit of a Secret.
+    type Edit = (&'static str, Box<dyn FnOnce(&mut Secret)>);
+
+    fn hash_of(edit: impl FnOnce(&mut Secret)) -> String {
+        let mut s = token_secret();
+        edit(&mut s);
+        secret_hash(&s)
+    }
+
     #[test]
-    fn content_hash_changes_with_data_and_type_but_not_with_order() {
-        let a = BTreeMap::from([
-            ("a".to_owned(), ByteString(b"1".to_vec())),
-            ("b".to_owned(), ByteString(b"2".to_vec())),
-        ]);
-        let mut b = a.clone();
-        b.insert("b".into(), ByteString(b"3".to_vec()));
-        assert_ne!(content_hash("Opaque", &a), content_hash("Opaque", &b));
-        assert_ne!(
-            content_hash("Opaque", &a),
-            content_hash("kubernetes.io/tls", &a)
+    fn the_content_hash_covers_what_a_restore_writes_back_and_nothing_else() {
+        let base = hash_of(|_| {});
+        fn data(s: &mut Secret) -> &mut BTreeMap<String, ByteString> {
+            s.data.get_or_insert_default()
+        }
+        fn labels(s: &mut Secret) -> &mut BTreeMap<String, String> {
+            s.metadata.labels.get_or_insert_default()
+        }
+        fn annotations(s: &mut Secret) -> &mut BTreeMap<String, String> {
+            s.metadata.annotations.get_or_insert_default()
+        }
+        let changes: Vec<Edit> = vec![
+            (
+                "data",
+                Box::new(|s| {
+                    data(s).insert("token".into(), ByteString(b"other".to_vec()));
+                }),
+            ),
+            ("type", Box::new(|s| s.type_ = Some("Opaque".into()))),
+            (
+                "a label",
+                Box::new(|s| {
+                    labels(s).insert("team".into(), "b".into());
+                }),
+            ),
+            (
+                "an annotation",
+                Box::new(|s| {
+                    annotations(s).insert("reflector/allowed".into(), "ns-a".into());
+                }),
+            ),
+            (
+                "an invalidation",
+                Box::new(|s| {
+                    labels(s).insert(
+                        labels::LEGACY_TOKEN_INVALID_SINCE.into(),
+                        "2026-01-01".into(),
+                    );
+                }),
+            ),
+            ("immutable", Box::new(|s| s.immutable = Some(true))),
+            (
+                "an owner",
+                Box::new(|s| {
+                    s.metadata.owner_references = Some(vec![OwnerReference {
+                        name: "app".into(),
+                        ..Default::default()
+                    }]);
+                }),
+            ),
+            // Length prefixes: moving a byte between key and value changes the hash.
+            (
+                "a byte moved",
+                Box::new(|s| {
+                    s.data = Some(BTreeMap::from([(
+                        "tokent".into(),
+                        ByteString(b"ok".to_vec()),
+                    )]));
+                }),
+            ),
+        ];
+        for (what, change) in changes {
+            assert_ne!(hash_of(change), base, "{what} changes the hash");
+        }
+        let same: Vec<Edit> = vec![
+            (
+                "our label",
+                Box::new(|s| {
+                    labels(s).remove(labels::GUARDED);
+                }),
+            ),
+            (
+                "restored-from",
+                Box::new(|s| {
+                    annotations(s).insert(labels::RESTORED_FROM.into(), "uid-0".into());
+                }),
+            ),
+            (
+                "the rotate annotation",
+                Box::new(|s| {
+                    annotations(s).insert(labels::ROTATE.into(), "true".into());
+                }),
+            ),
+            (
+                "the apiserver's last use",
+                Box::new(|s| {
+                    labels(s).insert(labels::LEGACY_TOKEN_LAST_USED.into(), "2026-01-01".into());
+                }),
+            ),
+            (
+                "last-applied-configuration",
+                Box::new(|s| {
+                    annotations(s).remove("kubectl.kubernetes.io/last-applied-configuration");
+                }),
+            ),
+            ("immutable: false", Box::new(|s| s.immutable = Some(false))),
+            (
+                "empty owners",
+                Box::new(|s| s.metadata.owner_references = Some(vec![])),
+            ),
+            (
+                "the resourceVersion",
+                Box::new(|s| s.metadata.resource_version = Some("43".into())),
+            ),
+        ];
+        for (what, change) in same {
+            assert_eq!(hash_of(change), base, "{what} does not change the hash");
+        }
+    }
+
+    #[test]
+    fn a_point_hashes_as_the_secret_it_saved_in_every_format() {
+        let mut live = token_secret();
+        live.immutable = Some(true);
+        live.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "app".into(),
+            uid: "owner-uid".into(),
+            ..Default::default()
+        }]);
+        let small = build(&live, "Secret", "ns-uid", "op", 0);
+        assert_eq!(parse(&small).expect("parse").format, Format::V1);
+        assert_eq!(
+            parse(&small).expect("parse").content_hash,
+            secret_hash(&live)
         );
-        // Length prefixes: moving a byte between key and value changes the hash.
-        let c = BTreeMap::from([("ab".to_owned(), ByteString(b"".to_vec()))]);
-        let d = BTreeMap::from([("a".to_owned(), ByteString(b"b".to_vec()))]);
-        assert_ne!(content_hash("Opaque", &c), content_hash("Opaque", &d));
+
+        live.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("big".into(), "\"".repeat(200 * 1024));
+        let large = build(&live, "Secret", "ns-uid", "op", 0);
+        let rp = parse(&large).expect("parse");
+        assert_eq!(rp.format, Format::V2);
+        assert_eq!(rp.content_hash, secret_hash(&live));
+        assert_eq!(
+            rp.data,
+            live.data.clone().expect("data"),
+            "the metadata is not data"
+        );
+        assert_eq!(
+            rp.owner_references,
+            live.metadata.owner_references.clone().expect("owners")
+        );
     }
 
     #[test]
@@ -794,6 +1225,76 @@ mod tests {
             "a content change is no restore"
         );
         assert_eq!(next_restores(None, &restored), 0);
+    }
+
+    #[test]
+    fn a_secret_at_the_annotation_limit_is_restored_with_its_marker_as_a_label() {
+        let mut live = token_secret();
+        let annotations = live.metadata.annotations.as_mut().expect("annotations");
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        let used = annotations_size(annotations);
+        annotations.insert("fill".into(), "x".repeat(ANNOTATIONS_LIMIT - used - 4));
+        assert_eq!(annotations_size(annotations), ANNOTATIONS_LIMIT);
+        let rp = parse(&build(&live, "Secret", "ns-uid", "op", 1)).expect("parse");
+        assert_eq!(rp.format, Format::V2, "too large for a point's annotations");
+        let mut restored = restored_secret(&rp, &ObjectKey::of(&live), &[]);
+        let annotations = restored.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(
+            annotations_size(annotations),
+            ANNOTATIONS_LIMIT,
+            "not one byte more"
+        );
+        assert_eq!(
+            restored
+                .metadata
+                .labels
+                .as_ref()
+                .expect("labels")
+                .get(labels::RESTORED_FROM),
+            Some(&"uid-1".to_owned())
+        );
+        restored.metadata.uid = Some("uid-2".into());
+        assert_eq!(next_restores(Some((1, "uid-1")), &restored), 2, "counted");
+        // Restored again from the point saved of it: the stale label does not come back.
+        let again = parse(&build(&restored, "Secret", "ns-uid", "op", 2)).expect("parse");
+        let restored = restored_secret(&again, &ObjectKey::of(&live), &[]);
+        assert_eq!(
+            restored
+                .metadata
+                .labels
+                .as_ref()
+                .expect("labels")
+                .get(labels::RESTORED_FROM),
+            Some(&"uid-2".to_owned())
+        );
+    }
+
+    #[test]
+    fn what_no_secret_can_hold_is_not_saved_and_says_why() {
+        let mut live = token_secret();
+        live.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("big".into(), "\u{1}".repeat(200 * 1024));
+        // Six bytes of JSON per control character: over a Secret's 1 MiB of data.
+        assert_eq!(format_for(&live), Err(Unsaveable::TooLarge));
+        assert_eq!(
+            super::build(&live, "Secret", "ns-uid", "op", 0),
+            Err(Unsaveable::TooLarge)
+        );
+        let mut quotes = token_secret();
+        quotes
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("big".into(), "\"".repeat(200 * 1024));
+        assert_eq!(format_for(&quotes), Ok(Format::V2));
+        quotes
+            .data
+            .get_or_insert_default()
+            .insert(ORIGIN_METADATA_KEY.into(), ByteString(b"mine".to_vec()));
+        assert_eq!(format_for(&quotes), Err(Unsaveable::ReservedKey));
+        assert!(!Unsaveable::TooLarge.describe().contains('\u{1}'));
     }
 
     #[test]
@@ -986,7 +1487,7 @@ mod tests {
         let ann = point.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(
             ann.get(annotation::FORMAT).map(String::as_str),
-            Some(FORMAT_VERSION)
+            Some(Format::V1.as_str())
         );
         assert_eq!(
             ann.get(annotation::ORIGIN_NAMESPACE_UID)
@@ -1025,8 +1526,10 @@ mod tests {
             .annotations
             .as_mut()
             .expect("annotations")
-            .insert(annotation::FORMAT.into(), "2".into());
-        assert!(matches!(parse(&future), Err(RestorePointError::UnknownFormat(_, f)) if f == "2"));
+            .insert(annotation::FORMAT.into(), "3".into());
+        let newer = parse(&future).expect_err("a newer format");
+        assert_eq!(newer.newer_format(), Some("3"));
+        assert_eq!(newer.kind(), "NewerFormat");
     }
 
     #[test]
@@ -1042,7 +1545,11 @@ mod tests {
         assert_current_format(&new, "ns-1");
         assert_eq!(new.metadata.name, old.metadata.name);
         assert_eq!(new.metadata.namespace, old.metadata.namespace);
-        assert_eq!(parse(&new), parse(&old), "what a restore reads is the same");
+        let read = |p: &Secret| RestorePoint {
+            format: Format::V1,
+            ..parse(p).expect("readable")
+        };
+        assert_eq!(read(&new), read(&old), "what a restore reads is the same");
         assert_eq!(restores(&new), 3, "the restore count is kept");
         assert!(!Written::of(&new).older_format);
         assert_eq!(rewritten(&new, "ns-1"), None, "written once");

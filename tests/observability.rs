@@ -362,7 +362,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .iter()
         .filter_map(|r| r["alert"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(alerts.len(), 11);
+    assert_eq!(alerts.len(), 13);
     for a in &alerts {
         assert!(
             tests.contains(&format!("alertname: {a}")),

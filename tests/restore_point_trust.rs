@@ -359,7 +359,7 @@ async fn a_restore_point_from_before_namespace_uids_is_migrated_and_still_restor
         "db",
         "the point rewritten in the current format, with the namespace's UID",
         |rp| {
-            annotation_of(rp, annotation::FORMAT) == Some(restore_point::FORMAT_VERSION)
+            annotation_of(rp, annotation::FORMAT) == Some(restore_point::Format::V1.as_str())
                 && annotation_of(rp, annotation::ORIGIN_NAMESPACE_UID) == Some(uid.as_str())
         },
     )
@@ -389,7 +389,7 @@ async fn a_restore_point_from_before_namespace_uids_is_migrated_and_still_restor
         "db",
         "the point rewritten in format 1",
         |rp| {
-            annotation_of(rp, annotation::FORMAT) == Some(restore_point::FORMAT_VERSION)
+            annotation_of(rp, annotation::FORMAT) == Some(restore_point::Format::V1.as_str())
                 && annotation_of(rp, annotation::ORIGIN_NAMESPACE_UID) == Some(uid.as_str())
         },
     )

@@ -326,7 +326,7 @@ async fn an_upgrade_from_the_previous_release_and_a_rollback_keep_every_guarded_
             |p| {
                 format_of(p)
                     == (
-                        Some(restore_point::FORMAT_VERSION.to_owned()),
+                        Some(restore_point::Format::V1.as_str().to_owned()),
                         ns_uid.clone(),
                     )
             },

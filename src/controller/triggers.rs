@@ -276,6 +276,11 @@ pub fn admit_restore_point(_ctx: &Context, rp: Secret, _seen: Seen) -> CachedRes
 }
 
 pub fn on_restore_point(ctx: &Arc<Context>, rp: &CachedRestorePoint, deleted: bool) {
+    let unreadable = rp.unreadable().filter(|_| !deleted);
+    ctx.metrics.note_restore_point(&rp.key.name, unreadable);
+    if let Some(reason) = unreadable {
+        tracing::warn!(point = %rp.key, reason, "restore point this version cannot read");
+    }
     let Some(key) = rp.origin().cloned() else {
         return;
     };
@@ -299,6 +304,18 @@ pub fn on_restore_point(ctx: &Arc<Context>, rp: &CachedRestorePoint, deleted: bo
             status::request(ctx, guard);
         }
     }
+}
+
+/// Count the unreadable restore points afresh, from the cache (after a list: points
+/// deleted while no watch ran vanish without an event).
+pub fn recount_unreadable(ctx: &Context) {
+    ctx.metrics.recount_restore_points(
+        ctx.stores
+            .restore_points
+            .state()
+            .iter()
+            .map(|rp| (rp.key.name.clone(), rp.unreadable())),
+    );
 }
 
 pub fn on_service_account(

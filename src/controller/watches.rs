@@ -305,9 +305,17 @@ async fn consume<K, S>(
                 if what == "guards" {
                     triggers::forget_vanished_guards(ctx);
                 }
+                if what == "restore_points" {
+                    triggers::recount_unreadable(ctx);
+                }
                 triggers::startup_pass(ctx);
             }
-            Ok(Event::InitDone) => listed_before = true,
+            Ok(Event::InitDone) => {
+                if what == "restore_points" {
+                    triggers::recount_unreadable(ctx);
+                }
+                listed_before = true;
+            }
             Ok(Event::Init) => {}
             Err(e) => tracing::warn!(error = %e, watch = what, "watch error; retrying"),
         }

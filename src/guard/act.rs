@@ -254,13 +254,15 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
     if previous.is_some_and(|(before, _)| restores > before) {
         fault::point(fault::points::COUNT_NOT_SAVED);
     }
+    // Decide knew it from the cache; this is what was read, and the last word.
     let rp = restore_point::build(
         &source,
         target.spec.kind().as_str(),
         &ns.uid,
         &ctx.config.operator_namespace,
         restores,
-    );
+    )
+    .map_err(|why| ActionError::Unsaveable(why.describe()))?;
     let name = restore_point::name_for(&target.key.namespace, &target.key.name);
     // Over the version read only: a leader that lost the Lease unawares (paused, cut off)
     // never puts older content over a point its successor saved (409, read again).
@@ -350,7 +352,8 @@ async fn forget_restore_point(
         &ns.uid,
         &ctx.config.operator_namespace,
         saved.map(|rp| rp.restores).unwrap_or(0),
-    );
+    )
+    .map_err(|why| ActionError::Unsaveable(why.describe()))?;
     let name = restore_point::name_for(&target.key.namespace, &target.key.name);
     // Over the version read only, as every restore point write (see save_restore_point).
     tombstone.metadata.resource_version = target.restore_point_version.clone();

@@ -76,6 +76,9 @@ pub struct ObservedTarget {
     /// The resourceVersion of the restore point as read (readable or not): a save is made
     /// over this version only, so content older than the point's is never written over it.
     pub restore_point_version: Option<String>,
+    /// The format of the restore point, when a newer version wrote it (this one neither
+    /// reads nor overwrites it).
+    pub newer_point_format: Option<String>,
     /// The ServiceAccount snapshot, only if it may be used here (see
     /// `observe::snapshot_usable`).
     pub sa_snapshot: Option<Arc<CachedRestorePoint>>,
@@ -96,8 +99,13 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         .stores
         .restore_point(opns, &restore_point::name_for(&key.namespace, &key.name));
     let restore_point_version = point.as_ref().map(|p| p.resource_version.clone());
+    // A point a newer version wrote is left as it is: neither read nor overwritten.
+    let newer_point_format = point
+        .as_ref()
+        .and_then(|p| p.saved.as_ref().err()?.newer_format().map(str::to_owned));
     let restore_point = point.filter(|p| match &p.saved {
         Ok(_) => true,
+        Err(e) if e.is_newer_format() => false,
         Err(e) => {
             tracing::warn!(target = %key, error = %e, "ignoring unreadable restore point; it will be rewritten");
             false
@@ -213,6 +221,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         restore_point,
         restore_point_refused,
         restore_point_version,
+        newer_point_format,
         sa_snapshot,
         namespace,
         service_account,
@@ -292,6 +301,14 @@ impl ObservedTarget {
     pub fn decide(&self) -> Decision {
         let namespace_terminating = self.namespace.active().is_none();
         let secret = self.live.as_deref().map(observe::secret_view);
+        let token = matches!(self.spec, TargetSpec::Token { .. });
+        if let Some(format) = self
+            .newer_point_format
+            .as_deref()
+            .filter(|_| !namespace_terminating)
+        {
+            return decide::held_by_newer_point(&self.policy, secret.as_ref(), token, format);
+        }
         let (restore_point, unsaved) = self.latest_saved();
         let decision = match &self.spec {
             TargetSpec::Token {
@@ -332,7 +349,7 @@ impl ObservedTarget {
             ),
         };
         if unsaved {
-            decide::save_first(decision, &self.policy)
+            decide::save_first(decision)
         } else {
             decision
         }
@@ -425,7 +442,8 @@ impl ObservedTarget {
             return None;
         }
         let kind = self.spec.kind();
-        restore_point::parse(&restore_point::build(state, kind.as_str(), "", "", 0)).ok()
+        let point = restore_point::build(state, kind.as_str(), "", "", 0).ok()?;
+        restore_point::parse(&point).ok()
     }
 }
 

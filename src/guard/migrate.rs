@@ -69,6 +69,6 @@ async fn rewrite(
         r => r.map(|_| ())?,
     }
     ctx.metrics.restore_points_migrated.inc();
-    tracing::info!(target = %target, point = %name, format = restore_point::FORMAT_VERSION, "restore point of an earlier format rewritten in the current one");
+    tracing::info!(target = %target, point = %name, format = ?restore_point::Format::of(&point).ok(), "restore point of an earlier format rewritten in the current one");
     Ok(())
 }

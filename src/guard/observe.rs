@@ -31,6 +31,7 @@ pub fn secret_view(secret: &CachedSecret) -> SecretView {
         sa_uid: annotation(labels::SA_UID_ANNOTATION).map(str::to_owned),
         token_populated: d.is_some_and(|d| d.token_populated),
         content_hash: d.map(|d| d.content_hash.to_string()).unwrap_or_default(),
+        unsaveable: d.and_then(|d| d.unsaveable),
         invalidated: label(labels::LEGACY_TOKEN_INVALID_SINCE).is_some(),
         invalidated_by_cleaner: d.is_some_and(|d| d.invalidated_by_cleaner),
         rotate_requested: annotation(labels::ROTATE) == Some("true"),

@@ -41,6 +41,13 @@ impl Failure {
         self.action.is_restore() && !self.is_already_exists() && !self.is_stale()
     }
 
+    /// The one answer to "could the restore point not be kept current?": a save that
+    /// failed (too large, refused, no answer), not one that only read stale (it is read
+    /// again at once). The target is then `Unprotected`.
+    pub fn is_save_failure(&self) -> bool {
+        self.action == Action::SaveRestorePoint && !self.is_stale() && !self.is_not_leading()
+    }
+
     /// Why, for Events, status and alerts: only what the operator can vouch for. Whoever
     /// reads the guard reads these, and the apiserver's message can carry words of
     /// admission webhooks and ValidatingAdmissionPolicy `messageExpression`s, which can
@@ -230,7 +237,8 @@ impl Outcome {
             | Reason::RestorePointMismatch
             | Reason::RestoreLoop
             | Reason::TargetConflict
-            | Reason::OwnerGone => None,
+            | Reason::OwnerGone
+            | Reason::Unprotected => None,
         };
         match fixed {
             Some(o) => o,

@@ -70,6 +70,7 @@ fn saved(secret: &Secret, restores: u64) -> Secret {
         OPERATOR_NAMESPACE,
         restores,
     )
+    .expect("fits")
 }
 
 fn token_review_accepting(user: &str) -> Reply {
@@ -419,7 +420,8 @@ async fn a_secret_whose_point_is_from_an_earlier_namespace_is_not_restored_and_t
     earlier.metadata.labels = None;
     cache(
         &mut writers.restore_points,
-        restore_point::build(&earlier, "Secret", "earlier-ns-uid", OPERATOR_NAMESPACE, 0),
+        restore_point::build(&earlier, "Secret", "earlier-ns-uid", OPERATOR_NAMESPACE, 0)
+            .expect("fits"),
     );
     let point = format!(
         "/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets/{}",
@@ -500,7 +502,7 @@ async fn points_of_an_earlier_format_are_rewritten_one_per_slot_and_the_others_w
     assert_eq!(
         ann.get(restore_point::annotation::FORMAT)
             .map(String::as_str),
-        Some(restore_point::FORMAT_VERSION)
+        Some(restore_point::Format::V1.as_str())
     );
     assert_eq!(
         ann.get(restore_point::annotation::ORIGIN_NAMESPACE_UID)
@@ -861,17 +863,30 @@ async fn an_invalidation_label_is_judged_by_the_managed_fields_its_event_carried
     let (result, received) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(vec![
+            // Saved with the label: a restore brings the invalidation back with the token.
+            expect(Method::PATCH, rp_path(), Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
             expect(Method::POST, EVENTS, Reply::Created),
             expect(Method::POST, EVENTS, Reply::Created),
         ])
     );
     server.assert_nothing_else();
     assert_eq!(result.ok(), Some(None));
+    let point: Secret = serde_json::from_value(received[0].body.clone()).expect("restore point");
+    let saved = restore_point::parse(&point).expect("readable");
+    assert!(
+        saved
+            .labels
+            .contains_key(labels::LEGACY_TOKEN_INVALID_SINCE)
+    );
     assert_eq!(
-        event_reasons(&received),
+        event_reasons(&received[1..]),
         [
             ("TokenInvalidated".to_owned(), "SecretGuard".to_owned()),
             ("TokenInvalidated".to_owned(), "Secret".to_owned()),
+            ("SecretChanged".to_owned(), "SecretGuard".to_owned()),
+            ("SecretChanged".to_owned(), "Secret".to_owned()),
         ],
         "reported, and no patch removes the label"
     );
@@ -920,13 +935,16 @@ fn get_db_point(point: &Secret) -> fixtures::Expect {
 
 /// The restore point of `db("1", password)` as the version before namespace UIDs wrote it.
 fn format_0_db_point(password: &str) -> Secret {
-    format_0(restore_point::build(
-        &db("1", password),
-        "Secret",
-        "ns-uid",
-        OPERATOR_NAMESPACE,
-        0,
-    ))
+    format_0(
+        restore_point::build(
+            &db("1", password),
+            "Secret",
+            "ns-uid",
+            OPERATOR_NAMESPACE,
+            0,
+        )
+        .expect("fits"),
+    )
 }
 
 /// `guarded_db`, with the restore point as the version before namespace UIDs wrote it in
@@ -1020,7 +1038,8 @@ fn guarded_db() -> (Context, StoreWriters, ApiServer) {
     cache(&mut writers.namespaces, namespace(NS));
     cache(
         &mut writers.restore_points,
-        restore_point::build(&db("1", "old"), "Secret", "ns-uid", OPERATOR_NAMESPACE, 0),
+        restore_point::build(&db("1", "old"), "Secret", "ns-uid", OPERATOR_NAMESPACE, 0)
+            .expect("fits"),
     );
     (ctx, writers, server)
 }

@@ -32,6 +32,9 @@ pub struct Recorded {
     pub restore_failing_cleared: bool,
     /// The audit found something the watches had not acted on.
     pub drift: bool,
+    /// Why it is in its state, when the state alone does not say (the decision's detail,
+    /// or why saving its restore point failed).
+    pub detail: Option<String>,
     /// When to look at it again: the decision's wait, with re-checks of a missing object
     /// backing off.
     pub requeue_after: Option<Duration>,
@@ -87,9 +90,26 @@ pub fn update(
     };
     let restored = executed.did(&Action::RestoreIdentical)
         || (executed.created_token() && decision.incidents.contains(&Reason::TokenDeleted));
+    // A live Secret whose restore point could not be saved is unprotected, whatever else
+    // is true of it (a missing one shows as missing already).
+    let save_failed = executed
+        .failed
+        .as_ref()
+        .filter(|f| f.is_save_failure() && target.live.is_some());
+    let mut incidents = decision.incidents.clone();
+    let mut detail = decision.detail.clone();
+    if let Some(failure) = save_failed {
+        incidents.push(Reason::Unprotected);
+        detail = Some(format!(
+            "saving its restore point failed: {}",
+            failure.why()
+        ));
+    }
     // A restored object is on its way back: Pending until its watch event says it is here.
     let state = if restored {
         TargetState::Pending
+    } else if save_failed.is_some() {
+        TargetState::Unprotected
     } else {
         decided
     };
@@ -115,12 +135,11 @@ pub fn update(
     rec.guard = target.guard.clone();
     rec.kind = target.spec.kind();
     rec.sharing = target.sharing.clone();
-    rec.message = decision.detail.clone();
+    rec.message = detail.clone();
     if decided.is_missing() {
         rec.missing_since.get_or_insert(started);
     }
-    let new: Vec<(Reason, Outcome)> = decision
-        .incidents
+    let new: Vec<(Reason, Outcome)> = incidents
         .iter()
         .copied()
         .filter(|r| !rec.reported.contains(r))
@@ -162,6 +181,7 @@ pub fn update(
         restore_failing,
         restore_failing_cleared,
         drift,
+        detail,
         requeue_after,
         guards_changed,
         overlaps_started,

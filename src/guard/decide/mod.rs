@@ -8,6 +8,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::v1alpha1::RestoreMode;
+use crate::restore_point::Unsaveable;
 
 /// How often a missing object that is not being restored (Off, paused, nothing saved) is
 /// looked at again: re-created by someone else without our label, no watch event tells us.
@@ -38,7 +39,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// May the operator change the cluster for this guard at all?
+    /// May the operator change the guarded namespace for this guard? Restore points (and
+    /// ServiceAccount snapshots) are kept current whatever this says, paused included:
+    /// those writes go only to the operator's namespace, and a restore after the guard is
+    /// unpaused must bring back what was there last, not what was there before the pause.
     fn writes(&self) -> bool {
         !self.paused
     }
@@ -73,6 +77,8 @@ pub struct SecretView {
     /// `data.token` present and non-empty.
     pub token_populated: bool,
     pub content_hash: String,
+    /// Why it cannot be saved as a restore point, if it cannot (too large).
+    pub unsaveable: Option<Unsaveable>,
     /// kubernetes.io/legacy-token-invalid-since is present.
     pub invalidated: bool,
     /// That label was set by the legacy token cleaner and nobody else (its managedFields
@@ -238,6 +244,10 @@ pub enum TargetState {
     /// The token Secret's name holds a Secret that is not this ServiceAccount's token:
     /// nothing is written to it, and nothing is created under that name.
     TargetConflict,
+    /// It exists, but its restore point cannot be kept current (too large to save, a
+    /// save that fails, a point of a newer format): a deletion now would bring back
+    /// older content, or nothing.
+    Unprotected,
 }
 
 impl TargetState {
@@ -258,6 +268,7 @@ impl TargetState {
             TargetState::OwnerGone => "OwnerGone",
             TargetState::OwnerUnverified => "OwnerUnverified",
             TargetState::TargetConflict => "TargetConflict",
+            TargetState::Unprotected => "Unprotected",
         }
     }
 
@@ -370,6 +381,8 @@ pub enum Reason {
     TargetConflict,
     /// A guarded Secret was deleted with its owners (the garbage collector's cascade).
     OwnerGone,
+    /// Its restore point cannot be kept current.
+    Unprotected,
 }
 
 impl Reason {
@@ -388,6 +401,7 @@ impl Reason {
             Reason::RestoreLoop => "RestoreLoop",
             Reason::TargetConflict => "TargetConflict",
             Reason::OwnerGone => "OwnerGone",
+            Reason::Unprotected => "Unprotected",
         }
     }
 }
@@ -484,6 +498,7 @@ pub fn latest_saved(
     }
     let newer = final_state.filter(|f| {
         !f.retire_requested
+            && f.unsaveable.is_none()
             && (!token || (f.token_populated && f.sa_uid.is_some()))
             && saved
                 .as_ref()
@@ -507,12 +522,66 @@ pub fn latest_saved(
 
 /// Save a deleted Secret's final state before anything else (see `latest_saved`): the
 /// restore then brings back the latest content, and a restore that fails does not lose
-/// it. This writes only in the operator's namespace, so `"Off"` does it too.
-pub fn save_first(mut d: Decision, policy: &Policy) -> Decision {
-    if policy.writes() && !d.actions.contains(&Action::SaveRestorePoint) {
+/// it. This writes only in the operator's namespace, so `"Off"` and `paused` do it too.
+pub fn save_first(mut d: Decision) -> Decision {
+    if !d.actions.contains(&Action::SaveRestorePoint) {
         d.actions.insert(0, Action::SaveRestorePoint);
     }
     d
+}
+
+/// Keep the restore point of a live Secret current (it is not saved as it is now):
+/// save it, or, when it cannot be saved, say so (`Unprotected`). Whatever the guard's
+/// settings (see `Policy::writes`).
+fn keep_saved(d: Decision, secret: &SecretView) -> Decision {
+    match secret.unsaveable {
+        None => d.act(Action::SaveRestorePoint),
+        Some(why) => {
+            let mut d = d.incident(Reason::Unprotected).detail(why.describe());
+            d.state = Some(TargetState::Unprotected);
+            d
+        }
+    }
+}
+
+/// What to do about a target whose restore point a newer version wrote, in a format this
+/// one does not read (a rollback): nothing to the point, which is never overwritten nor
+/// restored from. A live Secret is `Unprotected`, a missing one stays missing (looked at
+/// again), until the newer version runs again or a cluster admin deletes the point.
+pub fn held_by_newer_point(
+    policy: &Policy,
+    secret: Option<&SecretView>,
+    token: bool,
+    format: &str,
+) -> Decision {
+    let format = shown(format);
+    match secret.filter(|s| !s.terminating) {
+        Some(s) => {
+            let mut d = Decision::new(TargetState::Unprotected)
+                .incident(Reason::Unprotected)
+                .detail(format!(
+                    "its restore point has format {format}, written by a newer version of the operator: this one neither reads nor overwrites it"
+                ));
+            if !s.labelled && policy.writes() {
+                d = d.act(Action::Label);
+            }
+            d
+        }
+        None => {
+            let reason = if token {
+                Reason::TokenDeleted
+            } else {
+                Reason::SecretDeleted
+            };
+            let mut d = Decision::new(TargetState::Missing)
+                .incident(reason)
+                .detail(format!(
+                    "not restored: its restore point has format {format}, written by a newer version of the operator, which this one does not read"
+                ));
+            d.requeue_after = Some(MISSING_RECHECK);
+            d
+        }
+    }
 }
 
 mod secret;

@@ -2,7 +2,7 @@
 
 use super::{
     Action, Decision, MISSING_RECHECK, Owners, Policy, Reason, RestorePointView, SecretView,
-    TargetState, retired, shown,
+    TargetState, keep_saved, retired, shown,
 };
 
 /// Everything observed about one guarded generic Secret.
@@ -88,8 +88,8 @@ pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
     let saved = obs.restore_point.as_ref().is_some_and(|rp| {
         rp.usable() && rp.content_hash == secret.content_hash && rp.origin_uid == secret.uid
     });
-    if !saved && policy.writes() {
-        d = d.act(Action::SaveRestorePoint);
+    if !saved {
+        d = keep_saved(d, secret);
     }
     d
 }

@@ -38,6 +38,7 @@ fn token(hash: &str) -> SecretView {
         sa_uid: Some("sa-1".into()),
         token_populated: true,
         content_hash: hash.into(),
+        unsaveable: None,
         invalidated: false,
         invalidated_by_cleaner: false,
         rotate_requested: false,
@@ -147,6 +148,36 @@ fn token_decisions_follow_the_behaviour_table() {
             state: TargetState::Missing,
             actions: vec![],
             incidents: vec![Reason::TokenDeleted],
+        },
+        Row {
+            name: "changed while paused: the restore point follows, nothing else is written",
+            policy: paused,
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    labelled: false,
+                    ..token("h2")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Healthy,
+            actions: vec![SaveRestorePoint],
+            incidents: vec![],
+        },
+        Row {
+            name: "changed, too large to save: unprotected",
+            policy: policy(Identical),
+            obs: obs(
+                sa("sa-1"),
+                Some(SecretView {
+                    unsaveable: Some(Unsaveable::TooLarge),
+                    ..token("h2")
+                }),
+                rp("h1", "sa-1"),
+            ),
+            state: TargetState::Unprotected,
+            actions: vec![],
+            incidents: vec![Reason::Unprotected],
         },
         Row {
             name: "deleted while paused: alert, write nothing",
@@ -624,6 +655,53 @@ fn generic_secret_decisions_follow_the_behaviour_table() {
             vec![SaveRestorePoint],
             vec![],
         ),
+        (
+            "changed while paused: saved all the same (only the operator namespace is written)",
+            Policy {
+                paused: true,
+                ..policy(Identical)
+            },
+            o(
+                Some(SecretView {
+                    content_hash: "h2".into(),
+                    labelled: false,
+                    ..secret()
+                }),
+                saved.clone(),
+            ),
+            TargetState::Healthy,
+            vec![SaveRestorePoint],
+            vec![],
+        ),
+        (
+            "changed, too large to save: unprotected, said so, nothing written",
+            policy(Identical),
+            o(
+                Some(SecretView {
+                    content_hash: "h2".into(),
+                    unsaveable: Some(Unsaveable::TooLarge),
+                    ..secret()
+                }),
+                saved.clone(),
+            ),
+            TargetState::Unprotected,
+            vec![],
+            vec![Reason::Unprotected],
+        ),
+        (
+            "never saved, its data holds the key format 2 needs: unprotected",
+            policy(Off),
+            o(
+                Some(SecretView {
+                    unsaveable: Some(Unsaveable::ReservedKey),
+                    ..secret()
+                }),
+                None,
+            ),
+            TargetState::Unprotected,
+            vec![],
+            vec![Reason::Unprotected],
+        ),
     ];
     for (name, p, obs, state, actions, incidents) in cases {
         let d = decide_secret(&p, &obs);
@@ -789,22 +867,63 @@ fn a_final_state_is_saved_before_it_is_restored_and_even_when_only_alerting() {
         deleted_retired: false,
         owners: None,
     };
-    let d = save_first(decide_secret(&policy(Identical), &gone), &policy(Identical));
+    let d = save_first(decide_secret(&policy(Identical), &gone));
     assert_eq!(d.actions, vec![SaveRestorePoint, RestoreIdentical]);
-    let d = save_first(decide_secret(&policy(Off), &gone), &policy(Off));
-    assert_eq!(
-        d.actions,
-        vec![SaveRestorePoint],
-        "only the operator namespace is written"
-    );
     let paused = Policy {
         paused: true,
         ..policy(Identical)
     };
+    for policy in [policy(Off), paused] {
+        assert_eq!(
+            save_first(decide_secret(&policy, &gone)).actions,
+            vec![SaveRestorePoint],
+            "only the operator namespace is written"
+        );
+    }
+}
+
+#[test]
+fn a_restore_point_of_a_newer_format_is_neither_overwritten_nor_restored_from() {
+    for policy in [policy(Identical), policy(Off)] {
+        let present = SecretView {
+            content_hash: "h2".into(),
+            labelled: false,
+            ..token("h1")
+        };
+        let d = held_by_newer_point(&policy, Some(&present), true, "3");
+        assert_eq!(d.state, Some(TargetState::Unprotected));
+        assert_eq!(d.actions, vec![Label], "labelled, never saved over");
+        assert_eq!(d.incidents, vec![Reason::Unprotected]);
+        assert!(d.detail.as_deref().is_some_and(|m| m.contains("format 3")));
+
+        for (token, reason) in [(true, Reason::TokenDeleted), (false, Reason::SecretDeleted)] {
+            let d = held_by_newer_point(&policy, None, token, "3");
+            assert_eq!(d.state, Some(TargetState::Missing));
+            assert_eq!(d.actions, vec![], "not restored, nothing provisioned");
+            assert_eq!(d.incidents, vec![reason]);
+            assert_eq!(d.requeue_after, Some(MISSING_RECHECK));
+        }
+    }
+    let d = held_by_newer_point(&policy(Identical), None, false, "bad\nformat");
     assert!(
-        save_first(decide_secret(&paused, &gone), &paused)
-            .actions
-            .is_empty()
+        d.detail
+            .as_deref()
+            .is_some_and(|m| m.contains("(not shown)")),
+        "no arbitrary text echoed"
+    );
+}
+
+#[test]
+fn a_final_state_too_large_to_save_is_not_taken_for_saved() {
+    let saved = rp("h1", "sa-1");
+    let unsaveable = SecretView {
+        unsaveable: Some(Unsaveable::TooLarge),
+        ..token("h2")
+    };
+    assert_eq!(
+        latest_saved(saved.clone(), Some(&unsaveable), true),
+        (saved, false),
+        "the restore point it has is what a restore brings back"
     );
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{
     Action, Decision, MISSING_RECHECK, Policy, Reason, RestorePointView, SecretView,
-    ServiceAccountView, TargetState, TokenObservation, Tombstone, retired, shown,
+    ServiceAccountView, TargetState, TokenObservation, Tombstone, keep_saved, retired, shown,
 };
 use crate::api::v1alpha1::RestoreMode;
 use crate::labels;
@@ -59,8 +59,8 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
         *uid != sa.uid
             || !(policy.writes() && obs.secret.as_ref().is_some_and(|s| s.rotate_requested))
     });
-    let snapshot = if rotation_over
-        || (policy.recreate_service_account && policy.writes() && !obs.sa_snapshot_current)
+    // Kept current while paused too, like restore points (see `Policy::writes`).
+    let snapshot = if rotation_over || (policy.recreate_service_account && !obs.sa_snapshot_current)
     {
         vec![Action::SaveServiceAccountSnapshot]
     } else {
@@ -222,8 +222,8 @@ fn decide_present_token(
             && rp.origin_uid == secret.uid
             && rp.sa_uid.as_deref() == Some(sa.uid.as_str())
     });
-    if !saved && policy.writes() && secret.sa_uid.is_some() {
-        d = d.act(Action::SaveRestorePoint);
+    if !saved && secret.sa_uid.is_some() {
+        d = keep_saved(d, secret);
     }
     if secret.invalidated {
         d.state = Some(TargetState::Invalidated);

@@ -32,6 +32,7 @@ pub fn alert_names(reason: Reason) -> &'static [&'static str] {
         Reason::TokenInvalidated => &["SecretGuardTokenInvalidated"],
         Reason::TokenNotPopulated => &["SecretGuardTokenNotPopulated"],
         Reason::RestoreLoop => &["SecretGuardRestoreLoop"],
+        Reason::Unprotected => &["SecretGuardUnprotected"],
         // The garbage collector deleted it with its owners, as whoever deleted them meant.
         Reason::ServiceAccountNotFound | Reason::TargetConflict | Reason::OwnerGone => &[],
     }

@@ -61,6 +61,9 @@ pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
         Reason::OwnerGone => format!(
             "{kind} {key} was deleted with its owners (the garbage collector's cascade): it is not restored"
         ),
+        Reason::Unprotected => format!(
+            "{kind} {key} exists, but its restore point cannot be kept current: were it deleted now, it would come back as it was saved last, or not at all"
+        ),
         Reason::RestorePointMismatch => format!(
             "{kind} {key} does not exist, and its restore point {} records another origin or kind (altered in the operator namespace, or saved when the guard listed it as another kind): it is not restored",
             restore_point::name_for(&key.namespace, &key.name),
@@ -114,15 +117,10 @@ async fn publish(
 
 /// Report each new incident: a Warning Event on the guard and, when it exists, on the
 /// Secret; one log line.
-pub async fn incidents(
-    ctx: &Context,
-    target: &ObservedTarget,
-    decision: &Decision,
-    recorded: &Recorded,
-) {
+pub async fn incidents(ctx: &Context, target: &ObservedTarget, recorded: &Recorded) {
     let kind = target.spec.kind().as_str();
     let severity = target.severity.as_str();
-    let detail = decision
+    let detail = recorded
         .detail
         .as_ref()
         .map(|d| format!(" ({d})"))
@@ -250,7 +248,9 @@ pub async fn follow_ups(
             &both(),
             EventType::Normal,
             "SecretChanged",
-            format!("the content of {key} changed; its restore point now holds the new content"),
+            format!(
+                "the content of {key} changed (data, type, or metadata a restore writes back); its restore point now holds the new content"
+            ),
         )
         .await;
     }

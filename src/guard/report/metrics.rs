@@ -80,6 +80,7 @@ pub fn export(
         &metrics.token_not_populated,
         state == TargetState::NotPopulated,
     );
+    flag(&metrics.unprotected, state == TargetState::Unprotected);
     let now = k8s_openapi::jiff::Timestamp::now();
     match target
         .live

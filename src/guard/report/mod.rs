@@ -35,7 +35,7 @@ pub async fn report(
     };
     metrics::export(ctx, target, state, executed, recorded);
     alerts::push(ctx, target, state, executed, recorded);
-    events::incidents(ctx, target, decision, recorded).await;
+    events::incidents(ctx, target, recorded).await;
     events::follow_ups(ctx, target, decision, executed, recorded).await;
     events::overlaps(ctx, target, recorded).await;
     if recorded.changed || !recorded.new.is_empty() || executed.wrote() {
