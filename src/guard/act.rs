@@ -268,10 +268,26 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
     // never puts older content over a point its successor saved (409, read again).
     let mut rp = rp;
     rp.metadata.resource_version = target.restore_point_version.clone();
-    match restore_points(ctx)
-        .patch(&name, &apply_params(), &Patch::Apply(&rp))
-        .await
-    {
+    write_restore_point(ctx, &name, &rp).await
+}
+
+/// Write a restore point over the version the decision read (`resourceVersion` set), or
+/// create it where the decision knew of none: an apply without a version would write over
+/// a point written meanwhile (by a successor, or by a newer release). Either way a point
+/// that changed since answers 409, and the next reconcile reads it again.
+async fn write_restore_point(ctx: &Context, name: &str, rp: &Secret) -> ActionResult {
+    let written = if rp.metadata.resource_version.is_some() {
+        restore_points(ctx)
+            .patch(name, &apply_params(), &Patch::Apply(rp))
+            .await
+    } else {
+        let params = PostParams {
+            field_manager: Some(labels::MANAGER.to_owned()),
+            ..Default::default()
+        };
+        restore_points(ctx).create(&params, rp).await
+    };
+    match written {
         Err(kube::Error::Api(s)) if s.code == 409 => Err(ActionError::StaleRestorePoint),
         r => r.map(|_| ()).map_err(ActionError::from),
     }
@@ -357,13 +373,7 @@ async fn forget_restore_point(
     let name = restore_point::name_for(&target.key.namespace, &target.key.name);
     // Over the version read only, as every restore point write (see save_restore_point).
     tombstone.metadata.resource_version = target.restore_point_version.clone();
-    match restore_points(ctx)
-        .patch(&name, &apply_params(), &Patch::Apply(&tombstone))
-        .await
-    {
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(ActionError::StaleRestorePoint),
-        r => r.map(|_| ()).map_err(ActionError::from),
-    }
+    write_restore_point(ctx, &name, &tombstone).await
 }
 
 /// Revoke every token of the ServiceAccount: snapshot it, marked as rotating, then delete

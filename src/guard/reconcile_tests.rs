@@ -1157,3 +1157,44 @@ async fn a_labelled_secret_no_guard_targets_is_cached_bare_and_its_content_not_k
         .expect("cached");
     assert_eq!(cached.detail, None, "name and UID only");
 }
+
+#[tokio::test]
+async fn a_first_save_creates_the_restore_point_and_never_writes_over_one_it_did_not_know() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    let mut live = live_token();
+    live.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(labels::GUARDED.into(), "true".into());
+    cache(&mut writers.secrets, live.clone());
+    // No restore point cached: one written meanwhile (by a successor, or a newer release)
+    // must answer 409 to this write, not be replaced by it.
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(
+                Method::GET,
+                format!("{SECRETS}/writer-token"),
+                Reply::Json(200, serde_json::to_value(&live).unwrap_or_default())
+            ),
+            expect(
+                Method::POST,
+                format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets"),
+                Reply::Json(
+                    409,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "AlreadyExists", "code": 409, "message": "exists"})
+                )
+            ),
+        ])
+    );
+    let _ = result;
+    let created: Secret = serde_json::from_value(received[1].body.clone()).expect("Secret");
+    assert_eq!(created.metadata.resource_version, None);
+    assert!(
+        received[1].uri.contains("fieldManager=secretguard"),
+        "{}",
+        received[1].uri
+    );
+}
