@@ -271,23 +271,18 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
     write_restore_point(ctx, &name, &rp).await
 }
 
-/// Write a restore point over the version the decision read (`resourceVersion` set), or
-/// create it where the decision knew of none: an apply without a version would write over
-/// a point written meanwhile (by a successor, or by a newer release). Either way a point
-/// that changed since answers 409, and the next reconcile reads it again.
+/// Write a restore point over the version the decision read (`resourceVersion` set). Where
+/// the decision knew of no point, one written meanwhile (by a successor, or by a newer
+/// release) must not be written over: it is looked for first (a metadata GET), and found,
+/// sends the reconcile back to read it. Either way a point that changed since answers 409,
+/// and the next reconcile reads it again. (Not a create: a point created by POST would keep
+/// fields no later apply of ours could remove, such as the data a tombstone drops.)
 async fn write_restore_point(ctx: &Context, name: &str, rp: &Secret) -> ActionResult {
-    let written = if rp.metadata.resource_version.is_some() {
-        restore_points(ctx)
-            .patch(name, &apply_params(), &Patch::Apply(rp))
-            .await
-    } else {
-        let params = PostParams {
-            field_manager: Some(labels::MANAGER.to_owned()),
-            ..Default::default()
-        };
-        restore_points(ctx).create(&params, rp).await
-    };
-    match written {
+    let points = restore_points(ctx);
+    if rp.metadata.resource_version.is_none() && points.get_metadata_opt(name).await?.is_some() {
+        return Err(ActionError::StaleRestorePoint);
+    }
+    match points.patch(name, &apply_params(), &Patch::Apply(rp)).await {
         Err(kube::Error::Api(s)) if s.code == 409 => Err(ActionError::StaleRestorePoint),
         r => r.map(|_| ()).map_err(ActionError::from),
     }

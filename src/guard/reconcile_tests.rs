@@ -1159,7 +1159,7 @@ async fn a_labelled_secret_no_guard_targets_is_cached_bare_and_its_content_not_k
 }
 
 #[tokio::test]
-async fn a_first_save_creates_the_restore_point_and_never_writes_over_one_it_did_not_know() {
+async fn a_first_save_never_writes_over_a_restore_point_it_did_not_know() {
     let target = key();
     let (ctx, mut writers, mut server) = guarded_writer();
     let mut live = live_token();
@@ -1168,9 +1168,10 @@ async fn a_first_save_creates_the_restore_point_and_never_writes_over_one_it_did
         .get_or_insert_with(Default::default)
         .insert(labels::GUARDED.into(), "true".into());
     cache(&mut writers.secrets, live.clone());
-    // No restore point cached: one written meanwhile (by a successor, or a newer release)
-    // must answer 409 to this write, not be replaced by it.
-    let (result, received) = tokio::join!(
+    // No restore point cached, but one was written meanwhile (by a successor, or a newer
+    // release): it is found, and nothing is written over it.
+    let existing = saved(&live, 0);
+    let (result, _) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(vec![
             expect(
@@ -1179,22 +1180,22 @@ async fn a_first_save_creates_the_restore_point_and_never_writes_over_one_it_did
                 Reply::Json(200, serde_json::to_value(&live).unwrap_or_default())
             ),
             expect(
-                Method::POST,
-                format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets"),
-                Reply::Json(
-                    409,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "reason": "AlreadyExists", "code": 409, "message": "exists"})
-                )
+                Method::GET,
+                rp_path(),
+                Reply::Json(200, serde_json::to_value(&existing).unwrap_or_default())
             ),
         ])
     );
-    let _ = result;
-    let created: Secret = serde_json::from_value(received[1].body.clone()).expect("Secret");
-    assert_eq!(created.metadata.resource_version, None);
+    server.assert_nothing_else();
+    let err = result.expect_err("read again, with backoff");
     assert!(
-        received[1].uri.contains("fieldManager=secretguard"),
-        "{}",
-        received[1].uri
+        matches!(
+            &err,
+            crate::Error::Action {
+                source: crate::error::ActionError::StaleRestorePoint,
+                ..
+            }
+        ),
+        "{err:?}"
     );
 }
