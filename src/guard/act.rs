@@ -279,13 +279,31 @@ async fn save_restore_point(ctx: &Context, target: &ObservedTarget) -> ActionRes
 /// fields no later apply of ours could remove, such as the data a tombstone drops.)
 async fn write_restore_point(ctx: &Context, name: &str, rp: &Secret) -> ActionResult {
     let points = restore_points(ctx);
-    if rp.metadata.resource_version.is_none() && points.get_metadata_opt(name).await?.is_some() {
-        return Err(ActionError::StaleRestorePoint);
+    if rp.metadata.resource_version.is_none()
+        && let Some(found) = points.get_metadata_opt(name).await?
+    {
+        // This very point, written by an earlier reconcile the cache does not show yet:
+        // nothing to write. Anything else is read again first.
+        return if same_point(&found.metadata, &rp.metadata) {
+            Ok(())
+        } else {
+            Err(ActionError::StaleRestorePoint)
+        };
     }
     match points.patch(name, &apply_params(), &Patch::Apply(rp)).await {
         Err(kube::Error::Api(s)) if s.code == 409 => Err(ActionError::StaleRestorePoint),
         r => r.map(|_| ()).map_err(ActionError::from),
     }
+}
+
+/// Whether two restore points hold the same: format, content hash and restore count.
+fn same_point(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    use restore_point::annotation::{CONTENT_HASH, FORMAT, RESTORES};
+    let of = |m: &ObjectMeta| {
+        let annotations = m.annotations.as_ref();
+        [FORMAT, CONTENT_HASH, RESTORES].map(|k| annotations.and_then(|a| a.get(k)).cloned())
+    };
+    of(a) == of(b)
 }
 
 /// Remove kubernetes.io/legacy-token-invalid-since: the token authenticates again. Only

@@ -1170,7 +1170,12 @@ async fn a_first_save_never_writes_over_a_restore_point_it_did_not_know() {
     cache(&mut writers.secrets, live.clone());
     // No restore point cached, but one was written meanwhile (by a successor, or a newer
     // release): it is found, and nothing is written over it.
-    let existing = saved(&live, 0);
+    let mut existing = saved(&live, 0);
+    existing
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(restore_point::annotation::FORMAT.into(), "3".into());
     let (result, _) = tokio::join!(
         reconcile_target(&ctx, &target),
         server.serve(vec![
@@ -1198,4 +1203,37 @@ async fn a_first_save_never_writes_over_a_restore_point_it_did_not_know() {
         ),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_first_save_the_cache_does_not_show_yet_is_not_written_twice() {
+    let target = key();
+    let (ctx, mut writers, mut server) = guarded_writer();
+    let mut live = live_token();
+    live.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(labels::GUARDED.into(), "true".into());
+    cache(&mut writers.secrets, live.clone());
+    // The point an earlier reconcile wrote, not in the cache yet: nothing to write, no error.
+    let (result, _) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(
+                Method::GET,
+                format!("{SECRETS}/writer-token"),
+                Reply::Json(200, serde_json::to_value(&live).unwrap_or_default())
+            ),
+            expect(
+                Method::GET,
+                rp_path(),
+                Reply::Json(
+                    200,
+                    serde_json::to_value(saved(&live, 0)).unwrap_or_default()
+                )
+            ),
+        ])
+    );
+    server.assert_nothing_else();
+    assert_eq!(result.ok(), Some(None));
 }
