@@ -35,6 +35,9 @@ pub struct Policy {
     pub recreate_service_account: bool,
     /// A token Secret still empty this long after creation is reported TokenNotPopulated.
     pub populate_deadline: Duration,
+    /// How long a deleted Secret stays missing before it is restored: a Secret created
+    /// under its name meanwhile is kept (see `delay_restore`).
+    pub restore_delay: Duration,
 }
 
 impl Policy {
@@ -210,6 +213,9 @@ pub enum TargetState {
     /// Missing, and restored too often lately: restores stopped until a guard resumes
     /// them (the restore-loop breaker).
     RestoreLoop,
+    /// Missing, and restored once its restore delay has passed, unless a Secret is
+    /// created under its name before.
+    RestorePending,
     /// Retired on purpose (secretguard.dev/retire): not restored, not revalidated.
     Retired,
     /// The token Secret's name holds a Secret that is not this ServiceAccount's token:
@@ -231,6 +237,7 @@ impl TargetState {
             TargetState::ForeignRestorePoint => "ForeignRestorePoint",
             TargetState::RestorePointMismatch => "RestorePointMismatch",
             TargetState::RestoreLoop => "RestoreLoop",
+            TargetState::RestorePending => "RestorePending",
             TargetState::Retired => "Retired",
             TargetState::TargetConflict => "TargetConflict",
         }
@@ -245,6 +252,7 @@ impl TargetState {
                 | TargetState::ForeignRestorePoint
                 | TargetState::RestorePointMismatch
                 | TargetState::RestoreLoop
+                | TargetState::RestorePending
         )
     }
 
@@ -299,6 +307,18 @@ impl Action {
                     restore_of: Some(_)
                 }
                 | Action::RecreateServiceAccount
+        )
+    }
+
+    /// Re-creates a deleted Secret (identical, or empty for the tokens controller): what
+    /// the restore delay holds back.
+    pub fn restores_secret(&self) -> bool {
+        matches!(
+            self,
+            Action::RestoreIdentical
+                | Action::CreateTokenSecret {
+                    restore_of: Some(_)
+                }
         )
     }
 
@@ -369,6 +389,9 @@ pub struct Decision {
     pub incidents: Vec<Reason>,
     /// Look again after this long even if nothing changes (deadlines).
     pub requeue_after: Option<Duration>,
+    /// A restore waits for the restore delay: look again after this long, as urgently as
+    /// a deletion (see `delay_restore`).
+    pub restore_after: Option<Duration>,
     /// Why the object is in its state, when the state alone does not say (a conflict, an
     /// invalidation left in place); shown in status and Events.
     pub detail: Option<String>,
@@ -481,6 +504,44 @@ pub fn save_first(mut d: Decision, policy: &Policy) -> Decision {
         d.actions.insert(0, Action::SaveRestorePoint);
     }
     d
+}
+
+/// Hold back the re-creation of a deleted Secret until `policy.restore_delay` has passed
+/// since it was first seen missing (`missing_for` ago), so that whoever deletes and at once
+/// re-creates it (a CD tool replacing it) gets their create in first: their Secret is then
+/// kept and saved, as any new Secret is. Meanwhile the state is RestorePending, and the
+/// deletion is reported as usual. A restore due now is left as it is; the reconcile reads
+/// the Secret from the apiserver once more before making it (its cache holds only
+/// labelled Secrets, and a re-created one may not be). `now`: the time, to say when the
+/// restore is due.
+pub fn delay_restore(
+    mut d: Decision,
+    policy: &Policy,
+    missing_for: Duration,
+    now: Timestamp,
+) -> Decision {
+    let Some(wait) = policy
+        .restore_delay
+        .checked_sub(missing_for)
+        .filter(|w| !w.is_zero())
+    else {
+        return d;
+    };
+    if !d.actions.iter().any(Action::restores_secret) {
+        return d;
+    }
+    d.actions.retain(|a| !a.restores_secret());
+    d.state = Some(TargetState::RestorePending);
+    d.restore_after = Some(wait);
+    let due = k8s_openapi::jiff::SignedDuration::try_from(wait)
+        .ok()
+        .and_then(|w| now.checked_add(w).ok())
+        .unwrap_or(now);
+    d.detail(format!(
+        "restore due at {} (restore delay {} s): a Secret created under this name before then is kept instead",
+        due.round(k8s_openapi::jiff::Unit::Second).unwrap_or(due),
+        policy.restore_delay.as_secs()
+    ))
 }
 
 mod secret;
