@@ -538,7 +538,7 @@ pub fn delay_restore(
         .and_then(|w| now.checked_add(w).ok())
         .unwrap_or(now);
     d.detail(format!(
-        "restore due at {} (restore delay {} s): a Secret created under this name before then is kept instead",
+        "restore due at {}, after the restore delay of {} s; a Secret created under this name before then is kept instead",
         due.round(k8s_openapi::jiff::Unit::Second).unwrap_or(due),
         policy.restore_delay.as_secs()
     ))

@@ -766,7 +766,7 @@ fn a_restore_waits_for_the_restore_delay_and_anything_else_goes_on() {
     assert!(d.state.is_some_and(TargetState::is_missing));
     let detail = d.detail.unwrap_or_default();
     assert!(
-        detail.contains("restore due at 2027-01-15T08:00:02Z") && detail.contains("2 s"),
+        detail.contains("restore due at 2027-01-15T08:00:02Z, after the restore delay of 2 s"),
         "{detail}"
     );
     let d = held(&p, decide_secret(&p, &missing), 1);
