@@ -47,6 +47,36 @@ async fn guarded(client: &Client, ns: &str, guard: &str, names: &[&str], extra: 
     }
 }
 
+/// A test namespace with Secret `db` ("old") guarded by guard `g` (with these extra
+/// fields), saved; the in-process operator running.
+async fn guarded_db(
+    client: &Client,
+    prefix: &str,
+    extra: serde_json::Value,
+) -> (TestNamespace, Api<Secret>) {
+    operator();
+    let ns = TestNamespace::new(client, prefix).await;
+    guarded(client, &ns.name, "g", &["db"], extra).await;
+    let api = Api::namespaced(client.clone(), &ns.name);
+    (ns, api)
+}
+
+/// Delete `name` and wait until it exists again as another object: (deleted, back).
+async fn delete_until_back(api: &Api<Secret>, name: &str) -> (Secret, Secret) {
+    let before = api.get(name).await.expect("get");
+    api.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    let back = wait_for(&format!("{name} back"), || async {
+        api.get_opt(name)
+            .await
+            .ok()?
+            .filter(|s| s.metadata.uid != before.metadata.uid)
+    })
+    .await;
+    (before, back)
+}
+
 /// The note of the deletion Event (`reason`) about `name` on its guard. (Events of one
 /// reason on one guard are folded into one series by kube's recorder: one deletion per
 /// guard in these tests.)
@@ -176,28 +206,15 @@ async fn a_secret_a_cd_tool_deletes_and_re_creates_keeps_its_new_content() {
 #[tokio::test]
 async fn a_plain_deletion_is_still_restored_once_the_restore_delay_has_passed() {
     let client = admin_client().await;
-    operator();
-    let ns = TestNamespace::new(&client, "delay").await;
+    let (ns, api) = guarded_db(&client, "delay", json!({})).await;
     let n = ns.name.as_str();
-    let api: Api<Secret> = Api::namespaced(client.clone(), n);
-    guarded(&client, n, "g", &["db"], json!({})).await;
-    let before = api.get("db").await.expect("get");
 
-    api.delete("db", &DeleteParams::default())
-        .await
-        .expect("delete");
+    let (before, back) = delete_until_back(&api, "db").await;
     let note = deletion_note(&client, n, "SecretDeleted", "db").await;
     assert!(
         note.contains("outcome: RestorePending") && note.contains("restore delay of 2 s"),
         "reported at once, restore pending: {note}"
     );
-    let back = wait_for("db restored", || async {
-        api.get_opt("db")
-            .await
-            .ok()?
-            .filter(|s| s.metadata.uid != before.metadata.uid)
-    })
-    .await;
     assert_eq!(value_of(&back).as_deref(), Some("old"));
     assert_eq!(
         back.metadata
@@ -223,28 +240,14 @@ async fn a_plain_deletion_is_still_restored_once_the_restore_delay_has_passed() 
 #[tokio::test]
 async fn with_no_restore_delay_a_deletion_is_undone_at_once_and_a_late_create_is_refused() {
     let client = admin_client().await;
-    operator();
-    let ns = TestNamespace::new(&client, "nodelay").await;
-    let n = ns.name.as_str();
-    let api: Api<Secret> = Api::namespaced(client.clone(), n);
-    guarded(&client, n, "g", &["db"], json!({"restoreDelaySeconds": 0})).await;
-    let before = api.get("db").await.expect("get");
+    let (ns, api) = guarded_db(&client, "nodelay", json!({"restoreDelaySeconds": 0})).await;
 
-    api.delete("db", &DeleteParams::default())
-        .await
-        .expect("delete");
-    let note = deletion_note(&client, n, "SecretDeleted", "db").await;
+    delete_until_back(&api, "db").await;
+    let note = deletion_note(&client, &ns.name, "SecretDeleted", "db").await;
     assert!(
         note.contains("outcome: Restored"),
         "restored in the reconcile that saw the deletion: {note}"
     );
-    wait_for("db restored", || async {
-        api.get_opt("db")
-            .await
-            .ok()?
-            .filter(|s| s.metadata.uid != before.metadata.uid)
-    })
-    .await;
     // What a CD tool re-creating it now gets, as before restore delays existed.
     let refused = api
         .create(&PostParams::default(), &secret("db", "new"))
@@ -263,25 +266,14 @@ async fn a_token_secret_is_restored_at_once_by_default() {
     let client = admin_client().await;
     operator();
     let (ns, token) = guarded_writer(&client, "tokennow", json!({})).await;
-    let n = ns.name.as_str();
-    let api: Api<Secret> = Api::namespaced(client.clone(), n);
-    let before = api.get("writer-token").await.expect("get");
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
 
-    api.delete("writer-token", &DeleteParams::default())
-        .await
-        .expect("delete");
-    let note = wait_event(&client, n, "TokenDeleted", "SecretGuard").await;
+    let (_, back) = delete_until_back(&api, "writer-token").await;
+    let note = wait_event(&client, &ns.name, "TokenDeleted", "SecretGuard").await;
     assert!(
         note.contains("outcome: Restored") && !note.contains("restore due"),
         "no restore delay for a token unless its guard asks: {note}"
     );
-    let back = wait_for("the token restored", || async {
-        api.get_opt("writer-token")
-            .await
-            .ok()?
-            .filter(|s| s.metadata.uid != before.metadata.uid)
-    })
-    .await;
     let bytes = back.data.as_ref().and_then(|d| d.get("token"));
     assert!(
         bytes.is_some_and(|b| b.0 == token.as_bytes()),
