@@ -94,12 +94,12 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
         (
             "restore delay too long",
             "  restoreDelaySeconds: 301\n".into(),
-            "spec.restoreDelaySeconds: Invalid value: 301: spec.restoreDelaySeconds in body should be less than or equal to 300",
+            "spec.restoreDelaySeconds: Invalid value: 301: must be from 0 to 300 (seconds)",
         ),
         (
             "negative restore delay",
             "  restoreDelaySeconds: -1\n".into(),
-            "spec.restoreDelaySeconds in body should be greater than or equal to 0",
+            "must be from 0 to 300 (seconds)",
         ),
         (
             "restore delay as a duration",

@@ -87,7 +87,10 @@ pub struct SecretGuardSpec {
     /// under its name meanwhile (a CD tool replacing it) is kept, and its content becomes
     /// the restore point. Default: 2 for Secrets, 0 (at once) for ServiceAccount tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 300))]
+    // A CEL rule, not minimum/maximum: those are floats in a CRD (300.0), which Helm's
+    // YAML round trip turns into 300, so the chart's CRD would differ from crds/.
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 300")
+        .message("must be from 0 to 300 (seconds)"))]
     pub restore_delay_seconds: Option<i32>,
 }
 
