@@ -7,6 +7,8 @@
 #   e2e/cluster.sh status   exit 0 when healthy
 #   e2e/cluster.sh restart-kcm      restart kube-controller-manager (same flags)
 #   e2e/cluster.sh restart-apiserver
+#   e2e/cluster.sh restart-etcd     same data and ports (the apiserver stays up meanwhile)
+#   e2e/cluster.sh stop-apiserver | start-apiserver   an outage of the apiserver alone
 #
 # Environment:
 #   SECRETGUARD_CLUSTER_DIR   state directory (default <repo>/.cluster)
@@ -159,9 +161,13 @@ EOF
 
 start_etcd() {
   local client peer
-  client=$(free_port)
-  peer=$(free_port)
-  echo "$client" >"$dir/etcd.port"
+  # A restart keeps both ports: the apiserver and the member's own record point at them.
+  if [[ ! -f $dir/etcd.port ]]; then
+    free_port >"$dir/etcd.port"
+    free_port >"$dir/etcd-peer.port"
+  fi
+  client=$(cat "$dir/etcd.port")
+  peer=$(cat "$dir/etcd-peer.port")
   launch etcd "$bin/etcd" --name local --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
@@ -270,8 +276,14 @@ restart-apiserver)
   stop_one kube-apiserver
   start_apiserver
   ;;
+restart-etcd)
+  stop_one etcd
+  start_etcd
+  ;;
+stop-apiserver) stop_one kube-apiserver ;;
+start-apiserver) start_apiserver ;;
 *)
-  echo "usage: $0 up|down|status|restart-kcm|restart-apiserver" >&2
+  echo "usage: $0 up|down|status|restart-kcm|restart-apiserver|restart-etcd|stop-apiserver|start-apiserver" >&2
   exit 2
   ;;
 esac

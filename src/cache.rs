@@ -166,6 +166,9 @@ pub struct CachedRestorePoint {
     pub orphaned_since: Option<Timestamp>,
     /// For a ServiceAccount snapshot: the resourceVersion of the ServiceAccount it was taken of.
     pub snapshot_resource_version: Option<String>,
+    /// For a ServiceAccount snapshot: the UID of the ServiceAccount a rotation is deleting
+    /// and re-creating, while it is under way (`restore_point::rotating`).
+    pub rotating: Option<String>,
     /// For a restore point of a Secret: what decisions read. Err when it cannot be read (it
     /// is then rewritten from the live Secret).
     pub saved: Result<Saved, RestorePointError>,
@@ -185,6 +188,8 @@ pub struct Saved {
     pub tombstone: Option<String>,
     /// The origin was retired on purpose (`secretguard.dev/retire`).
     pub retired: bool,
+    /// The origin had ownerReferences: before it is restored, its owners are checked.
+    pub owned: bool,
 }
 
 impl CachedRestorePoint {
@@ -209,6 +214,7 @@ impl CachedRestorePoint {
                 .annotations
                 .get(labels::RETIRE)
                 .is_some_and(|v| v == "true"),
+            owned: !rp.owner_references.is_empty(),
         });
         CachedRestorePoint {
             key: ObjectKey::of(secret),
@@ -218,6 +224,7 @@ impl CachedRestorePoint {
             orphaned_since: restore_point::orphaned_since(secret),
             snapshot_resource_version: restore_point::snapshot_resource_version(secret)
                 .map(str::to_owned),
+            rotating: restore_point::rotating(secret).map(str::to_owned),
             saved,
         }
     }
@@ -237,6 +244,7 @@ impl Retained for CachedRestorePoint {
             + opt(&w.namespace_uid)
             + opt(&w.adopt_namespace_uid)
             + opt(&self.snapshot_resource_version)
+            + opt(&self.rotating)
             + self.saved.as_ref().map_or(0, |s| {
                 opt(&s.service_account_uid) + opt(&s.tombstone) + s.labels.bytes()
             })

@@ -78,6 +78,16 @@ pub enum ActionError {
     /// the version read): read again and decide again, with backoff.
     #[error("the restore point changed since it was read")]
     StaleRestorePoint,
+
+    /// The ServiceAccount to rotate changed since its snapshot was saved (409 on a delete
+    /// that carried the version read): nothing was deleted; read, snapshot and try again.
+    #[error("the ServiceAccount changed since its snapshot was saved")]
+    StaleServiceAccount,
+
+    /// The ServiceAccount a rotation deleted is still terminating (the garbage collector
+    /// is orphaning its dependents): it is re-created once it is gone.
+    #[error("the rotated ServiceAccount is still being deleted")]
+    ServiceAccountTerminating,
 }
 
 impl ActionError {

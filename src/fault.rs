@@ -5,7 +5,7 @@
 //! `panic:<point>` panics there (a bug in one reconcile); each of those two only the
 //! first time. Without the feature, `point` compiles to nothing.
 
-/// The points, in the order a restore passes them.
+/// The points, in the order a restore passes them; then the one a rotation passes.
 pub mod points {
     /// A deletion was seen and reported; its restore waits for the restore delay.
     pub const RESTORE_PENDING: &str = "restore-pending";
@@ -19,6 +19,9 @@ pub mod points {
     pub const COUNT_NOT_SAVED: &str = "count-not-saved";
     /// The guard's status is about to be written.
     pub const STATUS_NOT_WRITTEN: &str = "status-not-written";
+    /// A rotation deleted the ServiceAccount (its snapshot marked as rotating); the
+    /// create that brings it back is not sent yet.
+    pub const SERVICE_ACCOUNT_DELETED: &str = "service-account-deleted";
 }
 
 #[cfg(feature = "fault-injection")]

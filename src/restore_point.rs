@@ -51,6 +51,11 @@ pub mod annotation {
     /// name. It lives on the restore point, in the operator namespace, where tenants
     /// cannot write (they can annotate their own Namespace).
     pub const ADOPT_NAMESPACE_UID: &str = "secretguard.dev/adopt-namespace-uid";
+    /// On a ServiceAccount snapshot: a rotation of the ServiceAccount with this UID is under
+    /// way. Written before the delete, removed once the ServiceAccount exists again; while
+    /// it is there, the ServiceAccount is re-created from the snapshot whatever the guard
+    /// says (the operator deleted it, the operator puts it back).
+    pub const ROTATING: &str = "secretguard.dev/rotating";
 }
 
 /// The restore point format this version writes. Format 1 adds the origin namespace UID.
@@ -517,6 +522,26 @@ pub fn build_sa_snapshot(
         data: Some(data),
         ..Default::default()
     }
+}
+
+/// The same snapshot, marked: a rotation of the ServiceAccount with UID `uid` is under way.
+pub fn mark_rotating(mut snapshot: Secret, uid: &str) -> Secret {
+    snapshot
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(annotation::ROTATING.to_owned(), uid.to_owned());
+    snapshot
+}
+
+/// The UID of the ServiceAccount whose rotation a snapshot says is under way, if any.
+pub fn rotating(snapshot: &Secret) -> Option<&str> {
+    snapshot
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(annotation::ROTATING)
+        .map(String::as_str)
 }
 
 /// The ServiceAccount to create from a snapshot.

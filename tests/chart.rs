@@ -7,7 +7,7 @@ mod support;
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use support::*;
@@ -380,17 +380,6 @@ async fn allowed(client: &kube::Client, review: &SelfSubjectAccessReview) -> boo
         .is_some_and(|s| s.allowed)
 }
 
-/// A token of ServiceAccount `name` in `ns`, valid for an hour.
-fn token_of(ns: &str, name: &str) -> String {
-    let out = kubectl(&["-n", ns, "create", "token", name, "--duration=1h"]);
-    assert!(
-        out.status.success(),
-        "create token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// GET `url` (HTTPS, self-signed) with this bearer token: the status code and body.
 async fn scrape(url: &str, token: Option<&str>) -> (u16, String) {
     let client = ::reqwest::Client::builder()
@@ -406,40 +395,16 @@ async fn scrape(url: &str, token: Option<&str>) -> (u16, String) {
     (code, response.text().await.unwrap_or_default())
 }
 
-/// The release `secretguard` in this namespace, uninstalled when the test ends however it
-/// ends: its cluster-wide roles would make the next install fail.
-struct Uninstall(String);
-
-impl Drop for Uninstall {
-    fn drop(&mut self) {
-        let _ = helm_on_cluster(&["uninstall", "secretguard", "--namespace", &self.0]);
-    }
-}
+/// One operator at a time: each one guards every guard of the cluster.
+static OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_more() {
+    let _one = OPERATOR.lock().await;
     let client = admin_client().await;
-    install_crds();
-    let release_ns = TestNamespace::new(&client, "sg-release").await;
-    let _release = Uninstall(release_ns.name.clone());
-    let out = helm_on_cluster(&[
-        "install",
-        "secretguard",
-        "charts/secretguard",
-        "--namespace",
-        &release_ns.name,
-        "--set",
-        "crds.install=false",
-        "--set",
-        "aggregateRoles=false",
-    ]);
-    assert!(
-        out.status.success(),
-        "helm install: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = token_of(&release_ns.name, "secretguard");
-    let as_operator = token_client(&token).await;
+    let chart = ChartRelease::install(&client, "secretguard", &[]).await;
+    let release_ns = &chart.namespace;
+    let as_operator = token_client(&chart.token()).await;
 
     // What it must be able to do, and what it must not.
     let reviews = Api::<SelfSubjectAccessReview>::all(as_operator.clone());
@@ -542,25 +507,7 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     }
 
     // The operator binary, as that ServiceAccount, does its job.
-    let kubeconfig =
-        std::env::temp_dir().join(format!("sg-operator-{}.kubeconfig", std::process::id()));
-    let admin = kube::config::Kubeconfig::read_from(kubeconfig_path()).expect("admin kubeconfig");
-    let cluster = admin.clusters[0].cluster.clone().expect("cluster");
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": cluster.server, "certificate-authority-data": cluster.certificate_authority_data}}],
-        "users": [{"name": "secretguard", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "secretguard"}}],
-        "current-context": "local",
-    });
-    std::fs::write(&kubeconfig, serde_json::to_vec(&config).expect("json"))
-        .expect("write kubeconfig");
-    let mut op = OperatorProcess::builder("chart")
-        .namespace(&release_ns.name)
-        .kubeconfig(&kubeconfig)
-        .leader_election()
-        .secure_metrics()
-        .start();
+    let mut op = chart.operator("chart").secure_metrics().start();
     op.wait_ready();
 
     // /metrics: HTTPS, only for tokens bound to the chart's metrics-reader role (through
@@ -671,7 +618,6 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
     );
 
     op.kill();
-    let _ = std::fs::remove_file(&kubeconfig);
     let log = op.read_log();
     assert!(
         !log.contains("forbidden"),
@@ -682,5 +628,99 @@ async fn the_operator_works_under_the_charts_service_account_and_can_do_nothing_
         out.status.success(),
         "helm uninstall: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Owners under the chart's RBAC (the operator may get only the resources listed in
+/// ownerResources): with ConfigMaps listed, a Secret whose owner lives comes back with its
+/// ownerReference, and one the garbage collector deleted with its owner stays deleted and
+/// says why. Once ConfigMaps are no longer listed, an owned Secret is not restored
+/// (nothing tells whether its owner lives) and status names what to allow.
+#[tokio::test]
+async fn under_the_charts_rbac_a_secret_comes_back_with_its_live_owner_and_stays_gone_with_its_deleted_one()
+ {
+    let _one = OPERATOR.lock().await;
+    let client = admin_client().await;
+    let configmaps = "ownerResources[0].apiGroup=,ownerResources[0].resources[0]=configmaps";
+    let chart = ChartRelease::install(&client, "secretguard-owners", &[configmaps]).await;
+    let op = chart.operator("owners").start();
+    op.wait_ready();
+    let ns = TestNamespace::new(&client, "sg-owners").await;
+    let n = ns.name.as_str();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), n);
+    let (stays, stays_owner) = create_owned_secret(&client, n, "stays").await;
+    create_owned_secret(&client, n, "goes").await;
+    create_guard(
+        &client,
+        n,
+        "g",
+        json!({"secrets": [{"name": "stays"}, {"name": "goes"}]}),
+    )
+    .await;
+    for name in ["stays", "goes"] {
+        wait_restore_point_in(&client, &chart.namespace.name, n, name, "saved", |_| true).await;
+    }
+
+    secrets
+        .delete("stays", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let back = wait_recreated_in(&client, n, "stays", &stays).await;
+    let refs = back.metadata.owner_references.unwrap_or_default();
+    assert_eq!(
+        refs.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(),
+        vec![stays_owner.as_str()],
+        "restored with its ownerReference"
+    );
+
+    Api::<ConfigMap>::namespaced(client.clone(), n)
+        .delete("owner-goes", &DeleteParams::default())
+        .await
+        .expect("delete the owner");
+    let why = wait_target_state(&client, n, "g", "goes", "OwnerGone").await;
+    assert!(why.contains("ConfigMap/owner-goes"), "{why}");
+    assert!(
+        secrets.get_opt("goes").await.expect("get").is_none(),
+        "the cascade is not undone"
+    );
+    wait_event(&client, n, "OwnerGone", "SecretGuard").await;
+
+    // The default: no owner may be read.
+    let out = helm_on_cluster(&[
+        "upgrade",
+        &chart.release,
+        "charts/secretguard",
+        "--namespace",
+        &chart.namespace.name,
+        "--reuse-values",
+        "--set-json",
+        "ownerResources=[]",
+    ]);
+    assert!(
+        out.status.success(),
+        "helm upgrade: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let as_operator = token_client(&chart.token()).await;
+    wait_for(
+        "the operator's right to read ConfigMaps to be gone",
+        || async {
+            (!allowed(&as_operator, &access(Some(n), "get", "", "configmaps")).await).then_some(())
+        },
+    )
+    .await;
+    let restored = back.metadata.uid.unwrap_or_default();
+    secrets
+        .delete("stays", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let why = wait_target_state(&client, n, "g", "stays", "OwnerUnverified").await;
+    assert!(
+        why.contains("configmaps") && why.contains("ownerResources"),
+        "{why}"
+    );
+    assert!(
+        secrets.get_opt("stays").await.expect("get").is_none(),
+        "not restored while its owner cannot be checked (was {restored})"
     );
 }

@@ -2,12 +2,16 @@
 //! killed with SIGKILL at every step of a restore (the wait of its restore delay
 //! included); deletions while it is down; the apiserver restarted under it; a namespace
 //! or a guard deleted with guarded Secrets in it; a restart while a guard's spec is
-//! invalid.
+//! invalid; and chaos (`faults/chaos.rs`): bursts of deletions through an etcd restart, a
+//! 30 s apiserver outage and a paused leader.
 //!
 //! The operator runs as a subprocess here (one at a time: the tests take a lock), so it
 //! can really be killed. Its logs are in target/test-logs/<test>/operator-<name>.log.
 
 mod support;
+
+#[path = "faults/chaos.rs"]
+mod chaos;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;

@@ -30,11 +30,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A replica on the Lease `lease`, with short leader-election timings.
 fn replica(name: &str, lease: &str) -> OperatorBuilder {
-    OperatorProcess::builder(name).lease(lease).args([
-        format!("--leader-election-lease-duration={}s", LEASE.as_secs()),
-        "--leader-election-renew-deadline=3s".into(),
-        "--leader-election-retry-period=500ms".into(),
-    ])
+    OperatorProcess::builder(name).short_lease(lease, LEASE)
 }
 
 #[tokio::test]
@@ -206,21 +202,6 @@ async fn lease_holder(client: &Client, name: &str) -> Option<String> {
 }
 
 /// Wait until exactly one of `replicas` leads and all are ready; returns the leader's index.
-async fn wait_one_leader(replicas: &[OperatorProcess]) -> usize {
-    wait_for("one leader, the others warm standbys", || async {
-        let mut leaders = Vec::new();
-        for (i, r) in replicas.iter().enumerate() {
-            if !r.ready() {
-                return None;
-            }
-            if r.leader().await? == 1 {
-                leaders.push(i);
-            }
-        }
-        (leaders.len() == 1).then(|| leaders[0])
-    })
-    .await
-}
 
 #[tokio::test]
 async fn a_leader_stopped_with_sigterm_gives_the_lease_up_and_the_standby_leads_well_within_the_lease_duration()

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use secretguard::api::v1alpha1::SecretGuard;
@@ -151,80 +150,51 @@ async fn restores_deleted_secrets_of_every_type_as_they_were() {
 }
 
 #[tokio::test]
-async fn owner_references_are_restored_only_while_the_owner_exists() {
+async fn a_secret_comes_back_with_its_live_owner_and_stays_gone_with_a_deleted_one() {
     let client = admin_client().await;
     operator();
     let ns = TestNamespace::new(&client, "owners").await;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    let api: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let mut owners = Vec::new();
-    for name in ["stays", "goes"] {
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(format!("owner-{name}")),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let cm = cms
-            .create(&PostParams::default(), &cm)
-            .await
-            .expect("owner");
-        let mut s = secret(name, "Opaque", &[("k", b"v")]);
-        s.metadata.owner_references = Some(vec![OwnerReference {
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-            name: cm.metadata.name.clone().unwrap_or_default(),
-            uid: cm.metadata.uid.clone().unwrap_or_default(),
-            ..Default::default()
-        }]);
-        owners.push((
-            api.create(&PostParams::default(), &s)
-                .await
-                .expect("owned Secret"),
-            cm,
-        ));
-    }
+    let n = ns.name.as_str();
+    let api: Api<Secret> = Api::namespaced(client.clone(), n);
+    let (stays, stays_owner) = create_owned_secret(&client, n, "stays").await;
+    create_owned_secret(&client, n, "goes").await;
     create_guard(
         &client,
-        &ns.name,
+        n,
         "g",
         json!({"secrets": [{"name": "stays"}, {"name": "goes"}]}),
     )
     .await;
-    wait_saved(&client, &ns.name, "stays").await;
-    wait_saved(&client, &ns.name, "goes").await;
+    wait_saved(&client, n, "stays").await;
+    wait_saved(&client, n, "goes").await;
 
     // Owner alive: a deleted Secret comes back owned by it.
     api.delete("stays", &DeleteParams::default())
         .await
         .expect("delete");
-    let back = wait_recreated(&api, "stays", owners[0].0.metadata.uid.clone()).await;
+    let back = wait_recreated_in(&client, n, "stays", &stays).await;
     let refs = back.metadata.owner_references.unwrap_or_default();
     assert_eq!(refs.len(), 1);
-    assert_eq!(Some(&refs[0].uid), owners[0].1.metadata.uid.as_ref());
+    assert_eq!(refs[0].uid, stays_owner);
 
-    // Owner deleted: the garbage collector deletes the Secret, secretguard brings it back
-    // without the dangling reference, and the collector leaves it alone.
-    cms.delete("owner-goes", &DeleteParams::default())
+    // Owner deleted: the garbage collector deletes the Secret with it, and it stays
+    // deleted (neither back as an orphan nor fought over with the collector).
+    Api::<ConfigMap>::namespaced(client.clone(), n)
+        .delete("owner-goes", &DeleteParams::default())
         .await
         .expect("delete owner");
-    let back = wait_recreated(&api, "goes", owners[1].0.metadata.uid.clone()).await;
+    let why = wait_target_state(&client, n, "g", "goes", "OwnerGone").await;
+    assert!(why.contains("ConfigMap/owner-goes"), "{why}");
     assert!(
-        back.metadata
-            .owner_references
-            .unwrap_or_default()
-            .is_empty()
+        api.get_opt("goes").await.expect("get").is_none(),
+        "not restored"
     );
-    let st = wait_guard_status(&client, &ns.name, "g", "both restores counted", |s| {
-        s.restores == 2
+    wait_event(&client, n, "OwnerGone", "SecretGuard").await;
+    let st = wait_guard_status(&client, n, "g", "one restore, nothing missing", |s| {
+        s.restores == 1
     })
     .await;
-    assert_eq!(st.missing, 0);
-    assert_eq!(
-        api.get("goes").await.expect("still there").metadata.uid,
-        back.metadata.uid
-    );
+    assert_eq!(st.missing, 0, "gone with its owner is not missing");
 }
 
 #[tokio::test]

@@ -541,3 +541,208 @@ async fn a_fresh_operator_is_ready_while_guarded_secrets_keep_changing() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// Who the cluster admin is (the operator processes of this file run as the admin).
+async fn admin_username(client: &Client) -> String {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    Api::<SelfSubjectReview>::all(client.clone())
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await
+        .expect("SelfSubjectReview")
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .expect("admin username")
+}
+
+/// A ValidatingAdmissionPolicy (and its binding) refusing every ServiceAccount create by
+/// `user` in namespace `ns`, in force once this returns; removed when dropped.
+struct RefuseServiceAccounts(String);
+
+impl RefuseServiceAccounts {
+    async fn install(ns: &str, user: &str) -> RefuseServiceAccounts {
+        let name = format!("refuse-sa-{ns}");
+        let yaml = format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {{name: {name}}}\n\
+             spec:\n  failurePolicy: Fail\n  matchConstraints:\n    namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}\n\
+             \x20   resourceRules: [{{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [serviceaccounts]}}]\n\
+             \x20 validations: [{{expression: \"request.userInfo.username != '{user}'\", message: \"ServiceAccount creates refused for this test\"}}]\n---\n\
+             apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {{name: {name}}}\n\
+             spec: {{policyName: {name}, validationActions: [Deny]}}\n"
+        );
+        ok(
+            kubectl_with_input(&["apply", "-f", "-"], &yaml),
+            "install the policy",
+        );
+        let refusal = RefuseServiceAccounts(name);
+        wait_for("the policy to refuse ServiceAccount creates", || async {
+            let out = kubectl(&[
+                "-n",
+                ns,
+                "create",
+                "serviceaccount",
+                "probe",
+                "--dry-run=server",
+            ]);
+            (!out.status.success()).then_some(())
+        })
+        .await;
+        refusal
+    }
+}
+
+impl Drop for RefuseServiceAccounts {
+    fn drop(&mut self) {
+        for kind in [
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+        ] {
+            let _ = kubectl(&["delete", kind, &self.0, "--ignore-not-found"]);
+        }
+    }
+}
+
+/// Wait until `ns/writer` exists with a UID other than `old`, its token Secret holds a
+/// token other than `old_token`, and that token authenticates as it; returns the UID.
+async fn wait_rotated(client: &Client, ns: &str, old: &str, old_token: &str) -> String {
+    let uid = wait_for("the ServiceAccount back with a new UID", || async {
+        let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+            .get_opt("writer")
+            .await
+            .ok()??;
+        sa.metadata.uid.filter(|u| u != old)
+    })
+    .await;
+    let token = wait_for_new_token(client, ns, "writer-token", old_token).await;
+    assert_eq!(
+        whoami(&token).await.expect("the new token works"),
+        Some(format!("system:serviceaccount:{ns}:writer"))
+    );
+    uid
+}
+
+/// The ServiceAccount snapshot of `ns/writer-token` says no rotation is under way.
+async fn wait_rotation_marker_cleared(client: &Client, ns: &str) {
+    let name = secretguard::restore_point::snapshot_name_for(ns, "writer-token");
+    let rps = secrets(client, OPERATOR_NAMESPACE);
+    wait_for("the rotation marker to be cleared", || async {
+        let snapshot = rps.get_opt(&name).await.ok()??;
+        secretguard::restore_point::rotating(&snapshot)
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rotation_whose_create_is_refused_brings_the_service_account_back_once_allowed() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let _op = started("rotate-refused");
+    // recreateServiceAccount is false (the default): only the rotation may bring it back.
+    let (ns, token) = guarded_writer(&client, "rotaterefused", json!({})).await;
+    let n = ns.name.as_str();
+    let first = sa_uid(&client, n, "writer").await.expect("uid");
+    let refusal = RefuseServiceAccounts::install(n, &admin_username(&client).await).await;
+    annotate(&client, n, "writer-token", labels::ROTATE).await;
+    let note = wait_event(&client, n, "RestoreFailed", "SecretGuard").await;
+    assert!(note.contains("admission denied"), "{note}");
+    assert!(
+        Api::<ServiceAccount>::namespaced(client.clone(), n)
+            .get_opt("writer")
+            .await
+            .expect("get")
+            .is_none_or(|sa| sa.metadata.deletion_timestamp.is_some()),
+        "the rotation deleted it and may not create it"
+    );
+    drop(refusal);
+    wait_rotated(&client, n, &first, &token).await;
+    wait_rotation_marker_cleared(&client, n).await;
+}
+
+#[tokio::test]
+async fn a_rotation_killed_between_delete_and_create_is_finished_once_by_the_next_operator() {
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    prepare_operator();
+    let mut op = OperatorProcess::builder("rotate-killed")
+        .workers(2)
+        .fault(secretguard::fault::points::SERVICE_ACCOUNT_DELETED)
+        .start();
+    op.wait_ready();
+    let (ns, token) = guarded_writer(&client, "rotatekilled", json!({})).await;
+    let n = ns.name.as_str();
+    let uids = watch_uids(&client, n, "writer");
+    let first = sa_uid(&client, n, "writer").await.expect("uid");
+    wait_for("the watch to see the ServiceAccount", || async {
+        uids.lock().ok()?.contains(&first).then_some(())
+    })
+    .await;
+    annotate(&client, n, "writer-token", labels::ROTATE).await;
+    op.wait_exit("the ServiceAccount deleted by the rotation");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), n);
+    wait_for("the ServiceAccount to be gone", || async {
+        sas.get_opt("writer").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let _next = started("rotate-finisher");
+    let now = wait_rotated(&client, n, &first, &token).await;
+    wait_rotation_marker_cleared(&client, n).await;
+    assert_eq!(
+        *uids.lock().expect("uids"),
+        BTreeSet::from([first, now]),
+        "exactly one rotation: the ServiceAccount and its one re-creation"
+    );
+    assert_eq!(
+        events(&client, n, "TokenRotated").await.len(),
+        1,
+        "the rotation is reported once"
+    );
+}
+
+#[tokio::test]
+async fn what_the_service_account_owns_survives_its_rotation() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let _one = SERIAL.lock().await;
+    let client = admin_client().await;
+    let _op = started("rotate-orphans");
+    let (ns, token) = guarded_writer(&client, "rotateowned", json!({})).await;
+    let n = ns.name.as_str();
+    let first = sa_uid(&client, n, "writer").await.expect("uid");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), n);
+    let owned = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("owned-by-writer".into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "ServiceAccount".into(),
+                name: "writer".into(),
+                uid: first.clone(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cms.create(&Default::default(), &owned)
+        .await
+        .expect("a ConfigMap owned by the ServiceAccount");
+    annotate(&client, n, "writer-token", labels::ROTATE).await;
+    wait_rotated(&client, n, &first, &token).await;
+    // Orphaned, not collected: the garbage collector takes the reference off instead.
+    wait_for("the ConfigMap orphaned by the rotation", || async {
+        let cm = cms
+            .get_opt("owned-by-writer")
+            .await
+            .expect("get")
+            .expect("the garbage collector deleted what the ServiceAccount owned");
+        cm.metadata
+            .owner_references
+            .unwrap_or_default()
+            .iter()
+            .all(|r| r.uid != first)
+            .then_some(())
+    })
+    .await;
+}

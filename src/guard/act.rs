@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{
+    Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+};
 use serde_json::json;
 
 use super::context::Context;
@@ -43,9 +45,7 @@ pub async fn execute(ctx: &Context, target: &ObservedTarget, decision: &Decision
             Action::RemoveInvalidLabel => remove_invalid_label(ctx, target).await,
             Action::RotateServiceAccount { uid } => rotate_service_account(ctx, target, uid).await,
             Action::RecreateServiceAccount => recreate_service_account(ctx, target).await,
-            Action::SaveServiceAccountSnapshot => {
-                snapshot_service_account(ctx, target).await.map(|_| ())
-            }
+            Action::SaveServiceAccountSnapshot => snapshot_service_account(ctx, target).await,
             Action::ForgetRestorePoint(why) => forget_restore_point(ctx, target, *why).await,
         };
         match result {
@@ -137,9 +137,10 @@ async fn restore_identical(
         // A rotation asked for before is never asked again by a restore.
         annotations.remove(labels::ROTATE);
     }
-    let owners =
-        verify::live_owners(&ctx.client, &target.key.namespace, &rp.owner_references).await;
-    secret.metadata.owner_references = (!owners.is_empty()).then_some(owners);
+    // Its references as saved: the garbage collector judges them, as it did before. A
+    // Secret whose owners are all gone never gets here (reconcile checks them first).
+    secret.metadata.owner_references =
+        (!rp.owner_references.is_empty()).then(|| rp.owner_references.clone());
     fault::point(fault::points::RESTORE_POINT_READ);
     secrets(ctx, &target.key.namespace)
         .create(&create_params(), &secret)
@@ -166,7 +167,7 @@ async fn restore_identical(
 /// point, read with one GET (the cache keeps no data). Decide never restores from a
 /// refused point or a tombstone; this is the last line, before a write: the point read
 /// is judged again.
-async fn restore_source(
+pub async fn restore_source(
     ctx: &Context,
     target: &ObservedTarget,
 ) -> ActionResult<restore_point::RestorePoint> {
@@ -362,31 +363,52 @@ async fn forget_restore_point(
     }
 }
 
-/// Revoke every token of the ServiceAccount: snapshot it, delete it (UID precondition) and
-/// create it again from the snapshot.
+/// Revoke every token of the ServiceAccount: snapshot it, marked as rotating, then delete
+/// it and create it again from the snapshot. The marker is saved before the delete, so
+/// whatever stops the create (a crash, a lost Lease, a refusal) the next reconcile re-creates
+/// the ServiceAccount from that snapshot (`decide`: finish_rotation). The delete orphans
+/// what the ServiceAccount owns (the garbage collector would delete it) and carries the UID
+/// and resourceVersion of the ServiceAccount as read for the snapshot: an edit made since
+/// refuses it (409), and the next reconcile snapshots the edited one.
 async fn rotate_service_account(ctx: &Context, target: &ObservedTarget, uid: &str) -> ActionResult {
-    let Some((sa, snapshot)) = snapshot_service_account(ctx, target).await? else {
+    let Some(sa) = read_service_account(ctx, target).await? else {
         return Ok(());
     };
     if sa.metadata.uid.as_deref() != Some(uid) {
         return Ok(()); // already re-created
     }
+    let Some(snapshot) = save_snapshot(ctx, target, &sa, Some(uid)).await? else {
+        return Ok(());
+    };
     let fresh = restore_point::parse_sa_snapshot(&snapshot).ok_or(ActionError::BadSnapshot)?;
-    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &target.key.namespace);
     let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
         preconditions: Some(Preconditions {
             uid: Some(uid.to_owned()),
-            resource_version: None,
+            resource_version: sa.metadata.resource_version.clone(),
         }),
         ..Default::default()
     };
-    sas.delete(&ObjectKey::of(&sa).name, &dp).await?;
-    sas.create(&create_params(), &fresh).await?;
-    Ok(())
+    match service_accounts(ctx, target)
+        .delete(&ObjectKey::of(&sa).name, &dp)
+        .await
+    {
+        Ok(_) => {}
+        // Gone already: the rotation re-creates it all the same.
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => return Err(ActionError::StaleServiceAccount),
+        Err(e) => return Err(e.into()),
+    }
+    fault::point(fault::points::SERVICE_ACCOUNT_DELETED);
+    match create_from_snapshot(ctx, target, &fresh, true).await {
+        // Its deletion's watch event brings this key back, and the marker re-creates it.
+        Err(ActionError::ServiceAccountTerminating) => Ok(()),
+        r => r,
+    }
 }
 
 /// Re-create the ServiceAccount from its snapshot (read with one GET: the cache keeps no
-/// data).
+/// data): after a deletion when the guard asks for it, or to finish a rotation.
 async fn recreate_service_account(ctx: &Context, target: &ObservedTarget) -> ActionResult {
     if target.sa_snapshot.is_none() {
         return Err(ActionError::MissingSnapshot);
@@ -416,36 +438,86 @@ async fn recreate_service_account(ctx: &Context, target: &ObservedTarget) -> Act
         return Err(ActionError::MissingSnapshot);
     }
     let sa = restore_point::parse_sa_snapshot(&snapshot).ok_or(ActionError::BadSnapshot)?;
-    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &target.key.namespace);
-    tolerate(sas.create(&create_params(), &sa).await, &[409])?;
+    let rotating = restore_point::rotating(&snapshot).is_some();
+    create_from_snapshot(ctx, target, &sa, rotating).await
+}
+
+/// Create the ServiceAccount from its snapshot. Someone (or an earlier attempt) may have
+/// created it first (409): that one stands, unless it is the deleted one still
+/// terminating. When a rotation is finished (`rotating`), the snapshot is saved again from
+/// the ServiceAccount that now exists, which clears its marker.
+async fn create_from_snapshot(
+    ctx: &Context,
+    target: &ObservedTarget,
+    sa: &ServiceAccount,
+    rotating: bool,
+) -> ActionResult {
+    let sas = service_accounts(ctx, target);
+    let created = match sas.create(&create_params(), sa).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(s)) if s.code == 409 => match read_service_account(ctx, target).await?
+        {
+            Some(live) if live.metadata.deletion_timestamp.is_none() => live,
+            _ => return Err(ActionError::ServiceAccountTerminating),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    if rotating {
+        save_snapshot(ctx, target, &created, None).await?;
+    }
     Ok(())
 }
 
-/// Read the target's ServiceAccount and save its snapshot; returns both.
-async fn snapshot_service_account(
+fn service_accounts(ctx: &Context, target: &ObservedTarget) -> Api<ServiceAccount> {
+    Api::namespaced(ctx.client.clone(), &target.key.namespace)
+}
+
+/// The target's ServiceAccount, read from the apiserver (data the cache does not keep).
+async fn read_service_account(
     ctx: &Context,
     target: &ObservedTarget,
-) -> ActionResult<Option<(ServiceAccount, Secret)>> {
-    let (
-        TargetSpec::Token {
-            service_account, ..
-        },
-        Some(ns),
-    ) = (&target.spec, target.namespace.active())
+) -> ActionResult<Option<ServiceAccount>> {
+    let TargetSpec::Token {
+        service_account, ..
+    } = &target.spec
     else {
         return Ok(None);
     };
-    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &target.key.namespace);
-    let Some(sa) = sas.get_opt(service_account).await? else {
+    Ok(service_accounts(ctx, target)
+        .get_opt(service_account)
+        .await?)
+}
+
+/// Read the target's ServiceAccount and save its snapshot (without a rotation marker).
+async fn snapshot_service_account(ctx: &Context, target: &ObservedTarget) -> ActionResult {
+    if let Some(sa) = read_service_account(ctx, target).await? {
+        save_snapshot(ctx, target, &sa, None).await?;
+    }
+    Ok(())
+}
+
+/// Save the snapshot of `sa` (marked as rotating the ServiceAccount with UID `rotating`,
+/// if given; without a marker otherwise, which clears one); returns it. None outside an
+/// active namespace (decide writes nothing there).
+async fn save_snapshot(
+    ctx: &Context,
+    target: &ObservedTarget,
+    sa: &ServiceAccount,
+    rotating: Option<&str>,
+) -> ActionResult<Option<Secret>> {
+    let Some(ns) = target.namespace.active() else {
         return Ok(None);
     };
     let opns = &ctx.config.operator_namespace;
-    let snapshot = restore_point::build_sa_snapshot(&sa, &target.key.name, &ns.uid, opns);
+    let mut snapshot = restore_point::build_sa_snapshot(sa, &target.key.name, &ns.uid, opns);
+    if let Some(uid) = rotating {
+        snapshot = restore_point::mark_rotating(snapshot, uid);
+    }
     let name = restore_point::snapshot_name_for(&target.key.namespace, &target.key.name);
     restore_points(ctx)
         .patch(&name, &apply_params(), &Patch::Apply(&snapshot))
         .await?;
-    Ok(Some((sa, snapshot)))
+    Ok(Some(snapshot))
 }
 
 /// Treat these API error codes as success (404 on a delete: already gone; 409 on a create

@@ -81,6 +81,9 @@ pub struct ObservedTarget {
     pub service_account: Option<PartialObjectMeta<ServiceAccount>>,
     /// The watch saw it deleted while it carried secretguard.dev/retire=true.
     pub deleted_retired: bool,
+    /// What a check of its owners found, once made (a Secret saved with owners, about to
+    /// be restored: `verify::owners`).
+    pub owners: Option<decide::Owners>,
     /// How long it has been seen missing (zero: not missing, or not before this
     /// reconcile); a restore waits until this reaches the policy's restore delay.
     pub missing_for: Duration,
@@ -206,6 +209,7 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         namespace,
         service_account,
         deleted_retired,
+        owners: None,
         missing_for,
     }))
 }
@@ -305,6 +309,7 @@ impl ObservedTarget {
                         secret,
                         restore_point,
                         has_sa_snapshot: self.sa_snapshot.is_some(),
+                        rotating: self.sa_snapshot.as_ref().and_then(|s| s.rotating.clone()),
                         now,
                     },
                 )
@@ -316,6 +321,7 @@ impl ObservedTarget {
                     secret,
                     restore_point,
                     deleted_retired: self.deleted_retired,
+                    owners: self.owners.clone(),
                 },
             ),
         };
@@ -325,6 +331,18 @@ impl ObservedTarget {
             decision
         };
         decide::delay_restore(decision, &self.policy, self.missing_for, now)
+    }
+
+    /// The decision restores a Secret saved with owners (by its final state or its restore
+    /// point), not checked yet: check them and decide again.
+    pub fn owners_to_check(&self, decision: &Decision) -> bool {
+        let saved_with_owners = self.final_state().is_some_and(|s| {
+            s.metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty())
+        }) || self.usable_saved().is_some_and(|s| s.owned);
+        self.owners.is_none() && decide::owned_restore(decision, saved_with_owners)
     }
 
     /// Not in the label-filtered cache and not to be restored at once: it may exist

@@ -21,7 +21,12 @@ impl Failure {
     /// The object changed since this reconcile read it: not a failure to report, a
     /// reason to read again (retried with backoff).
     pub fn is_stale(&self) -> bool {
-        matches!(self.error, ActionError::StaleRestorePoint)
+        matches!(
+            self.error,
+            ActionError::StaleRestorePoint
+                | ActionError::StaleServiceAccount
+                | ActionError::ServiceAccountTerminating
+        )
     }
 
     /// Not sent: this process may no longer hold the leader Lease (src/transport.rs).
@@ -33,7 +38,7 @@ impl Failure {
     /// The one answer to "did a restore fail?": the metric secretguard_restore_failing,
     /// the RestoreFailed Event and the pushed SecretGuardRestoreFailing alert all use it.
     pub fn is_restore_failure(&self) -> bool {
-        self.action.is_restore() && !self.is_already_exists()
+        self.action.is_restore() && !self.is_already_exists() && !self.is_stale()
     }
 
     /// Why, for Events, status and alerts: only what the operator can vouch for. Whoever
@@ -222,6 +227,7 @@ impl Outcome {
                 .did(&Action::RecreateServiceAccount)
                 .then_some(Outcome::Recreated),
             Reason::ServiceAccountRecreated | Reason::TokenRotated => (executed.created_token()
+                || executed.did(&Action::RecreateServiceAccount)
                 || executed
                     .done
                     .iter()
@@ -232,7 +238,8 @@ impl Outcome {
             | Reason::ForeignRestorePoint
             | Reason::RestorePointMismatch
             | Reason::RestoreLoop
-            | Reason::TargetConflict => None,
+            | Reason::TargetConflict
+            | Reason::OwnerGone => None,
         };
         match fixed {
             Some(o) => o,

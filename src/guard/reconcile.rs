@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::context::{Context, Work};
 use super::decide::{Action, Decision};
-use super::{act, breaker, load, record, report, retention};
+use super::{act, breaker, load, record, report, retention, verify};
 use crate::object_key::ObjectKey;
 use crate::queue::Lane;
 use crate::{Error, Result, fault};
@@ -31,6 +31,20 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         if target.live.is_some() {
             decision = target.decide();
         }
+    }
+    if target.owners_to_check(&decision) {
+        // Saved with owners: restored only while one of them exists (the garbage collector
+        // deletes a dependent whose owners are all gone; undoing that is not ours to do).
+        let saved = act::restore_source(ctx, &target)
+            .await
+            .map_err(|source| Error::Action {
+                action: "CheckOwners",
+                source,
+            })?;
+        let owners = verify::owners(&ctx.client, &key.namespace, &saved.owner_references).await?;
+        tracing::debug!(target = %key, owners = ?owners, "owners checked before a restore");
+        target.owners = Some(owners);
+        decision = target.decide();
     }
     decision = loop_breaker(ctx, key, decision);
     tracing::debug!(target = %key, guard = %target.guard, state = ?decision.state, actions = ?decision.actions, incidents = ?decision.incidents, requeue = ?decision.requeue_after, "decided");

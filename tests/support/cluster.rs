@@ -256,3 +256,20 @@ impl Drop for KcmDefaults {
         );
     }
 }
+
+/// Restart etcd (same data, same ports) under a running kube-apiserver.
+pub fn restart_etcd() {
+    kubeconfig_path();
+    cluster_script("restart-etcd", &[]);
+}
+
+/// Stop kube-apiserver; `start_apiserver` brings it back with the same flags and port.
+pub fn stop_apiserver() {
+    kubeconfig_path();
+    cluster_script("stop-apiserver", &[]);
+}
+
+pub fn start_apiserver() {
+    kubeconfig_path();
+    cluster_script("start-apiserver", &[]);
+}

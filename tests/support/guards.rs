@@ -1,8 +1,9 @@
 //! SecretGuards and what the operator keeps for them: status, and restore points.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use secretguard::api::v1alpha1::{SecretGuard, SecretGuardStatus};
 use secretguard::restore_point;
 
@@ -19,6 +20,75 @@ pub async fn create_secret(client: &Client, ns: &str, name: &str) -> Secret {
         .await
         .expect("create Secret");
     secret
+}
+
+/// A plain Secret `name` (k=v) in `ns`, owned by a new ConfigMap `owner-<name>`; returns
+/// the Secret's UID and the owner's.
+pub async fn create_owned_secret(client: &Client, ns: &str, name: &str) -> (String, String) {
+    let owner = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("owner-{name}")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let owner = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &owner)
+        .await
+        .expect("create the owner");
+    let owner_uid = owner.metadata.uid.clone().unwrap_or_default();
+    let mut secret: Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name}, "stringData": {"k": "v"}}),
+    )
+    .expect("secret");
+    secret.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: owner.metadata.name.unwrap_or_default(),
+        uid: owner_uid.clone(),
+        ..Default::default()
+    }]);
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the owned Secret");
+    (secret.metadata.uid.unwrap_or_default(), owner_uid)
+}
+
+/// Wait until `ns/name` exists again with a UID other than `old`; returns it.
+pub async fn wait_recreated_in(client: &Client, ns: &str, name: &str, old: &str) -> Secret {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("{ns}/{name} to be re-created"), || async {
+        api.get_opt(name)
+            .await
+            .ok()?
+            .filter(|s| s.metadata.uid.as_deref() != Some(old))
+    })
+    .await
+}
+
+/// Wait until guard `guard` shows its target `name` in `state`; returns the target's message.
+pub async fn wait_target_state(
+    client: &Client,
+    ns: &str,
+    guard: &str,
+    name: &str,
+    state: &str,
+) -> String {
+    let status = wait_guard_status(
+        client,
+        ns,
+        guard,
+        &format!("{name} in state {state}"),
+        |s| s.targets.iter().any(|t| t.name == name && t.state == state),
+    )
+    .await;
+    status
+        .targets
+        .into_iter()
+        .find(|t| t.name == name)
+        .and_then(|t| t.message)
+        .unwrap_or_default()
 }
 
 pub async fn create_guard(

@@ -64,6 +64,16 @@ impl OperatorBuilder {
         self
     }
 
+    /// Take part in leader election for this Lease, with a Lease of `duration`, a 3 s renew
+    /// deadline and retries every 500 ms: a standby takes over soon after a leader stops.
+    pub fn short_lease(self, name: &str, duration: Duration) -> Self {
+        self.lease(name).args([
+            format!("--leader-election-lease-duration={}s", duration.as_secs()),
+            "--leader-election-renew-deadline=3s".into(),
+            "--leader-election-retry-period=500ms".into(),
+        ])
+    }
+
     pub fn workers(mut self, n: u32) -> Self {
         self.workers = Some(n);
         self
@@ -334,4 +344,21 @@ impl Drop for OperatorProcess {
             keep_if_failed(&self.log);
         }
     }
+}
+
+/// Wait until every replica is ready and exactly one leads; returns its index.
+pub async fn wait_one_leader(replicas: &[OperatorProcess]) -> usize {
+    super::wait_for("one leader, the others warm standbys", || async {
+        let mut leaders = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
+            if !r.ready() {
+                return None;
+            }
+            if r.leader().await? == 1 {
+                leaders.push(i);
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    })
+    .await
 }

@@ -358,6 +358,7 @@ fn a_retired_secret_is_forgotten_and_never_brought_back() {
         secret,
         restore_point,
         deleted_retired,
+        owners: None,
     };
     type Case = (&'static str, SecretObservation, TargetState, Vec<Action>);
     let forget = || vec![ForgetRestorePoint(Tombstone::Retired)];

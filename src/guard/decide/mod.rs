@@ -172,6 +172,21 @@ impl Refusal {
     }
 }
 
+/// What a check of a deleted Secret's owners found (only for a Secret saved with
+/// ownerReferences). The garbage collector deletes a dependent once every owner is gone;
+/// restoring it then would undo that cascade, and restoring it without its references
+/// would make it an orphan nobody deletes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owners {
+    /// One owner at least exists and is not being deleted: restore, references and all.
+    Live,
+    /// Every owner is gone or being deleted (this one, for instance: `Kind/name`).
+    Gone(String),
+    /// None is known to exist, and these cannot be read (`resource.group`, or the kind when
+    /// the apiserver does not serve it): the owner may be gone.
+    Unverified(String),
+}
+
 /// Everything observed about one guarded token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenObservation {
@@ -185,6 +200,9 @@ pub struct TokenObservation {
     pub has_sa_snapshot: bool,
     /// That snapshot is of the ServiceAccount as it is now.
     pub sa_snapshot_current: bool,
+    /// That snapshot says a rotation is under way: the UID of the ServiceAccount the
+    /// rotation deletes (and then re-creates).
+    pub rotating: Option<String>,
     /// The watch saw the Secret deleted while it carried secretguard.dev/retire=true.
     pub deleted_retired: bool,
     pub now: Timestamp,
@@ -218,6 +236,11 @@ pub enum TargetState {
     RestorePending,
     /// Retired on purpose (secretguard.dev/retire): not restored, not revalidated.
     Retired,
+    /// Deleted with its owners (all gone or being deleted): not restored.
+    OwnerGone,
+    /// Missing, and none of its owners can be read to tell whether it went with them: not
+    /// restored (the chart's `ownerResources` lets the operator read them).
+    OwnerUnverified,
     /// The token Secret's name holds a Secret that is not this ServiceAccount's token:
     /// nothing is written to it, and nothing is created under that name.
     TargetConflict,
@@ -239,6 +262,8 @@ impl TargetState {
             TargetState::RestoreLoop => "RestoreLoop",
             TargetState::RestorePending => "RestorePending",
             TargetState::Retired => "Retired",
+            TargetState::OwnerGone => "OwnerGone",
+            TargetState::OwnerUnverified => "OwnerUnverified",
             TargetState::TargetConflict => "TargetConflict",
         }
     }
@@ -253,6 +278,7 @@ impl TargetState {
                 | TargetState::RestorePointMismatch
                 | TargetState::RestoreLoop
                 | TargetState::RestorePending
+                | TargetState::OwnerUnverified
         )
     }
 
@@ -263,6 +289,7 @@ impl TargetState {
                 | TargetState::Pending
                 | TargetState::Terminating
                 | TargetState::Retired
+                | TargetState::OwnerGone
         )
     }
 }
@@ -281,12 +308,14 @@ pub enum Action {
     SaveRestorePoint,
     /// Remove kubernetes.io/legacy-token-invalid-since.
     RemoveInvalidLabel,
-    /// Revoke the token: snapshot the ServiceAccount, delete it (UID precondition) and
-    /// create it again from the snapshot. Legacy tokens are deterministic (emptying
+    /// Revoke the token: snapshot the ServiceAccount marked as rotating, delete it (UID and
+    /// resourceVersion preconditions, orphaning its dependents) and create it again from
+    /// the snapshot. Legacy tokens are deterministic (emptying
     /// data.token gets the same bytes back), so a new ServiceAccount UID is the only way a
     /// new token comes about. Revokes every token of that ServiceAccount.
     RotateServiceAccount { uid: String },
-    /// Re-create the ServiceAccount from its snapshot.
+    /// Re-create the ServiceAccount from its snapshot (and, once it exists, clear the
+    /// snapshot's rotation marker).
     RecreateServiceAccount,
     /// Save the ServiceAccount (labels, annotations, imagePullSecrets, automount) to re-create it from.
     SaveServiceAccountSnapshot,
@@ -359,6 +388,8 @@ pub enum Reason {
     RestoreLoop,
     /// The token Secret's name holds a Secret that is not this ServiceAccount's token.
     TargetConflict,
+    /// A guarded Secret was deleted with its owners (the garbage collector's cascade).
+    OwnerGone,
 }
 
 impl Reason {
@@ -376,6 +407,7 @@ impl Reason {
             Reason::RestorePointMismatch => "RestorePointMismatch",
             Reason::RestoreLoop => "RestoreLoop",
             Reason::TargetConflict => "TargetConflict",
+            Reason::OwnerGone => "OwnerGone",
         }
     }
 }
@@ -547,7 +579,7 @@ pub fn delay_restore(
 mod secret;
 mod token;
 
-pub use secret::{SecretObservation, decide_secret};
+pub use secret::{SecretObservation, decide_secret, owned_restore};
 pub use token::decide_token;
 
 #[cfg(test)]

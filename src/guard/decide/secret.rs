@@ -1,8 +1,8 @@
 //! Decisions for a guarded generic Secret (docs/architecture.md, Behaviour: generic row).
 
 use super::{
-    Action, Decision, MISSING_RECHECK, Policy, Reason, RestorePointView, SecretView, TargetState,
-    retired,
+    Action, Decision, MISSING_RECHECK, Owners, Policy, Reason, RestorePointView, SecretView,
+    TargetState, retired, shown,
 };
 
 /// Everything observed about one guarded generic Secret.
@@ -13,6 +13,14 @@ pub struct SecretObservation {
     pub restore_point: Option<RestorePointView>,
     /// The watch saw the Secret deleted while it carried secretguard.dev/retire=true.
     pub deleted_retired: bool,
+    /// For a missing Secret saved with owners, once checked (see `owned_restore`).
+    pub owners: Option<Owners>,
+}
+
+/// Whether a decision restores a Secret that was saved with owners: then its owners are
+/// checked first and the decision made again with what was found (`owners`).
+pub fn owned_restore(decision: &Decision, saved_with_owners: bool) -> bool {
+    saved_with_owners && decision.actions.contains(&Action::RestoreIdentical)
 }
 
 /// Decide what to do about a guarded generic Secret (docs/architecture.md, Behaviour: generic row). `Fresh`
@@ -34,6 +42,30 @@ pub fn decide_secret(policy: &Policy, obs: &SecretObservation) -> Decision {
         }
         if obs.deleted_retired || rp.is_some_and(RestorePointView::says_retired) {
             return retired(policy, None, rp);
+        }
+        match &obs.owners {
+            Some(Owners::Gone(owner)) => {
+                let mut d = Decision::new(TargetState::OwnerGone)
+                    .incident(Reason::OwnerGone)
+                    .detail(format!(
+                        "deleted with its owners ({} and any others are gone or being deleted): not restored, the garbage collector deleted it with them",
+                        shown(owner)
+                    ));
+                // A hand-made re-creation is noticed.
+                d.requeue_after = Some(MISSING_RECHECK);
+                return d;
+            }
+            Some(Owners::Unverified(what)) => {
+                let mut d = Decision::new(TargetState::OwnerUnverified)
+                    .incident(Reason::SecretDeleted)
+                    .detail(format!(
+                        "not restored: no owner of it is known to exist, and the operator may not read {} to tell whether it went with them (allow it in the chart's ownerResources)",
+                        shown(what)
+                    ));
+                d.requeue_after = Some(MISSING_RECHECK);
+                return d;
+            }
+            Some(Owners::Live) | None => {}
         }
         let mut d = Decision::new(TargetState::Missing).incident(Reason::SecretDeleted);
         if rp.is_some_and(RestorePointView::holds_copy) && policy.restores() {

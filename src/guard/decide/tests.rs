@@ -79,6 +79,7 @@ fn obs(
         restore_point,
         has_sa_snapshot: true,
         sa_snapshot_current: true,
+        rotating: None,
         now: at(NOW),
     }
 }
@@ -326,6 +327,75 @@ fn token_decisions_follow_the_behaviour_table() {
             incidents: vec![Reason::TokenRotated],
         },
         Row {
+            name: "rotation under way, ServiceAccount gone: re-created whatever the guard says",
+            policy: paused,
+            obs: TokenObservation {
+                rotating: Some("sa-1".into()),
+                ..obs(None, Some(token("h1")), rp("h1", "sa-1"))
+            },
+            state: TargetState::ServiceAccountMissing,
+            actions: vec![RecreateServiceAccount],
+            incidents: vec![Reason::TokenRotated],
+        },
+        Row {
+            name: "rotation under way, ServiceAccount still terminating (orphaning): re-create it",
+            policy: policy(Off),
+            obs: TokenObservation {
+                rotating: Some("sa-1".into()),
+                ..obs(
+                    Some(ServiceAccountView {
+                        uid: "sa-1".into(),
+                        terminating: true,
+                    }),
+                    Some(token("h1")),
+                    rp("h1", "sa-1"),
+                )
+            },
+            state: TargetState::ServiceAccountMissing,
+            actions: vec![RecreateServiceAccount],
+            incidents: vec![Reason::TokenRotated],
+        },
+        Row {
+            name: "rotation marker, ServiceAccount re-created: the marker is cleared",
+            policy: policy(Identical),
+            obs: TokenObservation {
+                rotating: Some("sa-1".into()),
+                ..obs(sa("sa-2"), Some(token("h1")), rp("h1", "sa-1"))
+            },
+            state: TargetState::Pending,
+            actions: vec![SaveServiceAccountSnapshot],
+            incidents: vec![Reason::ServiceAccountRecreated],
+        },
+        Row {
+            name: "rotation marker, delete refused (changed meanwhile), still asked: rotate again",
+            policy: policy(Identical),
+            obs: TokenObservation {
+                rotating: Some("sa-1".into()),
+                ..obs(
+                    sa("sa-1"),
+                    Some(SecretView {
+                        rotate_requested: true,
+                        ..token("h1")
+                    }),
+                    rp("h1", "sa-1"),
+                )
+            },
+            state: TargetState::Pending,
+            actions: vec![RotateServiceAccount { uid: "sa-1".into() }],
+            incidents: vec![Reason::TokenRotated],
+        },
+        Row {
+            name: "rotation marker, no rotation asked any more: the marker is cleared",
+            policy: policy(Identical),
+            obs: TokenObservation {
+                rotating: Some("sa-1".into()),
+                ..healthy()
+            },
+            state: TargetState::Healthy,
+            actions: vec![SaveServiceAccountSnapshot],
+            incidents: vec![],
+        },
+        Row {
             name: "rotate requested while paused: nothing yet",
             policy: paused,
             obs: obs(
@@ -433,6 +503,7 @@ fn generic_secret_decisions_follow_the_behaviour_table() {
         secret,
         restore_point: rp,
         deleted_retired: false,
+        owners: None,
     };
     type Case = (
         &'static str,
@@ -597,6 +668,7 @@ fn a_missing_object_that_is_not_restored_is_looked_at_again() {
         secret: None,
         restore_point: None,
         deleted_retired: false,
+        owners: None,
     };
     assert_eq!(
         decide_secret(&policy(Identical), &missing).requeue_after,
@@ -612,6 +684,7 @@ fn a_refused_restore_point_is_never_restored_and_is_looked_at_again() {
             secret: None,
             restore_point: refused(rp("h1", "none"), why),
             deleted_retired: false,
+            owners: None,
         };
         for p in [policy(Identical), policy(Fresh), policy(Off)] {
             let d = decide_secret(&p, &missing);
@@ -715,6 +788,7 @@ fn a_final_state_is_saved_before_it_is_restored_and_even_when_only_alerting() {
         secret: None,
         restore_point: rp("h2", "sa-1"),
         deleted_retired: false,
+        owners: None,
     };
     let d = save_first(decide_secret(&policy(Identical), &gone), &policy(Identical));
     assert_eq!(d.actions, vec![SaveRestorePoint, RestoreIdentical]);
@@ -751,6 +825,7 @@ fn a_restore_waits_for_the_restore_delay_and_anything_else_goes_on() {
         secret: None,
         restore_point: saved,
         deleted_retired: false,
+        owners: None,
     };
     let held = |p: &Policy, d: Decision, missing_for: u64| {
         delay_restore(d, p, Duration::from_secs(missing_for), at(NOW))
@@ -813,4 +888,55 @@ fn a_restore_waits_for_the_restore_delay_and_anything_else_goes_on() {
     );
     let d = held(&p, decide_token(&p, &obs(sa("sa-1"), None, None)), 0);
     assert_eq!(d.actions, vec![CreateTokenSecret { restore_of: None }]);
+}
+
+#[test]
+fn a_secret_deleted_with_its_owners_is_not_restored_and_one_with_a_live_owner_is() {
+    let missing = |owners| SecretObservation {
+        namespace_terminating: false,
+        secret: None,
+        restore_point: rp("h1", "none"),
+        deleted_retired: false,
+        owners,
+    };
+    let restores = decide_secret(&policy(Identical), &missing(None));
+    assert!(owned_restore(&restores, true), "owners are checked first");
+    assert!(
+        !owned_restore(&restores, false),
+        "a Secret without owners is not"
+    );
+    let live = decide_secret(&policy(Identical), &missing(Some(Owners::Live)));
+    assert_eq!(live.actions, vec![RestoreIdentical]);
+    assert_eq!(live.incidents, vec![Reason::SecretDeleted]);
+
+    let gone = decide_secret(
+        &policy(Identical),
+        &missing(Some(Owners::Gone("ConfigMap/owner".into()))),
+    );
+    assert_eq!(gone.state, Some(TargetState::OwnerGone));
+    assert!(gone.actions.is_empty(), "the cascade is not undone");
+    assert_eq!(gone.incidents, vec![Reason::OwnerGone]);
+    assert!(
+        gone.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("ConfigMap/owner")),
+        "{gone:?}"
+    );
+    assert!(TargetState::OwnerGone.is_healthy() && !TargetState::OwnerGone.is_missing());
+
+    let unverified = decide_secret(
+        &policy(Identical),
+        &missing(Some(Owners::Unverified("configmaps".into()))),
+    );
+    assert_eq!(unverified.state, Some(TargetState::OwnerUnverified));
+    assert!(unverified.actions.is_empty());
+    assert_eq!(unverified.incidents, vec![Reason::SecretDeleted]);
+    assert!(
+        unverified
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("configmaps") && d.contains("ownerResources")),
+        "{unverified:?}"
+    );
+    assert!(TargetState::OwnerUnverified.is_missing());
 }

@@ -30,6 +30,9 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
     }
     let sa = match &obs.service_account {
         Some(sa) if !sa.terminating => sa,
+        // The operator's own rotation deleted it: it puts it back, whatever the guard's
+        // settings, until the create succeeds (also after a crash or a refused create).
+        _ if obs.rotating.is_some() => return finish_rotation(),
         None if !service_account_seen_before(obs) => {
             return Decision::new(TargetState::ServiceAccountNotFound)
                 .incident(Reason::ServiceAccountNotFound);
@@ -49,7 +52,15 @@ pub fn decide_token(policy: &Policy, obs: &TokenObservation) -> Decision {
         .as_ref()
         .filter(|rp| rp.sa_uid.as_deref() == Some(sa.uid.as_str()));
 
-    let snapshot = if policy.recreate_service_account && policy.writes() && !obs.sa_snapshot_current
+    // A rotation marker outlives its rotation only by a crash or a refused delete: the
+    // snapshot is saved again from the ServiceAccount as it is, which clears it (unless
+    // the rotation is still asked for and starts over, saving the snapshot itself).
+    let rotation_over = obs.rotating.as_ref().is_some_and(|uid| {
+        *uid != sa.uid
+            || !(policy.writes() && obs.secret.as_ref().is_some_and(|s| s.rotate_requested))
+    });
+    let snapshot = if rotation_over
+        || (policy.recreate_service_account && policy.writes() && !obs.sa_snapshot_current)
     {
         vec![Action::SaveServiceAccountSnapshot]
     } else {
@@ -125,6 +136,20 @@ fn not_this_token(secret: &SecretView, sa: &str) -> Option<String> {
             labels::SA_NAME_ANNOTATION
         )),
     }
+}
+
+/// A rotation deleted the ServiceAccount (or is deleting it: orphaning its dependents
+/// keeps it terminating for a moment) and has not re-created it yet: re-create it from the
+/// snapshot. Whatever the guard says (paused, `"Off"`, `recreateServiceAccount: false`):
+/// the operator took it away and must put it back; retried with backoff until the create
+/// succeeds.
+fn finish_rotation() -> Decision {
+    Decision::new(TargetState::ServiceAccountMissing)
+        .incident(Reason::TokenRotated)
+        .act(Action::RecreateServiceAccount)
+        .detail(
+            "a rotation deleted the ServiceAccount: it is re-created from its snapshot".to_owned(),
+        )
 }
 
 /// Whether anything shows the ServiceAccount existed: a token issued for it, a restore

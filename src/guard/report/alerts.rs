@@ -32,7 +32,8 @@ pub fn alert_names(reason: Reason) -> &'static [&'static str] {
         Reason::TokenInvalidated => &["SecretGuardTokenInvalidated"],
         Reason::TokenNotPopulated => &["SecretGuardTokenNotPopulated"],
         Reason::RestoreLoop => &["SecretGuardRestoreLoop"],
-        Reason::ServiceAccountNotFound | Reason::TargetConflict => &[],
+        // The garbage collector deleted it with its owners, as whoever deleted them meant.
+        Reason::ServiceAccountNotFound | Reason::TargetConflict | Reason::OwnerGone => &[],
     }
 }
 
@@ -89,7 +90,11 @@ pub fn push(
     } else if recorded.restore_failing_cleared {
         alerter.resolve_one(target.key.clone(), RESTORE_FAILING);
     }
-    if matches!(state, TargetState::Healthy | TargetState::Retired) && recorded.changed {
+    if matches!(
+        state,
+        TargetState::Healthy | TargetState::Retired | TargetState::OwnerGone
+    ) && recorded.changed
+    {
         alerter.resolve(target.key.clone());
     }
 }

@@ -58,6 +58,9 @@ pub fn explain(reason: Reason, kind: &str, key: &ObjectKey) -> String {
             key.namespace,
             labels::RESUME_RESTORES,
         ),
+        Reason::OwnerGone => format!(
+            "{kind} {key} was deleted with its owners (the garbage collector's cascade): it is not restored"
+        ),
         Reason::RestorePointMismatch => format!(
             "{kind} {key} does not exist, and its restore point {} records another origin or kind (altered in the operator namespace, or saved when the guard listed it as another kind): it is not restored",
             restore_point::name_for(&key.namespace, &key.name),
