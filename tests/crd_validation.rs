@@ -94,7 +94,8 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
         (
             "restore delay too long",
             "  restoreDelaySeconds: 301\n".into(),
-            "spec.restoreDelaySeconds: Invalid value: 301: must be from 0 to 300 (seconds)",
+            // v1.37 says "Invalid value: 301", v1.33 "Invalid value: \"integer\"".
+            "must be from 0 to 300 (seconds)",
         ),
         (
             "negative restore delay",
