@@ -26,10 +26,10 @@ INTEGRATION_TESTS ?= *
 # Those that depend on what the Kubernetes version does, run on K8S_OLDEST as well: the
 # tokens controller (control_plane, token_guard, token_requests, token_not_populated), the legacy token
 # cleaner, ValidatingAdmissionPolicy (control_plane), CRD schema and CEL validation,
-# generic Secret guarding, streamed or paged lists (caches), the versions the tools
-# report (tools), and an upgrade from UPGRADE_FROM and its rollback (upgrade: the two
-# versions' admission policy and lists side by side).
-OLDEST_TESTS := control_plane token_guard token_requests token_not_populated legacy_token_cleaner crd_validation guard_authors secret_guard caches tools upgrade
+# generic Secret guarding (and its restore delay), streamed or paged lists (caches), the
+# versions the tools report (tools), and an upgrade from UPGRADE_FROM and its rollback
+# (upgrade: the two versions' admission policy and lists side by side).
+OLDEST_TESTS := control_plane token_guard token_requests token_not_populated legacy_token_cleaner crd_validation guard_authors secret_guard recreate caches tools upgrade
 # Points tools, cluster and tests at K8S_OLDEST, away from the default .tools/bin and .cluster.
 ON_OLDEST := K8S_VERSION=$(K8S_OLDEST) TOOLS_BIN=$(CURDIR)/.tools/k8s-$(K8S_OLDEST)/bin SECRETGUARD_CLUSTER_DIR=$(CURDIR)/.cluster-oldest
 CARGO_INTEGRATION = $(CARGO) test --features fault-injection $(foreach t,$(INTEGRATION_TESTS),--test '$(t)')

@@ -18,6 +18,10 @@ def load(row):
     return row.get("load", "back-to-back")
 
 
+def delay(row):
+    return row.get("restore_delay_s", 0)
+
+
 def cell(v):
     return "—" if v is None else str(v)
 
@@ -39,15 +43,19 @@ out = [
     "p50 ≤ 3× floor at 10,000 guarded. Token guards list at most 256 ServiceAccounts, so tokens have no one-guard "
     "row above 256; many-guards means 100 objects per guard. Load: back-to-back deletes the next object 2 ms after "
     "the previous one is seen restored, so the operator's follow-up writes for one restore (restore point refresh, "
-    "Events, status) compete with the next restore for the same 2 cores; 20/s starts one deletion every 50 ms.",
+    "Events, status) compete with the next restore for the same 2 cores; 20/s starts one deletion every 50 ms. "
+    "Delay: the guards' `restoreDelaySeconds`. The targets are measured at 0 (guards of generic Secrets set it; "
+    "token Secrets have no delay by default); the rows at the default (2 s for generic Secrets, so a CD tool that "
+    "deletes and re-creates a Secret keeps its own) show a deletion as shipped: the delay, then the restore "
+    "(`BENCH_DELAYED_DELETIONS` of them).",
     "",
-    "| kind | guarded | layout | load | deletions | p50 ms | p90 ms | p99 ms | max ms | floor p50 ms | floor p99 ms | p50 / floor |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| kind | guarded | layout | load | delay s | deletions | p50 ms | p90 ms | p99 ms | max ms | floor p50 ms | floor p99 ms | p50 / floor |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for row in r["restore"]:
     ratio = row["p50_ms"] / row["floor_p50_ms"] if row["floor_p50_ms"] else float("nan")
     out.append(
-        f"| {row['kind']} | {row['guarded']} | {row['layout']} | {load(row)} | {row['n']} | {row['p50_ms']} | {row['p90_ms']} | "
+        f"| {row['kind']} | {row['guarded']} | {row['layout']} | {load(row)} | {delay(row)} | {row['n']} | {row['p50_ms']} | {row['p90_ms']} | "
         f"{row['p99_ms']} | {row['max_ms']} | {row['floor_p50_ms']} | {row['floor_p99_ms']} | {ratio:.1f}× |"
     )
 
@@ -142,18 +150,19 @@ def verdict(ok, scale=10_000):
     return met if scale is None or scale >= 10_000 else f"{met} (not at the target's 10,000)"
 
 
-top = max((row["guarded"] for row in r["restore"]), default=None)
-for ld in sorted({load(row) for row in r["restore"]}):
-    at_top = [row for row in r["restore"] if row["guarded"] == top and load(row) == ld]
+undelayed = [row for row in r["restore"] if delay(row) == 0]
+top = max((row["guarded"] for row in undelayed), default=None)
+for ld in sorted({load(row) for row in undelayed}):
+    at_top = [row for row in undelayed if row["guarded"] == top and load(row) == ld]
     if not at_top:
         continue
     worst_p99 = max(at_top, key=lambda row: row["p99_ms"])
     worst_ratio = max(at_top, key=lambda row: row["p50_ms"] / row["floor_p50_ms"])
     ratio = worst_ratio["p50_ms"] / worst_ratio["floor_p50_ms"]
     out += [
-        f"| restore p99 ≤ 50 ms at {top} guarded, {ld} | worst {worst_p99['p99_ms']} ms ({worst_p99['kind']}, "
+        f"| restore p99 ≤ 50 ms at {top} guarded, {ld}, no restore delay | worst {worst_p99['p99_ms']} ms ({worst_p99['kind']}, "
         f"{worst_p99['layout']}) | {verdict(worst_p99['p99_ms'] <= 50, top)} |",
-        f"| restore p50 ≤ 3× floor at {top} guarded, {ld} | worst {ratio:.1f}× ({worst_ratio['kind']}, "
+        f"| restore p50 ≤ 3× floor at {top} guarded, {ld}, no restore delay | worst {ratio:.1f}× ({worst_ratio['kind']}, "
         f"{worst_ratio['layout']}) | {verdict(ratio <= 3, top)} |",
     ]
 out += [
@@ -187,7 +196,8 @@ out += [
     "",
     "Knobs: `BENCH_SCALES` (100,1000,10000), `BENCH_DELETIONS` (1000), `BENCH_UNGUARDED` (50000), "
     "`BENCH_ALERTS` (100), `BENCH_KINDS` (secret,token), `BENCH_LAYOUTS` (one-guard,many-guards), "
-    "`BENCH_NOISE` (300), `BENCH_PARTS` (restore,memory; `memory` alone measures memory, startup and the noise rows). "
+    "`BENCH_NOISE` (300), `BENCH_PARTS` (restore,memory; `memory` alone measures memory, startup and the noise rows), "
+    "`BENCH_DELAYED_DELETIONS` (20; 0 skips the rows at the default restore delay). "
     "Operator logs: `target/test-logs/e2e/operator-*.log`. To profile the apiserver during a run: "
     "`KUBE_APISERVER_EXTRA_ARGS=--profiling=true e2e/cluster.sh restart-apiserver`, then "
     "`kubectl get --raw '/debug/pprof/profile?seconds=15' > cpu.pprof; go tool pprof -top cpu.pprof`.",

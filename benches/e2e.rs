@@ -7,7 +7,13 @@
 //! BENCH_UNGUARDED (50000), BENCH_ALERTS (100), BENCH_KINDS ("secret,token"),
 //! BENCH_LAYOUTS ("one-guard,many-guards"), BENCH_NOISE (300: labelled Secrets of each noise
 //! row), BENCH_PARTS ("restore,memory": "memory" alone populates only the largest
-//! many-guards namespace of Secrets and measures memory, startup and the noise rows).
+//! many-guards namespace of Secrets and measures memory, startup and the noise rows),
+//! BENCH_DELAYED_DELETIONS (20: deletions of generic Secrets measured at the default
+//! restore delay, after the rows at no delay; 0 skips them).
+//!
+//! The targets are restore latencies with no restore delay: guards of generic Secrets
+//! here set `restoreDelaySeconds: 0` (token Secrets have none by default). The rows at the
+//! default delay (2 s) show what a deletion costs as shipped: the delay plus a restore.
 //!
 //! Restore latency is measured from just before the DELETE is sent to the moment this
 //! driver's own watch delivers the re-created Secret, verified to hold the same bytes. The
@@ -24,8 +30,9 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
+use secretguard::api::v1alpha1::{DEFAULT_SECRET_RESTORE_DELAY_SECONDS, SecretGuard};
 use serde_json::json;
 use support::*;
 use tokio::sync::mpsc;
@@ -269,18 +276,25 @@ async fn populate(client: &Client, ns: &str, kind: &str, n: usize, layout: &str)
             }
         })
         .await;
+        // The targets are measured with no restore delay (see the top of this file).
         if layout == "one-guard" {
             create_guard(
                 client,
                 ns,
                 "all",
-                json!({"secretSelector": {"matchLabels": {"bench": "yes"}}}),
+                json!({"secretSelector": {"matchLabels": {"bench": "yes"}}, "restoreDelaySeconds": 0}),
             )
             .await;
         } else {
             for (g, chunk) in names.chunks(per_guard).enumerate() {
                 let list: Vec<_> = chunk.iter().map(|n| json!({"name": n})).collect();
-                create_guard(client, ns, &format!("g{g:03}"), json!({"secrets": list})).await;
+                create_guard(
+                    client,
+                    ns,
+                    &format!("g{g:03}"),
+                    json!({"secrets": list, "restoreDelaySeconds": 0}),
+                )
+                .await;
             }
         }
     } else {
@@ -324,6 +338,31 @@ async fn populate(client: &Client, ns: &str, kind: &str, n: usize, layout: &str)
         names.iter().map(|n| format!("{n}-token")).collect()
     } else {
         names
+    }
+}
+
+/// Drop `restoreDelaySeconds` from every guard in `ns`, so the default restore delay
+/// applies, and wait until the operator has taken each new spec in (its status says it
+/// observed that generation).
+async fn default_restore_delay(client: &Client, ns: &str) {
+    let api: Api<SecretGuard> = Api::namespaced(client.clone(), ns);
+    let guards = api.list(&ListParams::default()).await.expect("list guards");
+    let patch = json!({"spec": {"restoreDelaySeconds": null}});
+    for g in guards.items {
+        let name = g.metadata.name.clone().unwrap_or_default();
+        let patched = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch guard");
+        let generation = patched.metadata.generation;
+        wait_guard_status(
+            client,
+            ns,
+            &name,
+            "the default restore delay in force",
+            |s| s.observed_generation == generation,
+        )
+        .await;
     }
 }
 
@@ -612,6 +651,7 @@ async fn run() {
     let measure_restores = parts.iter().any(|p| p == "restore");
     let measure_memory = parts.iter().any(|p| p == "memory");
     let noise = env_num("BENCH_NOISE", 300);
+    let delayed_deletions = env_num("BENCH_DELAYED_DELETIONS", 20);
     let mut restore_rows = Vec::new();
     let mut alert_ms = Vec::new();
     let mut memory = json!(null);
@@ -656,8 +696,12 @@ async fn run() {
                 } else {
                     &[]
                 };
+                let mut back_to_back_floor = Vec::new();
                 for &(load, pace) in loads {
                     let fl = floor(&client, &ns, &mut rx, 200.min(deletions), pace).await;
+                    if pace.is_none() {
+                        back_to_back_floor = fl.clone();
+                    }
                     let before = Usage::take(&client, op.pid()).await;
                     let lat = restores(&client, &ns, &mut rx, &targets, deletions, pace).await;
                     // Let the follow-up writes of the last restores (status, restore points) land.
@@ -673,9 +717,29 @@ async fn run() {
                     );
                     restore_rows.push(json!({
                         "kind": kind, "guarded": n, "layout": layout, "load": load, "n": lat.len(),
+                        "restore_delay_s": 0,
                         "p50_ms": pct(&lat, 50.0), "p90_ms": pct(&lat, 90.0), "p99_ms": pct(&lat, 99.0), "max_ms": pct(&lat, 100.0),
                         "floor_p50_ms": pct(&fl, 50.0), "floor_p99_ms": pct(&fl, 99.0),
                         "per_restore": profile,
+                    }));
+                }
+                if measure_restores && kind == "secret" && delayed_deletions > 0 {
+                    // As shipped: the default restore delay, then the restore. Back to
+                    // back (each deletion waits for the previous restore), so few of them.
+                    default_restore_delay(&client, &ns).await;
+                    let fl = &back_to_back_floor;
+                    let lat =
+                        restores(&client, &ns, &mut rx, &targets, delayed_deletions, None).await;
+                    eprintln!(
+                        "bench: {ns} (default restore delay): restore p50 {} p99 {} ms",
+                        pct(&lat, 50.0),
+                        pct(&lat, 99.0)
+                    );
+                    restore_rows.push(json!({
+                        "kind": kind, "guarded": n, "layout": layout, "load": "back-to-back", "n": lat.len(),
+                        "restore_delay_s": DEFAULT_SECRET_RESTORE_DELAY_SECONDS,
+                        "p50_ms": pct(&lat, 50.0), "p90_ms": pct(&lat, 90.0), "p99_ms": pct(&lat, 99.0), "max_ms": pct(&lat, 100.0),
+                        "floor_p50_ms": pct(fl, 50.0), "floor_p99_ms": pct(fl, 99.0),
                     }));
                 }
                 if memory_here {

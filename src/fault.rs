@@ -7,6 +7,8 @@
 
 /// The points, in the order a restore passes them; then the one a rotation passes.
 pub mod points {
+    /// A deletion was seen and reported; its restore waits for the restore delay.
+    pub const RESTORE_PENDING: &str = "restore-pending";
     /// A deletion was seen and a restore decided; nothing written yet.
     pub const DELETION_SEEN: &str = "deletion-seen";
     /// The restore point was read and the Secret to create built.

@@ -153,10 +153,15 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
 
     /// Add to the background lane after a delay (a deadline, or backoff after an error).
     pub fn add_after(self: &Arc<Self>, key: K, delay: Duration) {
+        self.add_after_in(key, delay, Lane::Background);
+    }
+
+    /// Add to `lane` after a delay; nothing waits for it meanwhile (a timer task).
+    pub fn add_after_in(self: &Arc<Self>, key: K, delay: Duration, lane: Lane) {
         let q = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            q.add_background(key);
+            q.add_in(key, lane);
         });
     }
 
@@ -318,6 +323,18 @@ mod tests {
             1,
             "an urgent add while active stays urgent"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_urgent_add_is_served_before_the_background_once_due() {
+        let q = WorkQueue::new();
+        q.add_all(["audit-a", "audit-b"], Lane::Background);
+        q.add_after_in("restore", Duration::from_secs(2), Lane::Urgent);
+        tokio::time::sleep(Duration::from_millis(1999)).await;
+        assert_eq!(q.waiting_in(Lane::Urgent), 0, "not before its time");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(q.waiting_in(Lane::Urgent), 1);
+        assert_eq!(q.next().await, "restore", "ahead of the background lane");
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,6 +34,10 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
     assert!(ok, "a good guard is accepted: {out}");
     let (ok, out) = apply(n, "  restore: \"Off\"\n");
     assert!(ok, "quoted Off is accepted: {out}");
+    for delay in ["0", "300"] {
+        let (ok, out) = apply(n, &format!("  restoreDelaySeconds: {delay}\n"));
+        assert!(ok, "a restore delay of {delay} s is accepted: {out}");
+    }
 
     let refused: &[(&str, String, &str)] = &[
         (
@@ -86,6 +90,22 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
             "name too long for the default token name",
             format!("  serviceAccounts: [{{name: {}}}]\n", "a".repeat(250)),
             "set tokenSecretName",
+        ),
+        (
+            "restore delay too long",
+            "  restoreDelaySeconds: 301\n".into(),
+            // v1.37 says "Invalid value: 301", v1.33 "Invalid value: \"integer\"".
+            "must be from 0 to 300 (seconds)",
+        ),
+        (
+            "negative restore delay",
+            "  restoreDelaySeconds: -1\n".into(),
+            "must be from 0 to 300 (seconds)",
+        ),
+        (
+            "restore delay as a duration",
+            "  restoreDelaySeconds: 2s\n".into(),
+            "spec.restoreDelaySeconds",
         ),
         // YAML 1.1, which kubectl speaks, reads a bare Off as the boolean false.
         ("bare Off", "  restore: Off\n".into(), "spec.restore"),

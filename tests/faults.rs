@@ -1,8 +1,9 @@
 //! Nothing is lost under faults: the operator binary, built with fault-injection points,
-//! killed with SIGKILL at every step of a restore; deletions while it is down; the
-//! apiserver restarted under it; a namespace or a guard deleted with guarded Secrets in
-//! it; a restart while a guard's spec is invalid; and chaos (`faults/chaos.rs`): bursts of
-//! deletions through an etcd restart, a 30 s apiserver outage and a paused leader.
+//! killed with SIGKILL at every step of a restore (the wait of its restore delay
+//! included); deletions while it is down; the apiserver restarted under it; a namespace
+//! or a guard deleted with guarded Secrets in it; a restart while a guard's spec is
+//! invalid; and chaos (`faults/chaos.rs`): bursts of deletions through an etcd restart, a
+//! 30 s apiserver outage and a paused leader.
 //!
 //! The operator runs as a subprocess here (one at a time: the tests take a lock), so it
 //! can really be killed. Its logs are in target/test-logs/<test>/operator-<name>.log.
@@ -73,6 +74,9 @@ async fn a_restore_survives_a_sigkill_at_every_step_and_is_counted_once() {
     wait_settled(&client, &ns.name, &api, 0).await;
 
     let steps = [
+        // Killed while the restore waits for its restore delay: the next process finds the
+        // Secret missing in its first pass, waits the delay again and restores it.
+        points::RESTORE_PENDING,
         points::DELETION_SEEN,
         points::RESTORE_POINT_READ,
         points::CREATE_SENT,

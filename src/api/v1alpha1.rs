@@ -14,6 +14,15 @@ pub const DNS1123_SUBDOMAIN: &str =
 /// Entries allowed in each list of a guard.
 pub const MAX_LIST_ENTRIES: usize = 256;
 
+/// The wait before a deleted generic Secret is restored, unless the guard says otherwise:
+/// a CD tool that deletes and at once re-creates it (`kubectl replace --force`, Helm's
+/// before-hook-creation, Argo CD `Replace=true`) gets its create in first, and its content
+/// is kept. Token Secrets are restored at once unless the guard says otherwise.
+pub const DEFAULT_SECRET_RESTORE_DELAY_SECONDS: i32 = 2;
+
+/// The longest restore delay a guard may ask for.
+pub const MAX_RESTORE_DELAY_SECONDS: i32 = 300;
+
 /// Guards critical Secrets and ServiceAccount tokens in the guard's own namespace.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -73,6 +82,31 @@ pub struct SecretGuardSpec {
     /// Maintenance: keep alerting, write nothing.
     #[serde(default)]
     pub paused: bool,
+
+    /// Seconds to wait before re-creating a deleted Secret, 0 to 300. A Secret created
+    /// under its name meanwhile (a CD tool replacing it) is kept, and its content becomes
+    /// the restore point. Default: 2 for Secrets, 0 (at once) for ServiceAccount tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // A CEL rule, not minimum/maximum: those are floats in a CRD (300.0), which Helm's
+    // YAML round trip turns into 300, so the chart's CRD would differ from crds/.
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 300")
+        .message("must be from 0 to 300 (seconds)"))]
+    pub restore_delay_seconds: Option<i32>,
+}
+
+impl SecretGuardSpec {
+    /// The restore delay this guard asks for, in seconds, for a token Secret (`token`) or
+    /// another Secret: its own value, else the default of that kind.
+    pub fn restore_delay_seconds_for(&self, token: bool) -> i32 {
+        let default = if token {
+            0
+        } else {
+            DEFAULT_SECRET_RESTORE_DELAY_SECONDS
+        };
+        self.restore_delay_seconds
+            .unwrap_or(default)
+            .clamp(0, MAX_RESTORE_DELAY_SECONDS)
+    }
 }
 
 fn default_true() -> bool {

@@ -23,6 +23,7 @@ pub fn spec(service_accounts: &[&str], secrets: &[&str]) -> SecretGuardSpec {
         revalidate: true,
         severity: Default::default(),
         paused: false,
+        restore_delay_seconds: None,
     }
 }
 

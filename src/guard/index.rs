@@ -71,7 +71,8 @@ impl<'a> Resolved<'a> {
     /// - `paused` only if every guard is paused; a paused guard's other write settings
     ///   count only then (its team asked for nothing to be written);
     /// - of the guards not paused: the strongest `restore`, `revalidate` if any asks,
-    ///   `recreateServiceAccount` if any asks for the ServiceAccount in force;
+    ///   `recreateServiceAccount` if any asks for the ServiceAccount in force, the
+    ///   shortest `restoreDelaySeconds` (each guard's default for the kind in force);
     /// - `severity` critical if any guard says critical (paused guards alert too);
     /// - a ServiceAccount's token if any guard names it as one (the first by rank).
     pub fn of(mut covering: Vec<(&'a GuardEntry, TargetSpec)>) -> Option<Self> {
@@ -107,6 +108,7 @@ impl<'a> Resolved<'a> {
             },
             None => TargetSpec::Secret,
         };
+        let token = matches!(spec, TargetSpec::Token { .. });
         let settings = SecretGuardSpec {
             service_accounts: Vec::new(),
             secrets: Vec::new(),
@@ -126,6 +128,10 @@ impl<'a> Resolved<'a> {
                 Severity::Warning
             },
             paused: covering.iter().all(|(g, _)| g.spec.paused),
+            restore_delay_seconds: writers
+                .iter()
+                .map(|(g, _)| g.spec.restore_delay_seconds_for(token))
+                .min(),
         };
         Some(Resolved {
             guard: owner,
@@ -154,6 +160,9 @@ pub fn settings_in_words(settings: &SecretGuardSpec) -> String {
     );
     if !settings.revalidate {
         words.push_str(", revalidate off");
+    }
+    if let Some(delay) = settings.restore_delay_seconds.filter(|d| *d > 0) {
+        words.push_str(&format!(", restore delay {delay} s"));
     }
     words
 }
@@ -616,8 +625,42 @@ mod tests {
         assert!(!s.revalidate);
         assert_eq!(
             settings_in_words(&s),
-            "restore Identical, severity critical, not paused, revalidate off"
+            "restore Identical, severity critical, not paused, revalidate off, restore delay 2 s"
         );
+    }
+
+    #[test]
+    fn the_shortest_restore_delay_is_in_force_each_guard_counting_its_default_for_the_kind() {
+        let after = |name: &str, delay: Option<i32>, paused: bool| {
+            let mut g = naming_db(name, RestoreMode::Identical, Severity::Critical, paused);
+            g.spec.restore_delay_seconds = delay;
+            g
+        };
+        let delay = |guards: &[SecretGuard]| resolved_db(guards).1.restore_delay_seconds;
+        assert_eq!(
+            delay(&[after("a", None, false)]),
+            Some(2),
+            "a Secret's default"
+        );
+        assert_eq!(delay(&[after("a", Some(30), false)]), Some(30));
+        assert_eq!(
+            delay(&[after("a", Some(30), false), after("b", None, false)]),
+            Some(2),
+            "no guard makes a restore wait longer than another asks"
+        );
+        assert_eq!(
+            delay(&[after("a", Some(30), false), after("b", Some(0), true)]),
+            Some(30),
+            "a paused guard's setting counts only when all are paused"
+        );
+        // Named as a token by another guard: a token's default (at once) counts for it.
+        let mut token = guard("ns", "token", &[], &[]);
+        token.spec.service_accounts = vec![crate::api::v1alpha1::ServiceAccountTarget {
+            name: "writer".into(),
+            token_secret_name: Some("db".into()),
+            recreate_service_account: false,
+        }];
+        assert_eq!(delay(&[after("a", Some(30), false), token]), Some(0));
     }
 
     #[test]

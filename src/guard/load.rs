@@ -7,6 +7,7 @@
 //! showed it (`Context::take_content`), or from the GET.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
@@ -90,6 +91,9 @@ pub struct ObservedTarget {
     /// What a check of its owners found, once made (a Secret saved with owners, about to
     /// be restored: `verify::owners`).
     pub owners: Option<decide::Owners>,
+    /// How long it has been seen missing (zero: not missing, or not before this
+    /// reconcile); a restore waits until this reaches the policy's restore delay.
+    pub missing_for: Duration,
 }
 
 /// Gather what a reconcile of `key` needs. None: no guard names or selects it (any more).
@@ -206,6 +210,14 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
             }),
         _ => None,
     };
+    let (deleted_retired, missing_for) = {
+        let records = ctx.records();
+        let missing_since = records.targets.get(key).and_then(|r| r.missing_since);
+        (
+            records.retired_deletions.contains_key(key),
+            missing_since.map_or(Duration::ZERO, |since| since.elapsed()),
+        )
+    };
     Ok(Some(ObservedTarget {
         key: key.clone(),
         guard: guarding.guard,
@@ -225,8 +237,9 @@ pub async fn load(ctx: &Context, key: &ObjectKey) -> Result<Option<ObservedTarge
         sa_snapshot,
         namespace,
         service_account,
-        deleted_retired: ctx.records().retired_deletions.contains_key(key),
+        deleted_retired,
         owners: None,
+        missing_for,
     }))
 }
 
@@ -299,6 +312,7 @@ impl ObservedTarget {
 
     /// Step 2, pure: what to do about what was observed.
     pub fn decide(&self) -> Decision {
+        let now = k8s_openapi::jiff::Timestamp::now();
         let namespace_terminating = self.namespace.active().is_none();
         let secret = self.live.as_deref().map(observe::secret_view);
         let token = matches!(self.spec, TargetSpec::Token { .. });
@@ -333,7 +347,7 @@ impl ObservedTarget {
                         restore_point,
                         has_sa_snapshot: self.sa_snapshot.is_some(),
                         rotating: self.sa_snapshot.as_ref().and_then(|s| s.rotating.clone()),
-                        now: k8s_openapi::jiff::Timestamp::now(),
+                        now,
                     },
                 )
             }
@@ -348,11 +362,12 @@ impl ObservedTarget {
                 },
             ),
         };
-        if unsaved {
+        let decision = if unsaved {
             decide::save_first(decision)
         } else {
             decision
-        }
+        };
+        decide::delay_restore(decision, &self.policy, self.missing_for, now)
     }
 
     /// The decision restores a Secret saved with owners (by its final state or its restore
@@ -367,10 +382,14 @@ impl ObservedTarget {
         self.owners.is_none() && decide::owned_restore(decision, saved_with_owners)
     }
 
-    /// Not in the label-filtered cache and not to be restored: it may exist without our
-    /// label, and only the apiserver can tell.
+    /// Not in the label-filtered cache and not to be restored at once: it may exist
+    /// without our label, and only the apiserver can tell. A Secret re-created during its
+    /// restore delay (a CD tool replacing it) usually carries no label of ours: it is
+    /// looked for before the restore, and kept if it is there.
     pub fn should_look(&self, decision: &Decision) -> bool {
-        self.live.is_none() && !self.looked && !decision.actions.contains(&Action::RestoreIdentical)
+        let at_once = decision.actions.contains(&Action::RestoreIdentical)
+            && self.policy.restore_delay.is_zero();
+        self.live.is_none() && !self.looked && !at_once
     }
 
     /// Read the live Secret from the apiserver.

@@ -95,7 +95,9 @@ pub fn service_account_view(sa: &PartialObjectMeta<ServiceAccount>) -> ServiceAc
     }
 }
 
+/// The policy in force for `target`, from the settings in force (`index::Resolved`).
 pub fn policy(spec: &SecretGuardSpec, target: &TargetSpec, populate_deadline: Duration) -> Policy {
+    let token = matches!(target, TargetSpec::Token { .. });
     Policy {
         restore: spec.restore,
         revalidate: spec.revalidate,
@@ -108,6 +110,7 @@ pub fn policy(spec: &SecretGuardSpec, target: &TargetSpec, populate_deadline: Du
             }
         ),
         populate_deadline,
+        restore_delay: Duration::from_secs(spec.restore_delay_seconds_for(token) as u64),
     }
 }
 

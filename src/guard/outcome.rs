@@ -184,6 +184,11 @@ pub enum Outcome {
     AlertOnly,
     Paused,
     Failed,
+    /// A deleted Secret waits for its restore delay before it is restored.
+    RestorePending,
+    /// A Secret was created under the deleted one's name during its restore delay: kept,
+    /// not restored.
+    KeptRecreated,
 }
 
 impl Outcome {
@@ -198,10 +203,14 @@ impl Outcome {
             Outcome::AlertOnly => "AlertOnly",
             Outcome::Paused => "Paused",
             Outcome::Failed => "Failed",
+            Outcome::RestorePending => "RestorePending",
+            Outcome::KeptRecreated => "KeptRecreated",
         }
     }
 
-    pub fn of(reason: Reason, executed: &Executed, paused: bool) -> Outcome {
+    /// What was done about `reason`; `restore_pending`: the restore waits for the restore
+    /// delay (decided, not done yet).
+    pub fn of(reason: Reason, executed: &Executed, paused: bool, restore_pending: bool) -> Outcome {
         let fixed = match reason {
             Reason::TokenDeleted | Reason::SecretDeleted => {
                 if executed.did(&Action::RestoreIdentical) {
@@ -243,6 +252,7 @@ impl Outcome {
         match fixed {
             Some(o) => o,
             None if executed.failed.is_some() => Outcome::Failed,
+            None if restore_pending => Outcome::RestorePending,
             None if paused => Outcome::Paused,
             None => Outcome::AlertOnly,
         }
@@ -381,8 +391,31 @@ mod tests {
             ),
         ];
         for (name, reason, executed, paused, want) in rows {
-            assert_eq!(Outcome::of(reason, &executed, paused), want, "{name}");
+            assert_eq!(
+                Outcome::of(reason, &executed, paused, false),
+                want,
+                "{name}"
+            );
         }
+    }
+
+    #[test]
+    fn a_restore_waiting_for_its_delay_is_pending_unless_something_failed() {
+        let pending =
+            |executed: &Executed| Outcome::of(Reason::SecretDeleted, executed, false, true);
+        assert_eq!(pending(&executed(&[], None)), Outcome::RestorePending);
+        assert_eq!(
+            pending(&executed(&[Action::SaveRestorePoint], None)),
+            Outcome::RestorePending,
+            "its final state saved first"
+        );
+        assert_eq!(
+            pending(&executed(
+                &[],
+                Some((Action::SaveRestorePoint, forbidden()))
+            )),
+            Outcome::Failed
+        );
     }
 
     #[test]

@@ -6,10 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::context::Context;
+use super::context::{Context, Work};
 use super::decide::{Action, Decision};
 use super::{act, breaker, load, migrate, record, report, retention, verify};
 use crate::object_key::ObjectKey;
+use crate::queue::Lane;
 use crate::{Error, Result, fault};
 
 pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<Duration>> {
@@ -61,9 +62,9 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         .failed
         .as_ref()
         .is_some_and(|f| f.is_already_exists())
-        && !target.looked
     {
-        // Someone (or our own earlier attempt) re-created it meanwhile: look and decide again.
+        // Someone (or our own earlier attempt) re-created it meanwhile, even since this
+        // reconcile looked: look and decide again, once.
         target.look(ctx).await?;
         if target.is_restore_point() {
             return retention::unguard(ctx, key).await;
@@ -91,6 +92,14 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     );
     // Report (metrics, alerts, Events; a status write is queued).
     report::report(ctx, &target, &decision, &executed, &recorded).await;
+    if let Some(wait) = decision.restore_after {
+        // The restore delay: looked at again once it has passed, as urgently as the
+        // deletion was. A crash meanwhile loses nothing: the first pass after a restart
+        // finds the Secret missing and waits the delay again.
+        ctx.queue
+            .add_after_in(Work::Target(key.clone()), wait, Lane::Urgent);
+        fault::point(fault::points::RESTORE_PENDING);
+    }
     match executed.failed {
         Some(failure) if !failure.is_already_exists() => {
             keep_for_retry(ctx, key, &mut target);

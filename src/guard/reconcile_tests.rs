@@ -950,9 +950,10 @@ fn format_0_db_point(password: &str) -> Secret {
 /// `guarded_db`, with the restore point as the version before namespace UIDs wrote it in
 /// the namespace's first second (the namespace is not older than the point: only the
 /// Secret it saves tells that it is this namespace's), and `db` deleted while this
-/// process stood by (so no content of it is kept: a handover follows).
+/// process stood by (so no content of it is kept: a handover follows). No restore delay:
+/// what is tested here is whose point it is.
 fn format_0_db_deleted_while_standing_by() -> (Context, StoreWriters, ApiServer, Secret) {
-    let (ctx, mut writers, server) = guarded_db();
+    let (ctx, mut writers, server) = guarded_db_after(Some(0));
     let point = format_0_db_point("old");
     cache(&mut writers.restore_points, point.clone());
     secret_event(&ctx, &mut writers, db("1", "old"), Seen::Listed);
@@ -1029,10 +1030,17 @@ async fn a_secret_seen_deleted_from_an_earlier_namespace_of_the_name_proves_noth
 }
 
 /// A guard `g` in `ns` guarding the generic Secret `db`, whose namespace is cached, and
-/// whose restore point holds `db("1", "old")`.
+/// whose restore point holds `db("1", "old")`. Restores wait the default restore delay.
 fn guarded_db() -> (Context, StoreWriters, ApiServer) {
+    guarded_db_after(None)
+}
+
+/// The same, with this `restoreDelaySeconds`.
+fn guarded_db_after(delay: Option<i32>) -> (Context, StoreWriters, ApiServer) {
     let (ctx, mut writers, server) = fixtures::context();
-    let guard = fixtures::guard(NS, "g", spec(&[], &["db"]));
+    let mut spec = spec(&[], &["db"]);
+    spec.restore_delay_seconds = delay;
+    let guard = fixtures::guard(NS, "g", spec);
     ctx.index_mut().upsert(&guard);
     cache(&mut writers.guards, guard);
     cache(&mut writers.namespaces, namespace(NS));
@@ -1069,7 +1077,7 @@ fn data_of(body: &serde_json::Value) -> Option<Vec<u8>> {
 #[tokio::test]
 async fn an_update_then_a_deletion_before_the_reconcile_saves_and_restores_the_latest_content() {
     let target = ObjectKey::new(NS, "db");
-    let (ctx, mut writers, mut server) = guarded_db();
+    let (ctx, mut writers, mut server) = guarded_db_after(Some(0));
     secret_event(&ctx, &mut writers, db("1", "old"), Seen::Listed);
     // Both events arrive before any reconcile of it runs.
     secret_event(&ctx, &mut writers, db("2", "new"), Seen::Changed);
@@ -1236,4 +1244,126 @@ async fn a_first_save_the_cache_does_not_show_yet_is_not_written_twice() {
     );
     server.assert_nothing_else();
     assert_eq!(result.ok(), Some(None));
+}
+
+/// `db` deleted as the watch showed it (its restore point holds it), with the default
+/// restore delay: the first reconcile reports the deletion, looks once, and restores
+/// nothing yet. Returns what the test goes on with.
+async fn db_deleted_and_pending() -> (Context, StoreWriters, ApiServer) {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, mut writers, mut server) = guarded_db();
+    secret_event(&ctx, &mut writers, db("1", "old"), Seen::Listed);
+    secret_event(&ctx, &mut writers, db("1", "old"), Seen::Deleted);
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(Method::GET, format!("{SECRETS}/db"), Reply::NotFound),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let event: Event = serde_json::from_value(received[1].body.clone()).expect("Event");
+    assert_eq!(event.reason.as_deref(), Some("SecretDeleted"));
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("restore due at") && note.contains("outcome: RestorePending"),
+        "{note}"
+    );
+    let (state, outcome) = pending_state(&ctx, &target);
+    assert_eq!(state.map(|s| s.as_str()), Some("RestorePending"));
+    assert_eq!(outcome.as_deref(), Some("RestorePending"));
+    (ctx, writers, server)
+}
+
+/// The target's state and its guard's last incident outcome.
+fn pending_state(
+    ctx: &Context,
+    target: &ObjectKey,
+) -> (Option<crate::guard::decide::TargetState>, Option<String>) {
+    let records = ctx.records();
+    (
+        records.targets.get(target).map(|r| r.state),
+        records
+            .guards
+            .get(&ObjectKey::new(NS, "g"))
+            .and_then(|g| g.last_incident.as_ref().map(|i| i.outcome.clone())),
+    )
+}
+
+/// As if the restore delay had passed since the deletion was seen.
+fn delay_passed(ctx: &Context, target: &ObjectKey) {
+    if let Some(r) = ctx.records().targets.get_mut(target) {
+        r.missing_since = Some(std::time::Instant::now() - std::time::Duration::from_secs(3));
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_secret_waits_for_its_restore_delay_then_is_restored_if_still_missing() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, _writers, mut server) = db_deleted_and_pending().await;
+    delay_passed(&ctx, &target);
+    let point = restore_point::build(&db("1", "old"), "Secret", "ns-uid", OPERATOR_NAMESPACE, 0)
+        .expect("fits");
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            // Looked for once more: still missing.
+            expect(Method::GET, format!("{SECRETS}/db"), Reply::NotFound),
+            expect(
+                Method::GET,
+                db_rp_path(),
+                Reply::Json(200, serde_json::to_value(point).unwrap_or_default())
+            ),
+            expect(Method::POST, SECRETS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(data_of(&received[2].body).as_deref(), Some(&b"old"[..]));
+    let (_, outcome) = pending_state(&ctx, &target);
+    assert_eq!(
+        outcome.as_deref(),
+        Some("Restored"),
+        "the incident says so now"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_created_during_its_restore_delay_is_kept_labelled_and_saved() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, _writers, mut server) = db_deleted_and_pending().await;
+    delay_passed(&ctx, &target);
+    // A CD tool's own Secret: another UID, other content, no label of ours.
+    let mut theirs = db("7", "theirs");
+    theirs.metadata.uid = Some("db-uid-2".into());
+    theirs.metadata.labels = None;
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(
+                Method::GET,
+                format!("{SECRETS}/db"),
+                Reply::Json(200, serde_json::to_value(theirs).unwrap_or_default())
+            ),
+            expect(Method::PATCH, format!("{SECRETS}/db"), Reply::Echo),
+            expect(Method::PATCH, db_rp_path(), Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Created),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        data_of(&received[2].body).as_deref(),
+        Some(&b"theirs"[..]),
+        "their content is the restore point now"
+    );
+    let event: Event = serde_json::from_value(received[3].body.clone()).expect("Event");
+    assert_eq!(event.reason.as_deref(), Some("KeptRecreated"));
+    let (state, outcome) = pending_state(&ctx, &target);
+    assert_eq!(state.map(|s| s.as_str()), Some("Healthy"));
+    assert_eq!(outcome.as_deref(), Some("KeptRecreated"));
 }

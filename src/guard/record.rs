@@ -9,6 +9,7 @@ use super::breaker;
 use super::decide::{Action, Decision, MISSING_RECHECK, Reason, TargetState, missing_recheck};
 use super::load::ObservedTarget;
 use super::outcome::{Executed, Outcome};
+use super::spec::TargetKind;
 use super::state::{Records, TargetRecord};
 use crate::api::v1alpha1::Incident;
 use crate::object_key::ObjectKey;
@@ -24,6 +25,9 @@ pub struct Recorded {
     pub new: Vec<(Reason, Outcome)>,
     /// The target was brought back in this reconcile.
     pub restored: bool,
+    /// A Secret was created under its name while its restore waited for the restore
+    /// delay: kept as it is, not restored.
+    pub kept_recreated: bool,
     /// From the first sighting of it missing to its restore.
     pub restore_seconds: Option<f64>,
     /// A restore failed in this reconcile.
@@ -143,7 +147,10 @@ pub fn update(
         .iter()
         .copied()
         .filter(|r| !rec.reported.contains(r))
-        .map(|r| (r, Outcome::of(r, executed, target.policy.paused)))
+        .map(|r| {
+            let pending = decision.restore_after.is_some();
+            (r, Outcome::of(r, executed, target.policy.paused, pending))
+        })
         .collect();
     rec.reported.extend(new.iter().map(|(r, _)| *r));
     let restore_seconds = restored
@@ -153,11 +160,25 @@ pub fn update(
         rec.reported.clear();
         rec.missing_since = None;
     }
+    let kept_recreated =
+        rec.state == TargetState::RestorePending && target.live.is_some() && !restored;
     let changed = rec.state != state;
     rec.state = state;
     let restore_failing_cleared = rec.restore_failing && !restore_failing;
     rec.restore_failing = restore_failing;
     let overlaps_started = overlaps_started(records, target);
+    if restored || kept_recreated {
+        let deletion = match target.spec.kind() {
+            TargetKind::ServiceAccountToken => Reason::TokenDeleted,
+            TargetKind::Secret => Reason::SecretDeleted,
+        };
+        let outcome = if restored {
+            Outcome::of(deletion, executed, target.policy.paused, false)
+        } else {
+            Outcome::KeptRecreated
+        };
+        settle_pending(records, target, outcome, restore_seconds);
+    }
     if let Some((reason, outcome)) = new.last() {
         records
             .guards
@@ -177,6 +198,7 @@ pub fn update(
         changed,
         new,
         restored,
+        kept_recreated,
         restore_seconds,
         restore_failing,
         restore_failing_cleared,
@@ -186,6 +208,30 @@ pub fn update(
         guards_changed,
         overlaps_started,
         previous_reporter,
+    }
+}
+
+/// The guard's last incident, when it is this target's deletion reported while its restore
+/// waited for the restore delay: now what came of it (restored, or the Secret created
+/// meanwhile kept).
+fn settle_pending(
+    records: &mut Records,
+    target: &ObservedTarget,
+    outcome: Outcome,
+    restore_seconds: Option<f64>,
+) {
+    let last = records
+        .guards
+        .get_mut(&target.guard)
+        .and_then(|g| g.last_incident.as_mut())
+        .filter(|i| {
+            i.name == target.key.name
+                && i.kind == target.spec.kind().as_str()
+                && i.outcome == Outcome::RestorePending.as_str()
+        });
+    if let Some(incident) = last {
+        incident.outcome = outcome.as_str().into();
+        incident.restore_seconds = restore_seconds;
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Policy {
     pub recreate_service_account: bool,
     /// A token Secret still empty this long after creation is reported TokenNotPopulated.
     pub populate_deadline: Duration,
+    /// How long a deleted Secret stays missing before it is restored: a Secret created
+    /// under its name meanwhile is kept (see `delay_restore`).
+    pub restore_delay: Duration,
 }
 
 impl Policy {
@@ -234,6 +237,9 @@ pub enum TargetState {
     /// Missing, and restored too often lately: restores stopped until a guard resumes
     /// them (the restore-loop breaker).
     RestoreLoop,
+    /// Missing, and restored once its restore delay has passed, unless a Secret is
+    /// created under its name before.
+    RestorePending,
     /// Retired on purpose (secretguard.dev/retire): not restored, not revalidated.
     Retired,
     /// Deleted with its owners (all gone or being deleted): not restored.
@@ -264,6 +270,7 @@ impl TargetState {
             TargetState::ForeignRestorePoint => "ForeignRestorePoint",
             TargetState::RestorePointMismatch => "RestorePointMismatch",
             TargetState::RestoreLoop => "RestoreLoop",
+            TargetState::RestorePending => "RestorePending",
             TargetState::Retired => "Retired",
             TargetState::OwnerGone => "OwnerGone",
             TargetState::OwnerUnverified => "OwnerUnverified",
@@ -281,6 +288,7 @@ impl TargetState {
                 | TargetState::ForeignRestorePoint
                 | TargetState::RestorePointMismatch
                 | TargetState::RestoreLoop
+                | TargetState::RestorePending
                 | TargetState::OwnerUnverified
         )
     }
@@ -339,6 +347,18 @@ impl Action {
                     restore_of: Some(_)
                 }
                 | Action::RecreateServiceAccount
+        )
+    }
+
+    /// Re-creates a deleted Secret (identical, or empty for the tokens controller): what
+    /// the restore delay holds back.
+    pub fn restores_secret(&self) -> bool {
+        matches!(
+            self,
+            Action::RestoreIdentical
+                | Action::CreateTokenSecret {
+                    restore_of: Some(_)
+                }
         )
     }
 
@@ -415,6 +435,9 @@ pub struct Decision {
     pub incidents: Vec<Reason>,
     /// Look again after this long even if nothing changes (deadlines).
     pub requeue_after: Option<Duration>,
+    /// A restore waits for the restore delay: look again after this long, as urgently as
+    /// a deletion (see `delay_restore`).
+    pub restore_after: Option<Duration>,
     /// Why the object is in its state, when the state alone does not say (a conflict, an
     /// invalidation left in place); shown in status and Events.
     pub detail: Option<String>,
@@ -582,6 +605,44 @@ pub fn held_by_newer_point(
             d
         }
     }
+}
+
+/// Hold back the re-creation of a deleted Secret until `policy.restore_delay` has passed
+/// since it was first seen missing (`missing_for` ago), so that whoever deletes and at once
+/// re-creates it (a CD tool replacing it) gets their create in first: their Secret is then
+/// kept and saved, as any new Secret is. Meanwhile the state is RestorePending, and the
+/// deletion is reported as usual. A restore due now is left as it is; the reconcile reads
+/// the Secret from the apiserver once more before making it (its cache holds only
+/// labelled Secrets, and a re-created one may not be). `now`: the time, to say when the
+/// restore is due.
+pub fn delay_restore(
+    mut d: Decision,
+    policy: &Policy,
+    missing_for: Duration,
+    now: Timestamp,
+) -> Decision {
+    let Some(wait) = policy
+        .restore_delay
+        .checked_sub(missing_for)
+        .filter(|w| !w.is_zero())
+    else {
+        return d;
+    };
+    if !d.actions.iter().any(Action::restores_secret) {
+        return d;
+    }
+    d.actions.retain(|a| !a.restores_secret());
+    d.state = Some(TargetState::RestorePending);
+    d.restore_after = Some(wait);
+    let due = k8s_openapi::jiff::SignedDuration::try_from(wait)
+        .ok()
+        .and_then(|w| now.checked_add(w).ok())
+        .unwrap_or(now);
+    d.detail(format!(
+        "restore due at {}, after the restore delay of {} s; a Secret created under this name before then is kept instead",
+        due.round(k8s_openapi::jiff::Unit::Second).unwrap_or(due),
+        policy.restore_delay.as_secs()
+    ))
 }
 
 mod secret;

@@ -17,6 +17,7 @@ fn policy(restore: RestoreMode) -> Policy {
         paused: false,
         recreate_service_account: false,
         populate_deadline: Duration::from_secs(30),
+        restore_delay: Duration::ZERO,
     }
 }
 
@@ -929,6 +930,84 @@ fn a_final_state_too_large_to_save_is_not_taken_for_saved() {
 
 #[path = "intent_tests.rs"]
 mod intent;
+
+#[test]
+fn a_restore_waits_for_the_restore_delay_and_anything_else_goes_on() {
+    let two = Duration::from_secs(2);
+    let after = |restore, delay| Policy {
+        restore_delay: delay,
+        ..policy(restore)
+    };
+    let saved = rp("h1", "none").map(|r| RestorePointView { sa_uid: None, ..r });
+    let missing = SecretObservation {
+        namespace_terminating: false,
+        secret: None,
+        restore_point: saved,
+        deleted_retired: false,
+        owners: None,
+    };
+    let held = |p: &Policy, d: Decision, missing_for: u64| {
+        delay_restore(d, p, Duration::from_secs(missing_for), at(NOW))
+    };
+
+    // Just deleted: reported at once, restored once the delay has passed.
+    let p = after(Identical, two);
+    let d = held(&p, decide_secret(&p, &missing), 0);
+    assert_eq!(d.state, Some(TargetState::RestorePending));
+    assert_eq!(d.actions, vec![]);
+    assert_eq!(d.incidents, vec![Reason::SecretDeleted]);
+    assert_eq!(d.restore_after, Some(two));
+    assert!(d.state.is_some_and(TargetState::is_missing));
+    let detail = d.detail.unwrap_or_default();
+    assert!(
+        detail.contains("restore due at 2027-01-15T08:00:02Z, after the restore delay of 2 s"),
+        "{detail}"
+    );
+    let d = held(&p, decide_secret(&p, &missing), 1);
+    assert_eq!(
+        d.restore_after,
+        Some(Duration::from_secs(1)),
+        "what is left"
+    );
+    // Its time has come (or it is the retry of a failed restore): restored.
+    for missing_for in [2, 60] {
+        let d = held(&p, decide_secret(&p, &missing), missing_for);
+        assert_eq!(d.actions, vec![RestoreIdentical], "{missing_for} s");
+        assert_eq!(d.restore_after, None);
+    }
+    // No delay: at once, as before.
+    let p = after(Identical, Duration::ZERO);
+    assert_eq!(
+        held(&p, decide_secret(&p, &missing), 0).actions,
+        vec![RestoreIdentical]
+    );
+    // The final state is still saved first; only the restore waits.
+    let p = after(Identical, two);
+    let d = held(&p, save_first(decide_secret(&p, &missing)), 0);
+    assert_eq!(d.actions, vec![SaveRestorePoint]);
+    // Nothing to hold back: alert only, as before.
+    let p = after(Off, two);
+    let d = held(&p, decide_secret(&p, &missing), 0);
+    assert_eq!(
+        (d.state, d.restore_after),
+        (Some(TargetState::Missing), None)
+    );
+
+    // A token waits too when its guard asks (its default is no delay), Fresh included;
+    // provisioning a token that never existed is no restore and never waits.
+    let p = after(Fresh, two);
+    let d = held(
+        &p,
+        decide_token(&p, &obs(sa("sa-1"), None, rp("h1", "sa-1"))),
+        0,
+    );
+    assert_eq!(
+        (d.state, d.actions.clone()),
+        (Some(TargetState::RestorePending), vec![])
+    );
+    let d = held(&p, decide_token(&p, &obs(sa("sa-1"), None, None)), 0);
+    assert_eq!(d.actions, vec![CreateTokenSecret { restore_of: None }]);
+}
 
 #[test]
 fn a_secret_deleted_with_its_owners_is_not_restored_and_one_with_a_live_owner_is() {

@@ -232,6 +232,20 @@ pub async fn follow_ups(
         tracing::info!(guard = %target.guard, target = %key, reason, token_check = executed.verified.map(TokenCheck::as_str), restore_ms = recorded.restore_seconds.map(|s| (s * 1000.0) as u64), "restored");
         publish(ctx, &both(), type_, reason, note).await;
     }
+    if recorded.kept_recreated {
+        tracing::info!(guard = %target.guard, target = %key, "created again during its restore delay: kept, not restored");
+        publish(
+            ctx,
+            &both(),
+            EventType::Normal,
+            "KeptRecreated",
+            format!(
+                "{key} was created again during its restore delay ({} s): it is kept as it is, not restored, and its content becomes the restore point",
+                target.policy.restore_delay.as_secs()
+            ),
+        )
+        .await;
+    }
     if executed.created_token() && decision.incidents.is_empty() {
         publish(
             ctx,
