@@ -74,7 +74,9 @@ fn start_operator(alertmanager: &str, name: &str) -> OperatorProcess {
         .binary(bin)
         .alertmanager(alertmanager)
         .rust_log("info")
-        .args(["--restore-point-retention=1s"])
+        // Each object is deleted many times within minutes here, on purpose: the restore-loop
+        // breaker (5 in 10 minutes by default) would rightly stop restoring it.
+        .args(["--restore-point-retention=1s", "--restore-loop-limit=100000"])
         .start()
 }
 
