@@ -76,7 +76,10 @@ fn start_operator(alertmanager: &str, name: &str) -> OperatorProcess {
         .rust_log("info")
         // Each object is deleted many times within minutes here, on purpose: the restore-loop
         // breaker (5 in 10 minutes by default) would rightly stop restoring it.
-        .args(["--restore-point-retention=1s", "--restore-loop-limit=100000"])
+        .args([
+            "--restore-point-retention=1s",
+            "--restore-loop-limit=100000",
+        ])
         .start()
 }
 
@@ -687,7 +690,15 @@ async fn run() {
                     && alert_ms.is_empty()
                     && targets.len() > alerts * 2
                 {
-                    let reserved: Vec<String> = targets.drain(..alerts).collect();
+                    // A guard pushes at most MAX_ALERTS_PER_GUARD alerts (then one that says
+                    // so): a few deletions from each guard of 100, up to `alerts` in all.
+                    let per_guard = secretguard::alerts::MAX_ALERTS_PER_GUARD / 4;
+                    let (reserved, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut targets)
+                        .into_iter()
+                        .enumerate()
+                        .partition(|(i, _)| i % 100 < per_guard && i / 100 * per_guard < alerts);
+                    targets = rest.into_iter().map(|(_, t)| t).collect();
+                    let reserved: Vec<String> = reserved.into_iter().map(|(_, t)| t).collect();
                     alert_ms = alert_latency(&client, &am, &ns, &reserved).await;
                 }
                 let loads: &[(&str, Option<Duration>)] = if measure_restores {
