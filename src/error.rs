@@ -92,13 +92,23 @@ pub enum ActionError {
     /// is orphaning its dependents): it is re-created once it is gone.
     #[error("the rotated ServiceAccount is still being deleted")]
     ServiceAccountTerminating,
+
+    /// The Secret to label is gone (404), or is another Secret of that name now (its UID
+    /// differs): deleted since this reconcile read it. Never written as a stub: look again.
+    #[error("the Secret was deleted since it was read")]
+    Gone,
 }
 
 impl ActionError {
-    /// The object to create exists already (someone, or an earlier attempt of ours, was
-    /// first): not a failure, a reason to look again.
-    pub fn is_already_exists(&self) -> bool {
-        matches!(self, ActionError::Kube(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists")
+    /// The object changed under this reconcile: the one to create exists already
+    /// (someone, or an earlier attempt of ours, was first), or the one to label is gone.
+    /// Not a failure, a reason to look again.
+    pub fn changed_meanwhile(&self) -> bool {
+        match self {
+            ActionError::Gone => true,
+            ActionError::Kube(kube::Error::Api(s)) => s.code == 409 && s.reason == "AlreadyExists",
+            _ => false,
+        }
     }
 }
 

@@ -5,8 +5,11 @@
 //! `panic:<point>` panics there (a bug in one reconcile); each of those two only the
 //! first time. Without the feature, `point` compiles to nothing.
 
-/// The points, in the order a restore passes them; then the one a rotation passes.
+/// The points: the one a newly guarded Secret passes, those in the order a restore passes
+/// them, then the one a rotation passes.
 pub mod points {
+    /// A Secret newly guarded (or whose label was taken off) is about to be labelled.
+    pub const LABEL_NOT_SENT: &str = "label-not-sent";
     /// A deletion was seen and reported; its restore waits for the restore delay.
     pub const RESTORE_PENDING: &str = "restore-pending";
     /// A deletion was seen and a restore decided; nothing written yet.

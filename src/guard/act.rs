@@ -40,7 +40,7 @@ pub async fn execute(ctx: &Context, target: &ObservedTarget, decision: &Decision
                 }
                 Err(e) => Err(e),
             },
-            Action::Label => label(ctx, &target.key).await,
+            Action::Label => label(ctx, target).await,
             Action::SaveRestorePoint => save_restore_point(ctx, target).await,
             Action::RemoveInvalidLabel => remove_invalid_label(ctx, target).await,
             Action::RotateServiceAccount { uid } => rotate_service_account(ctx, target, uid).await,
@@ -212,16 +212,32 @@ async fn read_restore_point(
 }
 
 /// Add secretguard.dev/guarded=true, so the label-filtered watch sees the Secret.
-async fn label(ctx: &Context, key: &ObjectKey) -> ActionResult {
-    let patch = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": key.name, "namespace": key.namespace,
-                     "labels": {labels::GUARDED: "true"}},
-    });
-    secrets(ctx, &key.namespace)
-        .patch(&key.name, &apply_params(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+async fn label(ctx: &Context, target: &ObservedTarget) -> ActionResult {
+    let key = &target.key;
+    fault::point(fault::points::LABEL_NOT_SENT);
+    // A merge patch, never an apply: an apply creates what is missing, and the Secret may
+    // have been deleted since it was read (a stub of our label alone would then stand in
+    // for it, and be taken for its re-creation). The UID, when known, makes it this very
+    // Secret (a mismatch is refused with 409).
+    let mut patch = json!({"metadata": {"labels": {labels::GUARDED: "true"}}});
+    if let Some(live) = &target.live {
+        patch["metadata"]["uid"] = live.uid.clone().into();
+    }
+    let params = PatchParams {
+        field_manager: Some(labels::MANAGER.into()),
+        ..Default::default()
+    };
+    // Answered with the metadata only: the Secret may be of any size.
+    match secrets(ctx, &key.namespace)
+        .patch_metadata(&key.name, &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || (s.code == 409 && s.reason == "Conflict") => {
+            Err(ActionError::Gone)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Save the live content as the restore point (a deleted Secret's final state, when the

@@ -14,8 +14,8 @@ pub struct Failure {
 impl Failure {
     /// Someone (or an earlier attempt of ours) created the object first: not a failure,
     /// a reason to look again.
-    pub fn is_already_exists(&self) -> bool {
-        self.error.is_already_exists()
+    pub fn changed_meanwhile(&self) -> bool {
+        self.error.changed_meanwhile()
     }
 
     /// The object changed since this reconcile read it: not a failure to report, a
@@ -38,7 +38,7 @@ impl Failure {
     /// The one answer to "did a restore fail?": the metric secretguard_restore_failing,
     /// the RestoreFailed Event and the pushed SecretGuardRestoreFailing alert all use it.
     pub fn is_restore_failure(&self) -> bool {
-        self.action.is_restore() && !self.is_already_exists() && !self.is_stale()
+        self.action.is_restore() && !self.changed_meanwhile() && !self.is_stale()
     }
 
     /// The one answer to "could the restore point not be kept current?": a save that
@@ -168,7 +168,7 @@ impl Executed {
     pub fn failure(&self) -> Option<&Failure> {
         self.failed
             .as_ref()
-            .filter(|f| !f.is_already_exists() && !f.is_stale())
+            .filter(|f| !f.changed_meanwhile() && !f.is_stale())
     }
 }
 

@@ -61,7 +61,7 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     if executed
         .failed
         .as_ref()
-        .is_some_and(|f| f.is_already_exists())
+        .is_some_and(|f| f.changed_meanwhile())
     {
         // Someone (or our own earlier attempt) re-created it meanwhile, even since this
         // reconcile looked: look and decide again, once.
@@ -101,7 +101,7 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         fault::point(fault::points::RESTORE_PENDING);
     }
     match executed.failed {
-        Some(failure) if !failure.is_already_exists() => {
+        Some(failure) if !failure.changed_meanwhile() => {
             keep_for_retry(ctx, key, &mut target);
             Err(Error::Action {
                 action: failure.action.name(),
