@@ -104,11 +104,12 @@ impl ActionError {
     /// (someone, or an earlier attempt of ours, was first), or the one to label is gone.
     /// Not a failure, a reason to look again.
     pub fn changed_meanwhile(&self) -> bool {
-        match self {
-            ActionError::Gone => true,
-            ActionError::Kube(kube::Error::Api(s)) => s.code == 409 && s.reason == "AlreadyExists",
-            _ => false,
-        }
+        self.is_already_exists() || matches!(self, ActionError::Gone)
+    }
+
+    /// The object to create exists already: its watch event brings the target back.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, ActionError::Kube(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists")
     }
 }
 

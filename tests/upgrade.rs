@@ -250,25 +250,43 @@ async fn an_upgrade_from_the_previous_release_and_a_rollback_keep_every_guarded_
     let old_replicas = vec![old.replica("old-a"), old.replica("old-b")];
     wait_one_leader(&old_replicas).await;
 
-    // Guards at work under the old version: two Secrets and a token, saved in format 0, in
-    // the namespace's first second as a GitOps tool applying them together would have
-    // them (a namespace not older than a format-0 point does not show it is its own).
+    // Guards at work under the old version: two Secrets and a token, saved in format 0.
+    // Guard `h` with `cfg` and the token in the namespace's first second, as a GitOps tool
+    // applying them together would have them: a namespace not older than a format-0 point
+    // does not show it is its own, only the very Secret living there does (their points
+    // are rewritten on that proof). Guard `g` with `db`, deleted during the handover, a
+    // second later: a replica that starts after its deletion never sees it, and may be the
+    // one that leads next, so only a namespace older than its point proves that point its
+    // own (a same-second point of a Secret deleted then is refused, ForeignRestorePoint:
+    // docs/upgrading.md).
     wait_for("the start of a second", || async {
         (k8s_openapi::jiff::Timestamp::now().subsec_millisecond() < 200).then_some(())
     })
     .await;
     let ns = TestNamespace::new(&client, "upgrade").await;
-    for name in ["db", "cfg"] {
-        create_secret(&client, &ns.name, name).await;
-    }
+    create_secret(&client, &ns.name, "cfg").await;
     create_service_account(&client, &ns.name, "writer").await;
     create_guard(
         &client,
         &ns.name,
-        "g",
-        json!({"secrets": [{"name": "db"}, {"name": "cfg"}], "serviceAccounts": [{"name": "writer"}]}),
+        "h",
+        json!({"secrets": [{"name": "cfg"}], "serviceAccounts": [{"name": "writer"}]}),
     )
     .await;
+    let ns_created = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get(&ns.name)
+        .await
+        .expect("namespace")
+        .metadata
+        .creation_timestamp
+        .expect("creationTimestamp")
+        .0;
+    wait_for("a second later than the namespace's", || async {
+        (k8s_openapi::jiff::Timestamp::now().as_second() > ns_created.as_second()).then_some(())
+    })
+    .await;
+    create_secret(&client, &ns.name, "db").await;
+    create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
     let writer_token = wait_for_token(&client, &ns.name, "writer-token").await;
     let targets = ["db", "cfg", "writer-token"];
     for name in targets {
@@ -283,10 +301,16 @@ async fn an_upgrade_from_the_previous_release_and_a_rollback_keep_every_guarded_
         .await;
         assert_eq!(format_of(&point), (None, None), "{name}: format 0");
     }
-    wait_guard_status(&client, &ns.name, "g", "guarded by the old version", |s| {
-        s.guarded == 3 && s.missing == 0
-    })
-    .await;
+    for (guard, guarded) in [("g", 1), ("h", 2)] {
+        wait_guard_status(
+            &client,
+            &ns.name,
+            guard,
+            "guarded by the old version",
+            |s| s.guarded == guarded && s.missing == 0,
+        )
+        .await;
+    }
 
     // Upgrade: the chart (RBAC, admission policy, NetworkPolicy, CRD), then the replicas.
     install_crds();

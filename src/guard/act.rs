@@ -218,7 +218,7 @@ async fn label(ctx: &Context, target: &ObservedTarget) -> ActionResult {
     // A merge patch, never an apply: an apply creates what is missing, and the Secret may
     // have been deleted since it was read (a stub of our label alone would then stand in
     // for it, and be taken for its re-creation). The UID, when known, makes it this very
-    // Secret (a mismatch is refused with 409).
+    // Secret (another one's is refused: 422, metadata.uid is immutable).
     let mut patch = json!({"metadata": {"labels": {labels::GUARDED: "true"}}});
     if let Some(live) = &target.live {
         patch["metadata"]["uid"] = live.uid.clone().into();
@@ -233,11 +233,18 @@ async fn label(ctx: &Context, target: &ObservedTarget) -> ActionResult {
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || (s.code == 409 && s.reason == "Conflict") => {
-            Err(ActionError::Gone)
-        }
+        Err(kube::Error::Api(s)) if s.code == 404 || another_uid(&s) => Err(ActionError::Gone),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The patch was refused because its UID is not the object's.
+fn another_uid(status: &kube::core::Status) -> bool {
+    status.code == 422
+        && status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.field == "metadata.uid"))
 }
 
 /// Save the live content as the restore point (a deleted Secret's final state, when the

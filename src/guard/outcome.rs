@@ -12,8 +12,8 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// Someone (or an earlier attempt of ours) created the object first: not a failure,
-    /// a reason to look again.
+    /// Someone (or an earlier attempt of ours) created the object first, or deleted the
+    /// one to label: not a failure, a reason to look again.
     pub fn changed_meanwhile(&self) -> bool {
         self.error.changed_meanwhile()
     }

@@ -63,8 +63,8 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         .as_ref()
         .is_some_and(|f| f.changed_meanwhile())
     {
-        // Someone (or our own earlier attempt) re-created it meanwhile, even since this
-        // reconcile looked: look and decide again, once.
+        // Someone (or our own earlier attempt) re-created it meanwhile, or deleted what was
+        // to be labelled, even since this reconcile looked: look and decide again, once.
         target.look(ctx).await?;
         if target.is_restore_point() {
             return retention::unguard(ctx, key).await;
@@ -101,7 +101,9 @@ pub async fn reconcile_target(ctx: &Context, key: &ObjectKey) -> Result<Option<D
         fault::point(fault::points::RESTORE_PENDING);
     }
     match executed.failed {
-        Some(failure) if !failure.changed_meanwhile() => {
+        // AlreadyExists again: its watch event brings the target back. Anything else,
+        // a deletion again included (an unlabelled Secret's is not watched), is retried.
+        Some(failure) if !failure.error.is_already_exists() => {
             keep_for_retry(ctx, key, &mut target);
             Err(Error::Action {
                 action: failure.action.name(),

@@ -1367,3 +1367,42 @@ async fn a_secret_created_during_its_restore_delay_is_kept_labelled_and_saved() 
     assert_eq!(state.map(|s| s.as_str()), Some("Healthy"));
     assert_eq!(outcome.as_deref(), Some("KeptRecreated"));
 }
+
+#[tokio::test]
+async fn a_secret_deleted_before_its_label_is_set_is_not_created_but_looked_at_again() {
+    let target = ObjectKey::new(NS, "db");
+    let (ctx, _writers, mut server) = guarded_db();
+    let mut unlabelled = db("1", "old");
+    unlabelled.metadata.labels = None;
+    let (result, received) = tokio::join!(
+        reconcile_target(&ctx, &target),
+        server.serve(vec![
+            expect(
+                Method::GET,
+                format!("{SECRETS}/db"),
+                Reply::Json(200, serde_json::to_value(&unlabelled).unwrap_or_default())
+            ),
+            // Deleted since the GET.
+            expect(Method::PATCH, format!("{SECRETS}/db"), Reply::NotFound),
+            expect(Method::GET, format!("{SECRETS}/db"), Reply::NotFound),
+            expect(Method::POST, EVENTS, Reply::Created),
+        ])
+    );
+    server.assert_nothing_else();
+    assert!(result.is_ok(), "{result:?}");
+    let label = &received[1];
+    assert_eq!(
+        label.body,
+        json!({"metadata": {"uid": "db-uid", "labels": {labels::GUARDED: "true"}}}),
+        "a merge patch of this very Secret's label (an apply would create a stub)"
+    );
+    assert!(
+        !label.uri.contains("force"),
+        "not a server-side apply: {}",
+        label.uri
+    );
+    let event: Event = serde_json::from_value(received[3].body.clone()).expect("Event");
+    assert_eq!(event.reason.as_deref(), Some("SecretDeleted"));
+    let (state, _) = pending_state(&ctx, &target);
+    assert_eq!(state.map(|s| s.as_str()), Some("RestorePending"));
+}
