@@ -93,8 +93,8 @@ pub enum ActionError {
     #[error("the rotated ServiceAccount is still being deleted")]
     ServiceAccountTerminating,
 
-    /// The Secret to label is gone (404), or is another Secret of that name now (its UID
-    /// differs): deleted since this reconcile read it. Never written as a stub: look again.
+    /// The Secret to label is gone (404): deleted since this reconcile read it. Never
+    /// written as a stub: look again.
     #[error("the Secret was deleted since it was read")]
     Gone,
 }

@@ -147,6 +147,7 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    fixed_mmap_threshold();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => print_crds(),
@@ -158,6 +159,19 @@ async fn main() -> std::process::ExitCode {
             eprintln!("secretguard: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB):
+/// once the caches have filled, the hash tables they outgrew are freed, and the blocks
+/// that follow come from the heap, whose freed space is not given back. A fixed threshold
+/// keeps every block of 128 KiB or more in a mapping of its own, unmapped when freed: at
+/// 10,000 guarded Secrets, 3.5 MiB less resident memory (BENCHMARKS.md).
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; any value is valid to pass.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

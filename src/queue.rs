@@ -41,11 +41,13 @@ pub struct WorkQueue<K> {
     notify: Notify,
 }
 
+/// A waiting key is held once, shared by its lane and `queued` (at 10,000 guarded Secrets,
+/// all queued by the first pass, a second copy of each was most of a MiB).
 struct State<K> {
-    urgent: VecDeque<K>,
+    urgent: VecDeque<Arc<K>>,
     /// May hold keys promoted to the urgent lane since: skipped when popped.
-    background: VecDeque<K>,
-    queued: HashMap<K, Lane>,
+    background: VecDeque<Arc<K>>,
+    queued: HashMap<Arc<K>, Lane>,
     active: HashSet<K>,
     /// Added while active: queue again, in this lane, when done.
     dirty: HashMap<K, Lane>,
@@ -70,7 +72,7 @@ impl<K: Clone + Eq + Hash> State<K> {
                 if background_waits {
                     self.urgent_run += 1;
                 }
-                return Some(key);
+                return Some(Arc::unwrap_or_clone(key));
             }
         }
         self.pop_background()
@@ -81,7 +83,7 @@ impl<K: Clone + Eq + Hash> State<K> {
             if self.queued.get(&key) == Some(&Lane::Background) {
                 self.queued.remove(&key);
                 self.urgent_run = 0;
-                return Some(key);
+                return Some(Arc::unwrap_or_clone(key));
             }
         }
         None
@@ -133,7 +135,8 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         if waiting.is_some_and(|w| w >= lane) {
             return;
         }
-        s.queued.insert(key.clone(), lane);
+        let key = Arc::new(key);
+        s.queued.insert(Arc::clone(&key), lane);
         match lane {
             Lane::Urgent => {
                 s.urgent_waiting += 1;

@@ -24,7 +24,14 @@ use crate::{Error, Result, transport};
 /// Everything a leader runs: the first pass over everything (ready once it is done), the
 /// workers and the periodic audit. Never returns.
 pub async fn run(ctx: &Arc<Context>, started: Instant) {
-    let first = FirstPass::new(triggers::startup_pass(ctx));
+    let work = triggers::startup_pass(ctx);
+    // Every target gets a record in the first pass: room made for all at once, not by
+    // doubling the table as they come (each doubling holds the old table and the new one:
+    // at 10,000 targets, that was the peak of the process).
+    let targets = work.iter().filter(|w| matches!(w, Work::Target(_)));
+    ctx.records().targets.reserve(targets.count());
+    let first = FirstPass::new(&work);
+    drop(work);
     let first_pass = async {
         while !first.done() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -58,20 +65,30 @@ pub async fn run(ctx: &Arc<Context>, started: Instant) {
 /// once, whatever the result. Not "once the queue is empty": work that keeps coming back
 /// (an object changed over and over, a write that fails and is retried) must not keep a
 /// freshly started operator unready. Guard statuses follow on their own (debounced).
-struct FirstPass(Mutex<HashSet<Work>>);
+///
+/// It holds a 64-bit hash of each, not the keys: the queue holds them already, and at
+/// 10,000 guarded Secrets another copy of every key was 1.5 MiB at the process's peak. A
+/// collision could only count one object as run before it is (odds of 1 in 2^64/n).
+struct FirstPass(Mutex<HashSet<u64>>);
 
 impl FirstPass {
-    fn new(work: Vec<Work>) -> Self {
-        let targets = work.into_iter().filter(|w| matches!(w, Work::Target(_)));
-        FirstPass(Mutex::new(targets.collect()))
+    fn new(work: &[Work]) -> Self {
+        let targets = work.iter().filter(|w| matches!(w, Work::Target(_)));
+        FirstPass(Mutex::new(targets.map(Self::hash).collect()))
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Work>> {
+    fn hash(work: &Work) -> u64 {
+        use std::hash::BuildHasher;
+        // Fixed keys: the same work hashes the same in `new` and in `ran`.
+        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(work)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn ran(&self, work: &Work) {
-        self.pending().remove(work);
+        self.pending().remove(&Self::hash(work));
     }
 
     fn done(&self) -> bool {
@@ -263,7 +280,7 @@ mod tests {
     fn the_first_pass_is_done_once_each_of_its_units_ran_however_often_they_come_back() {
         let key = |n: &str| Work::Target(crate::object_key::ObjectKey::new("ns", n));
         let status = Work::Status(crate::object_key::ObjectKey::new("ns", "g"));
-        let first = FirstPass::new(vec![key("a"), key("b"), status]);
+        let first = FirstPass::new(&[key("a"), key("b"), status]);
         assert!(!first.done());
         for _ in 0..3 {
             first.ran(&key("a")); // queued again and again: counts once
@@ -272,10 +289,7 @@ mod tests {
         assert!(!first.done(), "b has not run yet");
         first.ran(&key("b"));
         assert!(first.done());
-        assert!(
-            FirstPass::new(Vec::new()).done(),
-            "nothing to do: ready at once"
-        );
+        assert!(FirstPass::new(&[]).done(), "nothing to do: ready at once");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub async fn execute(ctx: &Context, target: &ObservedTarget, decision: &Decision
                 }
                 Err(e) => Err(e),
             },
-            Action::Label => label(ctx, target).await,
+            Action::Label => label(ctx, &target.key).await,
             Action::SaveRestorePoint => save_restore_point(ctx, target).await,
             Action::RemoveInvalidLabel => remove_invalid_label(ctx, target).await,
             Action::RotateServiceAccount { uid } => rotate_service_account(ctx, target, uid).await,
@@ -212,17 +212,12 @@ async fn read_restore_point(
 }
 
 /// Add secretguard.dev/guarded=true, so the label-filtered watch sees the Secret.
-async fn label(ctx: &Context, target: &ObservedTarget) -> ActionResult {
-    let key = &target.key;
+async fn label(ctx: &Context, key: &ObjectKey) -> ActionResult {
     fault::point(fault::points::LABEL_NOT_SENT);
     // A merge patch, never an apply: an apply creates what is missing, and the Secret may
     // have been deleted since it was read (a stub of our label alone would then stand in
-    // for it, and be taken for its re-creation). The UID, when known, makes it this very
-    // Secret (another one's is refused: 422, metadata.uid is immutable).
-    let mut patch = json!({"metadata": {"labels": {labels::GUARDED: "true"}}});
-    if let Some(live) = &target.live {
-        patch["metadata"]["uid"] = live.uid.clone().into();
-    }
+    // for it, and be taken for its re-creation by someone).
+    let patch = json!({"metadata": {"labels": {labels::GUARDED: "true"}}});
     let params = PatchParams {
         field_manager: Some(labels::MANAGER.into()),
         ..Default::default()
@@ -233,18 +228,9 @@ async fn label(ctx: &Context, target: &ObservedTarget) -> ActionResult {
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || another_uid(&s) => Err(ActionError::Gone),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(ActionError::Gone),
         Err(e) => Err(e.into()),
     }
-}
-
-/// The patch was refused because its UID is not the object's.
-fn another_uid(status: &kube::core::Status) -> bool {
-    status.code == 422
-        && status
-            .details
-            .as_ref()
-            .is_some_and(|d| d.causes.iter().any(|c| c.field == "metadata.uid"))
 }
 
 /// Save the live content as the restore point (a deleted Secret's final state, when the

@@ -138,7 +138,7 @@ pub fn update(
     let previous_reporter = (rec.guard != target.guard).then(|| rec.guard.clone());
     rec.guard = target.guard.clone();
     rec.kind = target.spec.kind();
-    rec.sharing = target.sharing.clone();
+    rec.sharing = target.sharing.clone().map(Box::new);
     rec.message = detail.clone();
     if decided.is_missing() {
         rec.missing_since.get_or_insert(started);
@@ -238,7 +238,7 @@ fn settle_pending(
 /// The guards covering a target before and now, when who covers it or what is in force
 /// changed; empty otherwise.
 fn sharing_changed(rec: &TargetRecord, target: &ObservedTarget) -> Vec<ObjectKey> {
-    if rec.guard == target.guard && rec.sharing == target.sharing {
+    if rec.guard == target.guard && rec.sharing.as_deref() == target.sharing.as_ref() {
         return Vec::new();
     }
     let mut guards: Vec<ObjectKey> = rec

@@ -29,8 +29,9 @@ pub struct TargetRecord {
     pub restored_at: Vec<Instant>,
     /// Why it is in its state, when the state alone does not say (status shows it).
     pub message: Option<String>,
-    /// Other guards cover it too (`guard` is the one that reports it).
-    pub sharing: Option<Sharing>,
+    /// Other guards cover it too (`guard` is the one that reports it). Boxed: rare, and
+    /// every target has a record.
+    pub sharing: Option<Box<Sharing>>,
 }
 
 /// A Secret covered by more than one guard: the others, and what is in force for it (the

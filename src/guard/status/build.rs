@@ -406,10 +406,10 @@ mod tests {
     ) -> (ObjectKey, TargetRecord) {
         let (k, mut r) = record(name, state);
         r.guard = ObjectKey::new("ns", reporter);
-        r.sharing = Some(Sharing {
+        r.sharing = Some(Box::new(Sharing {
             with: with.iter().map(|g| ObjectKey::new("ns", *g)).collect(),
             settings: "restore Identical, severity critical, not paused".into(),
-        });
+        }));
         (k, r)
     }
 
