@@ -326,19 +326,8 @@ async fn a_restore_point_from_before_namespace_uids_is_migrated_and_still_restor
     let client = admin_client().await;
     let ctx = operator();
     let ns = TestNamespace::new(&client, "backfill").await;
-    let created = Api::<Namespace>::all(client.clone())
-        .get(&ns.name)
-        .await
-        .expect("namespace")
-        .metadata
-        .creation_timestamp
-        .expect("created")
-        .0;
     // Timestamps count whole seconds: the point is to be written in a later one.
-    wait_for("a second after the namespace was created", || async {
-        (k8s_openapi::jiff::Timestamp::now().as_second() > created.as_second()).then_some(())
-    })
-    .await;
+    ns.wait_past_its_creation_second(&client).await;
     create_secret(&client, &ns.name, "db").await;
     create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
     let saved = wait_saved(&client, &ns.name, "db").await;

@@ -273,18 +273,7 @@ async fn an_upgrade_from_the_previous_release_and_a_rollback_keep_every_guarded_
         json!({"secrets": [{"name": "cfg"}], "serviceAccounts": [{"name": "writer"}]}),
     )
     .await;
-    let ns_created = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .get(&ns.name)
-        .await
-        .expect("namespace")
-        .metadata
-        .creation_timestamp
-        .expect("creationTimestamp")
-        .0;
-    wait_for("a second later than the namespace's", || async {
-        (k8s_openapi::jiff::Timestamp::now().as_second() > ns_created.as_second()).then_some(())
-    })
-    .await;
+    ns.wait_past_its_creation_second(&client).await;
     create_secret(&client, &ns.name, "db").await;
     create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
     let writer_token = wait_for_token(&client, &ns.name, "writer-token").await;

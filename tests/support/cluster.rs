@@ -147,6 +147,23 @@ impl TestNamespace {
         })
         .await;
     }
+
+    /// Wait until a second later than the namespace's creation: timestamps count whole
+    /// seconds, so what is created from then on is younger than the namespace by them.
+    pub async fn wait_past_its_creation_second(&self, client: &Client) {
+        let created = Api::<Namespace>::all(client.clone())
+            .get(&self.name)
+            .await
+            .expect("namespace")
+            .metadata
+            .creation_timestamp
+            .expect("creationTimestamp")
+            .0;
+        super::wait_for("a second later than the namespace's creation", || async {
+            (k8s_openapi::jiff::Timestamp::now().as_second() > created.as_second()).then_some(())
+        })
+        .await;
+    }
 }
 
 impl Drop for TestNamespace {
