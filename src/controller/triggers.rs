@@ -2,7 +2,6 @@
 //! and what the Secret and restore-point caches keep of the objects events show. Also the
 //! audit, which queues everything to find what the watches missed.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -350,37 +349,50 @@ pub fn on_namespace(ctx: &Arc<Context>, ns: &PartialObjectMeta<Namespace>, delet
 }
 
 /// Queue every guarded Secret, every restore point's origin and every labelled Secret, so
-/// whatever the watches missed (or happened while the operator was down) is found.
+/// whatever the watches missed (or happened while the operator was down) is found. Each
+/// is marked as the audit's first: a write that follows for it, before any event, is drift.
 pub fn audit(ctx: &Context) {
-    queue_all(ctx, true);
-}
-
-/// The first pass after start: the same work, but nothing it finds is drift (there were
-/// no watches yet to miss anything). Returns the units of work it queued.
-pub fn startup_pass(ctx: &Context) -> Vec<Work> {
-    queue_all(ctx, false)
-}
-
-fn queue_all(ctx: &Context, count_drift: bool) -> Vec<Work> {
-    let mut keys: BTreeSet<ObjectKey> = ctx.index().all_targets().into_iter().collect();
-    for rp in ctx.stores.restore_points.state() {
-        if let Some(origin) = rp.origin() {
-            keys.insert(origin.clone());
+    queue_all(ctx, |work| {
+        if let Work::Target(key) = work {
+            ctx.records().audit_pending.insert(key);
         }
+    });
+}
+
+/// The first pass after start (and after a watch re-listed): the same work, but nothing it
+/// finds is drift (there were no watches yet to miss anything). `each` sees every unit of
+/// work as it is queued, duplicates included.
+pub fn startup_pass(ctx: &Context, each: impl FnMut(&Work)) {
+    queue_all(ctx, each);
+}
+
+/// Queue, in the background lane, every guarded Secret, every restore point's origin,
+/// every cached Secret (the queue keeps one of each) and then every guard's status,
+/// calling `each` with every unit just before it is queued. Nothing is collected first:
+/// at 10,000 guarded Secrets, a sorted set of copied keys, the list of work made from it
+/// and the audit's marks were 5 MiB at once, every five minutes.
+fn queue_all(ctx: &Context, mut each: impl FnMut(&Work)) {
+    let points = ctx.stores.restore_points.state();
+    let secrets = ctx.stores.secrets.state();
+    // Lock order: the index, then the records (in `each`); the queue's lock is its own.
+    let index = ctx.index();
+    let keys = index
+        .target_keys()
+        .chain(points.iter().filter_map(|rp| rp.origin()))
+        .chain(secrets.iter().map(|s| &s.key));
+    let mut queued = 0usize;
+    for key in keys {
+        let work = Work::Target(key.clone());
+        each(&work);
+        ctx.queue.add_in(work, Lane::Background);
+        queued += 1;
     }
-    for s in ctx.stores.secrets.state() {
-        keys.insert(s.key.clone());
+    let guards: Vec<ObjectKey> = index.guards().map(|g| g.key.clone()).collect();
+    drop(index);
+    for guard in guards {
+        let work = Work::Status(guard);
+        each(&work);
+        ctx.queue.add_in(work, Lane::Background);
     }
-    let guards: Vec<ObjectKey> = ctx.index().guards().map(|g| g.key.clone()).collect();
-    if count_drift {
-        ctx.records().audit_pending.extend(keys.iter().cloned());
-    }
-    tracing::debug!(targets = keys.len(), "audit");
-    let work: Vec<Work> = keys
-        .into_iter()
-        .map(Work::Target)
-        .chain(guards.into_iter().map(Work::Status))
-        .collect();
-    ctx.queue.add_all(work.iter().cloned(), Lane::Background);
-    work
+    tracing::debug!(queued, "every guarded object queued");
 }

@@ -308,7 +308,7 @@ async fn consume<K, S>(
                 if what == "restore_points" {
                     triggers::recount_unreadable(ctx);
                 }
-                triggers::startup_pass(ctx);
+                triggers::startup_pass(ctx, |_| {});
             }
             Ok(Event::InitDone) => {
                 if what == "restore_points" {

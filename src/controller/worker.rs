@@ -24,14 +24,13 @@ use crate::{Error, Result, transport};
 /// Everything a leader runs: the first pass over everything (ready once it is done), the
 /// workers and the periodic audit. Never returns.
 pub async fn run(ctx: &Arc<Context>, started: Instant) {
-    let work = triggers::startup_pass(ctx);
+    let first = FirstPass::default();
+    triggers::startup_pass(ctx, |work| first.expect(work));
     // Every target gets a record in the first pass: room made for all at once, not by
     // doubling the table as they come (each doubling holds the old table and the new one:
     // at 10,000 targets, that was the peak of the process).
-    let targets = work.iter().filter(|w| matches!(w, Work::Target(_)));
-    ctx.records().targets.reserve(targets.count());
-    let first = FirstPass::new(&work);
-    drop(work);
+    let targets = first.pending().len();
+    ctx.records().targets.reserve(targets);
     let first_pass = async {
         while !first.done() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -69,12 +68,15 @@ pub async fn run(ctx: &Arc<Context>, started: Instant) {
 /// It holds a 64-bit hash of each, not the keys: the queue holds them already, and at
 /// 10,000 guarded Secrets another copy of every key was 1.5 MiB at the process's peak. A
 /// collision could only count one object as run before it is (odds of 1 in 2^64/n).
+#[derive(Default)]
 struct FirstPass(Mutex<HashSet<u64>>);
 
 impl FirstPass {
-    fn new(work: &[Work]) -> Self {
-        let targets = work.iter().filter(|w| matches!(w, Work::Target(_)));
-        FirstPass(Mutex::new(targets.map(Self::hash).collect()))
+    /// Queued by the first pass: wait for it (targets only; statuses follow on their own).
+    fn expect(&self, work: &Work) {
+        if matches!(work, Work::Target(_)) {
+            self.pending().insert(Self::hash(work));
+        }
     }
 
     fn hash(work: &Work) -> u64 {
@@ -280,7 +282,10 @@ mod tests {
     fn the_first_pass_is_done_once_each_of_its_units_ran_however_often_they_come_back() {
         let key = |n: &str| Work::Target(crate::object_key::ObjectKey::new("ns", n));
         let status = Work::Status(crate::object_key::ObjectKey::new("ns", "g"));
-        let first = FirstPass::new(&[key("a"), key("b"), status]);
+        let first = FirstPass::default();
+        for work in [key("a"), key("b"), key("a"), status] {
+            first.expect(&work);
+        }
         assert!(!first.done());
         for _ in 0..3 {
             first.ran(&key("a")); // queued again and again: counts once
@@ -289,7 +294,7 @@ mod tests {
         assert!(!first.done(), "b has not run yet");
         first.ran(&key("b"));
         assert!(first.done());
-        assert!(FirstPass::new(&[]).done(), "nothing to do: ready at once");
+        assert!(FirstPass::default().done(), "nothing to do: ready at once");
     }
 
     #[test]

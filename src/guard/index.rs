@@ -357,8 +357,8 @@ impl Index {
     }
 
     /// Every guarded Secret, for the audit.
-    pub fn all_targets(&self) -> Vec<ObjectKey> {
-        self.secrets.keys().cloned().collect()
+    pub fn target_keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.secrets.keys()
     }
 
     /// Guarded Secrets in one namespace (namespace events are rare; this scans).
@@ -485,7 +485,7 @@ mod tests {
         );
         idx.remove(&ObjectKey::new("ns", "b"));
         assert!(idx.resolve(&key, None).is_none());
-        assert!(idx.all_targets().is_empty());
+        assert!(idx.target_keys().next().is_none());
     }
 
     /// Guards `name` in ns naming Secret `db`, with these settings.

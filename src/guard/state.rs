@@ -4,6 +4,7 @@
 //! reconcile's record step (record.rs) is the one writer of the per-target part.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::Instant;
 
 use super::decide::{Reason, TargetState};
@@ -97,7 +98,7 @@ pub struct Records {
     pub targets: HashMap<ObjectKey, TargetRecord>,
     pub guards: HashMap<ObjectKey, GuardRecord>,
     /// Targets queued by the audit and not by an event since: a write for one is drift.
-    pub audit_pending: HashSet<ObjectKey>,
+    pub audit_pending: AuditMarks,
     /// Secrets the watch saw deleted while they carried secretguard.dev/retire=true, with
     /// the deleted Secret's UID, until their restore point is forgotten: an annotation
     /// followed at once by the deletion may reach the reconcile only as a deletion.
@@ -108,6 +109,37 @@ pub struct Records {
     /// point saves the very Secret deleted here, so it is this namespace's, whoever leads
     /// when it is restored and however young the namespace.
     pub deleted_here: HashMap<ObjectKey, DeletedHere>,
+}
+
+/// The targets the audit queued and no event touched since (`Records::audit_pending`),
+/// held as 64-bit hashes of their keys: the audit marks every target, and a copy of each
+/// key was 2 MiB at 10,000. Two keys with the same hash could at worst count one write
+/// as drift (a metric); what is done never depends on it.
+#[derive(Debug, Default)]
+pub struct AuditMarks {
+    hashes: HashSet<u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl AuditMarks {
+    pub fn insert(&mut self, key: &ObjectKey) {
+        let hash = self.hasher.hash_one(key);
+        self.hashes.insert(hash);
+    }
+
+    /// Whether it was marked; the mark is gone afterwards.
+    pub fn remove(&mut self, key: &ObjectKey) -> bool {
+        let hash = self.hasher.hash_one(key);
+        self.hashes.remove(&hash)
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
 }
 
 /// A guarded Secret seen deleted from a namespace (`Records::deleted_here`).
