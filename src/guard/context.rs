@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Client;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 
 use super::index::Index;
+use super::report::recorder::Recorder;
 use super::state::Records;
 use crate::alerts::Alerter;
 use crate::api::v1alpha1::SecretGuard;
@@ -220,12 +220,8 @@ impl Context {
             fence,
         } = clients;
         let (stores, writers) = Stores::new();
-        let reporter = Reporter {
-            controller: labels::MANAGER.into(),
-            instance: Some(config.instance.clone()),
-        };
         let ctx = Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), labels::MANAGER, &config.instance),
             client,
             watch_client,
             fence,

@@ -4,7 +4,6 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType};
 
 use crate::api::v1alpha1::SecretGuard;
 use crate::cache::CachedSecret;
@@ -13,6 +12,7 @@ use crate::guard::decide::{Action, Decision, Reason, Tombstone};
 use crate::guard::load::ObservedTarget;
 use crate::guard::outcome::{Executed, TokenCheck};
 use crate::guard::record::Recorded;
+use crate::guard::report::recorder::{EventType, Note};
 use crate::guard::spec::TargetSpec;
 use crate::guard::status::build::{NAMED_GUARDS, names_capped};
 use crate::object_key::ObjectKey;
@@ -101,12 +101,11 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
+    let event = Note {
         type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Guard".into(),
-        secondary: None,
+        reason,
+        action: "Guard",
+        note: &note,
     };
     for r in regarding {
         if let Err(e) = ctx.recorder.publish(&event, r).await {
