@@ -18,6 +18,8 @@ pub mod fault;
 pub mod config;
 
 // Infrastructure.
+pub mod process_metrics;
+
 pub mod metrics;
 
 pub mod queue;

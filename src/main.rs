@@ -12,7 +12,7 @@ use secretguard::{Error, Result, api, controller, http, telemetry};
 #[derive(Parser, Debug)]
 #[command(
     name = "secretguard",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SECRETGUARD_REVISION"), ")"),
     about = "Guards critical Kubernetes Secrets and ServiceAccount tokens"
 )]
 struct Cli {
@@ -22,7 +22,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the controller.
+    /// Run the controller. A flag given twice takes its last value (the chart's extraArgs
+    /// come after its own flags).
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
@@ -205,7 +207,13 @@ async fn run(args: RunArgs) -> Result<()> {
     let clients = Clients::build(kube_config, &throttle, fence)?;
     let client = clients.requests.clone();
     let version = client.apiserver_version().await?;
-    tracing::info!(apiserver = %version.git_version, namespace = %args.namespace, "connected");
+    tracing::info!(
+        apiserver = %version.git_version,
+        namespace = %args.namespace,
+        version = env!("CARGO_PKG_VERSION"),
+        revision = env!("SECRETGUARD_REVISION"),
+        "connected"
+    );
     let instance = instance_name();
     let leader = args
         .leader_elect

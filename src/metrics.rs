@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::process_metrics::ProcessCollector;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GuardKind {
     pub namespace: String,
@@ -93,6 +95,8 @@ pub const UNREADABLE_REASONS: [&str; 2] = ["NewerFormat", "Unreadable"];
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Build {
     pub version: String,
+    /// The git commit it was built from (build.rs), or "unknown".
+    pub revision: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,6 +128,8 @@ fn duration_buckets() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// The process metrics, unprefixed (`crate::process_metrics`).
+    process: Registry,
     pub guarded_objects: Family<GuardKind, Gauge>,
     pub missing_objects: Family<GuardKind, Gauge>,
     pub incidents: Family<Incident, Counter>,
@@ -138,6 +144,9 @@ pub struct Metrics {
     pub reconcile_duration: Family<Work, Histogram, fn() -> Histogram>,
     pub reconcile_errors: Family<ErrorReason, Counter>,
     pub audit_drift: Family<Guard, Counter>,
+    /// 1 while the guard is Ready (guarding as written), 0 while it is not (InvalidSpec,
+    /// TargetConflict): alert SecretGuardNotReady.
+    pub guard_ready: Family<Guard, Gauge>,
     pub alerts_sent: Family<Outcome, Counter>,
     pub leader: Gauge,
     pub cached_objects: Family<Cache, Gauge>,
@@ -177,6 +186,7 @@ pub const NAMES: &[&str] = &[
     "secretguard_reconcile_duration_seconds",
     "secretguard_reconcile_errors_total",
     "secretguard_audit_drift_total",
+    "secretguard_guard_ready",
     "secretguard_alertmanager_notifications_total",
     "secretguard_leader",
     "secretguard_cached_objects",
@@ -213,6 +223,7 @@ impl Metrics {
             reconcile_duration: Family::new_with_constructor(duration_buckets),
             reconcile_errors: Family::default(),
             audit_drift: Family::default(),
+            guard_ready: Family::default(),
             alerts_sent: Family::default(),
             leader: Gauge::default(),
             cached_objects: Family::default(),
@@ -225,6 +236,7 @@ impl Metrics {
             counted: Mutex::default(),
             unreadable: Mutex::default(),
             registry: Registry::default(),
+            process: Registry::default(),
         };
         registry.register(
             "guarded_objects",
@@ -293,6 +305,11 @@ impl Metrics {
             m.audit_drift.clone(),
         );
         registry.register(
+            "guard_ready",
+            "1 while the guard is Ready (guarding as written), 0 while it is not",
+            m.guard_ready.clone(),
+        );
+        registry.register(
             "alertmanager_notifications",
             "Alert notifications pushed to Alertmanager, by outcome",
             m.alerts_sent.clone(),
@@ -348,16 +365,26 @@ impl Metrics {
         m.build_info
             .get_or_create(&Build {
                 version: env!("CARGO_PKG_VERSION").into(),
+                revision: env!("SECRETGUARD_REVISION").into(),
             })
             .set(1);
-        Metrics { registry, ..m }
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
+        Metrics {
+            registry,
+            process,
+            ..m
+        }
     }
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = text::encode_registry(&mut out, &self.registry);
+        let _ = text::encode_registry(&mut out, &self.process);
+        let _ = text::encode_eof(&mut out);
         out
     }
 
@@ -409,6 +436,7 @@ impl Metrics {
             self.restores.remove(labels);
         }
         self.audit_drift.remove(&key);
+        self.guard_ready.remove(&key);
         for kind in kinds {
             let labels = GuardKind {
                 namespace: namespace.into(),
@@ -542,6 +570,12 @@ mod tests {
                 guard: "g".into(),
             })
             .inc();
+        m.guard_ready
+            .get_or_create(&Guard {
+                namespace: "ns".into(),
+                guard: "g".into(),
+            })
+            .set(0);
         m.alerts_sent
             .get_or_create(&Outcome {
                 outcome: "sent".into(),
@@ -570,10 +604,19 @@ mod tests {
                 "{name} not exposed:\n{text}"
             );
         }
+        for name in crate::process_metrics::NAMES {
+            assert!(text.contains(&format!("\n{name} ")), "{name} not exposed");
+        }
+        assert_eq!(
+            text.matches("# EOF").count(),
+            1,
+            "one end of the exposition"
+        );
         let exposed: std::collections::BTreeSet<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| !name.starts_with("process_"))
             .collect();
         assert_eq!(
             exposed.len(),
@@ -618,10 +661,16 @@ mod tests {
                     guard: guard.into(),
                 })
                 .inc();
+            m.guard_ready
+                .get_or_create(&Guard {
+                    namespace: "ns".into(),
+                    guard: guard.into(),
+                })
+                .set(1);
         }
         m.forget_guard("ns", "gone", &["Secret", "ServiceAccountToken"]);
         let text = m.encode();
         assert!(!text.contains("guard=\"gone\""), "{text}");
-        assert_eq!(text.matches("guard=\"kept\"").count(), 7, "{text}");
+        assert_eq!(text.matches("guard=\"kept\"").count(), 8, "{text}");
     }
 }

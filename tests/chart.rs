@@ -65,6 +65,119 @@ fn the_chart_lints_and_what_it_renders_passes_a_server_side_dry_run() {
     }
 }
 
+/// The values people expect of a chart (cert-manager, External Secrets, Kyverno): extra
+/// arguments, environment and volumes, a log level, common labels, an image by digest, an
+/// existing ServiceAccount, OpenShift's assigned IDs, a parent chart's `global`.
+#[test]
+fn the_chart_takes_the_conventional_values() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let sets = format!(
+        "openshift=true,image.digest={digest},commonLabels.team=platform,\
+         extraArgs[0]=--workers=4,extraEnv[0].name=HTTPS_PROXY,extraEnv[0].value=http://proxy:3128,\
+         extraVolumes[0].name=scratch,extraVolumes[0].emptyDir.medium=Memory,\
+         extraVolumeMounts[0].name=scratch,extraVolumeMounts[0].mountPath=/scratch,\
+         operator.logLevel=debug,global.imageRegistry=example.org"
+    );
+    let (_, docs) = helm_template(&["--set", &sets]);
+    let pod = &find(&docs, "Deployment")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["image"].as_str(),
+        Some(format!("ghcr.io/secretguard/secretguard@{digest}").as_str())
+    );
+    let args = serde_yaml::to_string(&c["args"]).expect("yaml");
+    assert!(
+        args.trim_end().ends_with("- --workers=4"),
+        "extra arguments last: {args}"
+    );
+    let env = serde_yaml::to_string(&c["env"]).expect("yaml");
+    assert!(env.contains("RUST_LOG") && env.contains("debug"), "{env}");
+    assert!(env.contains("HTTPS_PROXY"), "{env}");
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/scratch");
+    assert_eq!(pod["volumes"][0]["emptyDir"]["medium"], "Memory");
+    // OpenShift assigns user and group IDs; the rest stays hardened.
+    assert!(pod["securityContext"]["runAsUser"].is_null());
+    assert!(pod["securityContext"]["runAsGroup"].is_null());
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    for d in &docs {
+        assert_eq!(
+            d["metadata"]["labels"]["team"],
+            "platform",
+            "commonLabels on {} {}",
+            d["kind"].as_str().unwrap_or_default(),
+            d["metadata"]["name"].as_str().unwrap_or_default()
+        );
+    }
+
+    // An existing ServiceAccount: none created, the RBAC bound to it.
+    let (_, docs) = helm_template(&[
+        "--set",
+        "serviceAccount.create=false,serviceAccount.name=platform-sa",
+    ]);
+    assert!(docs.iter().all(|d| d["kind"] != "ServiceAccount"));
+    let pod = &find(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "platform-sa");
+    let binding = serde_yaml::to_string(&find(&docs, "ClusterRoleBinding")).expect("yaml");
+    assert!(binding.contains("platform-sa"), "{binding}");
+
+    // One replica: no PodDisruptionBudget (it would block every drain).
+    let (_, docs) = helm_template(&[
+        "--set",
+        "replicaCount=1,operator.leaderElection.enabled=false",
+    ]);
+    assert!(docs.iter().all(|d| d["kind"] != "PodDisruptionBudget"));
+}
+
+/// Values that contradict each other, or that the values schema refuses, are refused,
+/// saying what to change.
+#[test]
+fn contradictory_values_are_refused_with_a_message() {
+    for (sets, message) in [
+        (
+            "operator.leaderElection.enabled=false",
+            "replicaCount is 2 but operator.leaderElection.enabled is false",
+        ),
+        (
+            "podDisruptionBudget.minAvailable=2",
+            "podDisruptionBudget.minAvailable (2) must be below replicaCount (2)",
+        ),
+        (
+            "serviceAccount.create=false",
+            "serviceAccount.name: name the existing ServiceAccount to run as",
+        ),
+        ("image.digest=latest", "/image/digest"),
+        // The values schema refuses nonsense.
+        ("replicaCount=none", "replicaCount"),
+    ] {
+        let out = helm(&[
+            "template",
+            "x",
+            "charts/secretguard",
+            "--kube-version",
+            TEMPLATE_KUBE_VERSION,
+            "--set",
+            sets,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(message),
+            "{sets}: {err}"
+        );
+    }
+    let out = helm(&[
+        "template",
+        "x",
+        "charts/secretguard",
+        "--kube-version",
+        "1.29.0",
+    ]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(">=1.30.0-0"),
+        "ValidatingAdmissionPolicy needs Kubernetes 1.30"
+    );
+}
+
 #[test]
 fn the_chart_is_hardened_by_default() {
     let (_, docs) = helm_template(&[]);
@@ -147,18 +260,6 @@ fn the_chart_is_hardened_by_default() {
             assert_eq!(rule["resourceNames"][0], "secretguard-leader");
         }
     }
-    // The values schema refuses nonsense.
-    let out = helm(&[
-        "template",
-        "x",
-        "charts/secretguard",
-        "--set",
-        "replicaCount=none",
-    ]);
-    assert!(
-        !out.status.success(),
-        "values.schema.json refuses a non-integer replicaCount"
-    );
 }
 
 #[test]
@@ -233,6 +334,10 @@ fn the_chart_serves_metrics_only_to_the_metrics_reader_role() {
         "/var/run/secrets/kubernetes.io/serviceaccount/token"
     );
     assert_eq!(endpoint["tlsConfig"]["insecureSkipVerify"], true);
+    assert_eq!(
+        endpoint["honorLabels"], true,
+        "the metrics' namespace label (the guard's) is kept, not renamed exported_namespace"
+    );
 
     let (_, plain) = helm_template(&["--set", "metrics.secure=false"]);
     let operator = serde_yaml::to_string(
@@ -723,4 +828,118 @@ async fn under_the_charts_rbac_a_secret_comes_back_with_its_live_owner_and_stays
         secrets.get_opt("stays").await.expect("get").is_none(),
         "not restored while its owner cannot be checked (was {restored})"
     );
+}
+
+/// charts/secretguard/README.md is generated from values.yaml (each value, its default and
+/// the comment above it): `make chart-readme` writes it, this test fails when it is stale.
+#[test]
+fn the_chart_readme_is_generated_from_its_values() {
+    let values = std::fs::read_to_string(repo_root().join("charts/secretguard/values.yaml"))
+        .expect("values.yaml");
+    let path = repo_root().join("charts/secretguard/README.md");
+    let generated = chart_readme(&values);
+    if std::env::var_os("SECRETGUARD_WRITE_CHART_README").is_some() {
+        std::fs::write(&path, &generated).expect("write README");
+    }
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        current == generated,
+        "charts/secretguard/README.md is not what values.yaml says: run `make chart-readme`"
+    );
+}
+
+/// The chart README: an introduction and a table of every value.
+fn chart_readme(values: &str) -> String {
+    let doc: serde_yaml::Value = serde_yaml::from_str(values).expect("values.yaml parses");
+    let mut out = String::from(
+        "<!-- Generated from values.yaml by `make chart-readme`: edit values.yaml, not this file. -->\n\
+         # secretguard Helm chart\n\n\
+         Guards critical Kubernetes Secrets and ServiceAccount tokens; restores them, with the same\n\
+         bytes, when they go missing. What it does and why: the repository's README and\n\
+         docs/architecture.md; upgrading: docs/upgrading.md.\n\n\
+         ```sh\n\
+         helm install secretguard charts/secretguard --namespace secretguard-system --create-namespace\n\
+         ```\n\n\
+         Kubernetes 1.30 or later (ValidatingAdmissionPolicy). Values that contradict each other\n\
+         (several replicas without leader election, a PodDisruptionBudget that blocks every drain,\n\
+         no ServiceAccount to run as) are refused at install with a message.\n\n\
+         ## Values\n\n\
+         | key | default | description |\n|---|---|---|\n",
+    );
+    for (path, comment) in documented_keys(values) {
+        let mut value = &doc;
+        for part in path.split('.') {
+            value = &value[part];
+        }
+        let is_parent = matches!(value, serde_yaml::Value::Mapping(m) if !m.is_empty());
+        if is_parent && comment.is_empty() {
+            continue;
+        }
+        let default = if is_parent {
+            String::new()
+        } else {
+            let json: serde_json::Value =
+                serde_json::to_value(value).expect("a value converts to JSON");
+            format!("`{}`", serde_json::to_string(&json).expect("JSON"))
+        };
+        out.push_str(&format!(
+            "| `{path}` | {default} | {} |\n",
+            comment.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+/// Every key of values.yaml as a dotted path, with the comment lines right above it
+/// joined (empty when none), in file order. Keys inside lists are not listed.
+fn documented_keys(values: &str) -> Vec<(String, String)> {
+    let mut keys = Vec::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut comment: Vec<&str> = Vec::new();
+    // The indent of a key just read with nothing after its colon: a map or a block list.
+    let mut opened: Option<usize> = None;
+    // Inside a block list (the value of the key at this indent): its lines are skipped.
+    let mut in_list: Option<usize> = None;
+    for line in values.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.is_empty() {
+            comment.clear();
+            continue;
+        }
+        if let Some(parent) = opened.take()
+            && trimmed.starts_with('-')
+        {
+            in_list = Some(parent);
+        }
+        if let Some(l) = in_list {
+            if indent > l || (indent == l && trimmed.starts_with('-')) {
+                continue;
+            }
+            in_list = None;
+        }
+        if let Some(text) = trimmed.strip_prefix('#') {
+            comment.push(text.trim());
+            continue;
+        }
+        let Some((key, rest)) = trimmed.split_once(':') else {
+            comment.clear();
+            continue;
+        };
+        if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            comment.clear();
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).chain([key]).collect();
+        keys.push((path.join("."), comment.join(" ")));
+        comment.clear();
+        if rest.trim().is_empty() {
+            stack.push((indent, key.to_owned()));
+            opened = Some(indent);
+        }
+    }
+    keys
 }

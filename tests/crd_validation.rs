@@ -32,8 +32,13 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
         "  serviceAccounts: [{name: writer}]\n  secrets: [{name: db}]\n  restore: Fresh\n  severity: warning\n",
     );
     assert!(ok, "a good guard is accepted: {out}");
+    let (ok, out) = apply(n, "  restore: Never\n");
+    assert!(ok, "restore Never is accepted: {out}");
     let (ok, out) = apply(n, "  restore: \"Off\"\n");
-    assert!(ok, "quoted Off is accepted: {out}");
+    assert!(
+        ok,
+        "quoted Off, the earlier spelling, is still accepted: {out}"
+    );
     for delay in ["0", "300"] {
         let (ok, out) = apply(n, &format!("  restoreDelaySeconds: {delay}\n"));
         assert!(ok, "a restore delay of {delay} s is accepted: {out}");
@@ -68,7 +73,7 @@ async fn the_apiserver_refuses_bad_guards_with_readable_messages() {
         (
             "unknown restore mode",
             "  restore: Sometimes\n".into(),
-            "supported values: \"Identical\", \"Fresh\", \"Off\"",
+            "supported values: \"Identical\", \"Fresh\", \"Never\", \"Off\"",
         ),
         (
             "unknown severity",

@@ -101,6 +101,10 @@ async fn a_refused_restore_is_reported_by_status_code_never_by_the_servers_words
         note.contains(" failed (severity critical): 4") && note.contains("(admission denied)"),
         "the status code and reason: {note}"
     );
+    assert!(
+        note.contains("/db: restoring the Secret from its restore point failed"),
+        "the action in words, not the code's name for it: {note}"
+    );
     let alert = wait_for("SecretGuardRestoreFailing in Alertmanager", || async {
         alerts_in(&s.alertmanager, &ns.name)
             .await

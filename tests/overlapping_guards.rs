@@ -155,7 +155,7 @@ async fn an_alert_only_guard_naming_the_same_secret_does_not_disarm_the_team_gua
     a_weaker_guard_sorting_first_does_not_disarm_the_team(
         "overlap-off",
         naming_db(),
-        json!({"restore": "Off", "secrets": [{"name": "db"}]}),
+        json!({"restore": "Never", "secrets": [{"name": "db"}]}),
         "AlertOnly",
     )
     .await;

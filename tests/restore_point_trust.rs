@@ -405,7 +405,7 @@ async fn a_restore_point_recording_another_origin_or_kind_is_never_restored() {
         &client,
         &ns.name,
         "g",
-        json!({"secrets": listed, "restore": "Off"}),
+        json!({"secrets": listed, "restore": "Never"}),
     )
     .await;
     for name in names {

@@ -168,10 +168,11 @@ async fn restore_fresh_recreates_the_secret_empty_and_the_tokens_controller_refi
 }
 
 #[tokio::test]
-async fn restore_off_and_paused_only_alert() {
+async fn restore_never_its_earlier_spelling_off_and_paused_only_alert() {
     let client = admin_client().await;
     operator();
     for (prefix, extra) in [
+        ("never", json!({"restore": "Never"})),
         ("off", json!({"restore": "Off"})),
         ("paused", json!({"paused": true})),
     ] {
@@ -201,10 +202,10 @@ async fn restore_off_and_paused_only_alert() {
         .await;
         let inc = st.last_incident.clone().expect("incident");
         assert_eq!(inc.reason, "TokenDeleted");
-        let want = if prefix == "off" {
-            "AlertOnly"
-        } else {
+        let want = if prefix == "paused" {
             "Paused"
+        } else {
+            "AlertOnly"
         };
         assert_eq!(inc.outcome, want, "{prefix}");
         assert_eq!(condition(&st, "Degraded"), Some(("True", "Missing")));
@@ -486,7 +487,7 @@ async fn deleting_the_guard_removes_its_labels_and_keeps_its_restore_points_for_
 #[tokio::test]
 async fn a_guard_with_an_invalid_spec_reports_it_without_disturbing_another_guard() {
     let client = admin_client().await;
-    operator();
+    let ctx = operator();
     let ns = TestNamespace::new(&client, "invalid").await;
     create_service_account(&client, &ns.name, "good").await;
     create_guard(
@@ -513,6 +514,21 @@ async fn a_guard_with_an_invalid_spec_reports_it_without_disturbing_another_guar
         "the good guard is healthy",
         |s| condition(s, "Ready") == Some(("True", "Guarding")) && s.guarded == 1,
     )
+    .await;
+    // What SecretGuardNotReady fires on: the bad guard at 0, the good one at 1.
+    let ready = |guard: &str| {
+        let series = format!(
+            "secretguard_guard_ready{{namespace=\"{}\",guard=\"{guard}\"}} ",
+            ns.name
+        );
+        let text = ctx.metrics.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series).map(str::to_owned))
+    };
+    wait_for("secretguard_guard_ready of both guards", || async {
+        (ready("bad").as_deref() == Some("0") && ready("good").as_deref() == Some("1"))
+            .then_some(())
+    })
     .await;
 }
 

@@ -40,6 +40,20 @@ fn quote_yaml11_booleans(yaml: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::v1alpha1::RestoreMode;
+
+    #[test]
+    fn restore_never_is_written_never_and_off_is_still_read_as_never() {
+        let read = |s: &str| serde_json::from_str::<RestoreMode>(s).expect("a restore mode");
+        assert_eq!(read("\"Never\""), RestoreMode::Never);
+        assert_eq!(read("\"Off\""), RestoreMode::Never, "the earlier spelling");
+        assert_eq!(
+            serde_json::to_string(&RestoreMode::Never).expect("json"),
+            "\"Never\""
+        );
+        assert!(serde_json::from_str::<RestoreMode>("false").is_err());
+    }
+
     #[test]
     fn yaml11_booleans_are_quoted_and_nothing_else_changes() {
         let y = "enum:\n- Identical\n- Off\ndefault: Off\nname: offset\nx: 'On'\n";

@@ -33,6 +33,7 @@ pub const MAX_RESTORE_DELAY_SECONDS: i32 = 300;
     shortname = "sguard",
     category = "secretguard",
     status = "SecretGuardStatus",
+    doc = "SecretGuard declares the Secrets and ServiceAccount tokens of its namespace that must not go missing. secretguard saves each, and when one is deleted or invalidated it alerts and brings it back (the same token bytes where Kubernetes allows). Fields: kubectl explain secretguard.spec; what happened: kubectl describe secretguard.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Guarded","type":"integer","jsonPath":".status.guarded"}"#,
     printcolumn = r#"{"name":"Missing","type":"integer","jsonPath":".status.missing"}"#,
@@ -65,7 +66,8 @@ pub struct SecretGuardSpec {
     pub secret_selector: Option<LabelSelector>,
 
     /// How a deleted object comes back: Identical (from the restore point, same bytes), Fresh
-    /// (token Secrets re-created empty for the tokens controller to fill), Off (alert only).
+    /// (token Secrets re-created empty for the tokens controller to fill), Never (alert only;
+    /// "Off", the earlier spelling, is still accepted).
     #[serde(default)]
     pub restore: RestoreMode,
 
@@ -161,13 +163,18 @@ pub struct SecretTarget {
 /// - Identical: re-create with the same bytes, so every holder of the old token keeps working.
 /// - Fresh: re-create token Secrets empty; the tokens controller fills them (for an
 ///   unchanged ServiceAccount that is the same token: legacy tokens are deterministic).
-/// - Off: alert only; write nothing.
+/// - Never: alert only; write nothing. `Off`, its earlier spelling, is still accepted (it
+///   must be quoted: YAML 1.1, which kubectl and Helm read, takes a bare Off for false).
+//
+// The schema lists "Off" too, or the apiserver would refuse guards written before.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[schemars(extend("enum" = ["Identical", "Fresh", "Never", "Off"]))]
 pub enum RestoreMode {
     #[default]
     Identical,
     Fresh,
-    Off,
+    #[serde(alias = "Off")]
+    Never,
 }
 
 /// Severity copied into alerts and Events.
@@ -234,9 +241,11 @@ pub struct SecretGuardStatus {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Incident {
+    /// When the operator saw it.
     pub time: Time,
     /// Kind of the affected object: ServiceAccountToken, Secret or ServiceAccount.
     pub kind: String,
+    /// Name of the affected object, in the guard's namespace.
     pub name: String,
     /// Stable reason, also the Event reason: TokenDeleted, TokenInvalidated, ...
     pub reason: String,

@@ -43,7 +43,7 @@ pub struct Resolved<'a> {
 }
 
 /// Sort key of a guard covering a Secret, most protective first: not paused before
-/// paused, then restore Identical, Fresh, Off, then severity critical before warning, then
+/// paused, then restore Identical, Fresh, Never, then severity critical before warning, then
 /// a token target before a plain Secret one. Ties go to the first by namespace/name.
 fn rank(spec: &SecretGuardSpec, target: &TargetSpec) -> (bool, u8, u8, bool) {
     (
@@ -61,7 +61,7 @@ fn restore_rank(restore: RestoreMode) -> u8 {
     match restore {
         RestoreMode::Identical => 0,
         RestoreMode::Fresh => 1,
-        RestoreMode::Off => 2,
+        RestoreMode::Never => 2,
     }
 }
 
@@ -147,7 +147,7 @@ pub fn settings_in_words(settings: &SecretGuardSpec) -> String {
     let restore = match settings.restore {
         RestoreMode::Identical => "Identical",
         RestoreMode::Fresh => "Fresh",
-        RestoreMode::Off => "Off",
+        RestoreMode::Never => "Never",
     };
     let mut words = format!(
         "restore {restore}, severity {}, {}",
@@ -516,7 +516,7 @@ mod tests {
 
     #[test]
     fn the_most_protective_guard_reports_a_shared_secret_whatever_its_name() {
-        use RestoreMode::{Fresh, Identical, Off};
+        use RestoreMode::{Fresh, Identical, Never};
         use Severity::{Critical, Warning};
         // Guards as (name, restore, severity, paused), and the one that reports it.
         type Case<'a> = (&'a [(&'a str, RestoreMode, Severity, bool)], &'a str);
@@ -531,14 +531,14 @@ mod tests {
             (
                 &[
                     ("team", Identical, Critical, false),
-                    ("aaa", Off, Critical, false),
+                    ("aaa", Never, Critical, false),
                 ],
                 "team",
             ),
             (
                 &[
                     ("team", Fresh, Critical, false),
-                    ("aaa", Off, Critical, false),
+                    ("aaa", Never, Critical, false),
                 ],
                 "team",
             ),
@@ -558,7 +558,7 @@ mod tests {
             ),
             (
                 &[
-                    ("team", Off, Warning, false),
+                    ("team", Never, Warning, false),
                     ("aaa", Identical, Critical, true),
                 ],
                 "team",
@@ -572,7 +572,7 @@ mod tests {
             ),
             (
                 &[
-                    ("b", Off, Critical, true),
+                    ("b", Never, Critical, true),
                     ("a", Fresh, Critical, true),
                     ("c", Identical, Warning, true),
                 ],
@@ -593,18 +593,18 @@ mod tests {
 
     #[test]
     fn each_setting_in_force_is_the_most_protective_among_the_guards() {
-        use RestoreMode::{Fresh, Identical, Off};
+        use RestoreMode::{Fresh, Identical, Never};
         use Severity::{Critical, Warning};
         // A paused guard cannot disarm an active one, and its restore setting does not
         // count while another guard is active (its team asked for nothing to be written).
         let (_, s, _) = resolved_db(&[
-            naming_db("team", Off, Warning, false),
+            naming_db("team", Never, Warning, false),
             naming_db("aaa", Identical, Critical, true),
         ]);
-        assert_eq!((s.paused, s.restore, s.severity), (false, Off, Critical));
+        assert_eq!((s.paused, s.restore, s.severity), (false, Never, Critical));
         let (_, s, _) = resolved_db(&[
             naming_db("team", Identical, Warning, false),
-            naming_db("aaa", Off, Critical, false),
+            naming_db("aaa", Never, Critical, false),
         ]);
         assert_eq!(
             (s.paused, s.restore, s.severity),
@@ -612,14 +612,14 @@ mod tests {
         );
         // Paused only when all are; then the strongest restore among them.
         let (_, s, _) = resolved_db(&[
-            naming_db("a", Off, Warning, true),
+            naming_db("a", Never, Warning, true),
             naming_db("b", Fresh, Warning, true),
         ]);
         assert_eq!((s.paused, s.restore, s.severity), (true, Fresh, Warning));
         // revalidate if any active guard asks.
         let mut quiet = naming_db("a", Identical, Critical, false);
         quiet.spec.revalidate = false;
-        let (_, s, _) = resolved_db(&[quiet.clone(), naming_db("b", Off, Warning, false)]);
+        let (_, s, _) = resolved_db(&[quiet.clone(), naming_db("b", Never, Warning, false)]);
         assert!(s.revalidate);
         let (_, s, _) = resolved_db(&[quiet]);
         assert!(!s.revalidate);

@@ -355,7 +355,7 @@ mod tests {
                 Outcome::Paused,
             ),
             (
-                "restore Off: alert only",
+                "restore Never: alert only",
                 Reason::TokenDeleted,
                 executed(&[], None),
                 false,

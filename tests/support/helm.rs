@@ -10,6 +10,10 @@ use super::{
     repo_root, tools_bin,
 };
 
+/// The Kubernetes version `helm template` renders for (without a cluster, helm assumes an
+/// old one, which the chart's kubeVersion refuses): the oldest the tests run against.
+pub const TEMPLATE_KUBE_VERSION: &str = "1.33.0";
+
 /// Run helm in the repository root, without a cluster (lint, template).
 pub fn helm(args: &[&str]) -> Output {
     Command::new(tools_bin().join("helm"))
@@ -46,6 +50,8 @@ pub fn helm_template_release(
         "charts/secretguard",
         "--namespace",
         namespace,
+        "--kube-version",
+        TEMPLATE_KUBE_VERSION,
     ];
     args.extend_from_slice(extra);
     let out = helm(&args);

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::v1alpha1::RestoreMode;
 use crate::restore_point::Unsaveable;
 
-/// How often a missing object that is not being restored (Off, paused, nothing saved) is
+/// How often a missing object that is not being restored (Never, paused, nothing saved) is
 /// looked at again: re-created by someone else without our label, no watch event tells us.
 pub const MISSING_RECHECK: Duration = Duration::from_secs(10);
 
@@ -52,7 +52,7 @@ impl Policy {
 
     /// May it bring back what went missing?
     fn restores(&self) -> bool {
-        self.writes() && self.restore != RestoreMode::Off
+        self.writes() && self.restore != RestoreMode::Never
     }
 }
 
@@ -336,6 +336,24 @@ pub enum Action {
 }
 
 impl Action {
+    /// What it does, in words (Event notes and alerts).
+    pub fn in_words(&self) -> &'static str {
+        match self {
+            Action::CreateTokenSecret {
+                restore_of: Some(_),
+            } => "re-creating the token Secret",
+            Action::CreateTokenSecret { restore_of: None } => "creating the token Secret",
+            Action::RestoreIdentical => "restoring the Secret from its restore point",
+            Action::Label => "labelling it secretguard.dev/guarded",
+            Action::SaveRestorePoint => "saving its restore point",
+            Action::RemoveInvalidLabel => "removing kubernetes.io/legacy-token-invalid-since",
+            Action::RotateServiceAccount { .. } => "rotating its ServiceAccount",
+            Action::RecreateServiceAccount => "re-creating its ServiceAccount",
+            Action::SaveServiceAccountSnapshot => "saving its ServiceAccount's snapshot",
+            Action::ForgetRestorePoint(_) => "replacing its restore point by a tombstone",
+        }
+    }
+
     /// Brings back something that was deleted: the Secret (identical, or empty for the
     /// tokens controller to refill) or the ServiceAccount. Creating a token Secret that
     /// never existed restores nothing.
@@ -545,7 +563,7 @@ pub fn latest_saved(
 
 /// Save a deleted Secret's final state before anything else (see `latest_saved`): the
 /// restore then brings back the latest content, and a restore that fails does not lose
-/// it. This writes only in the operator's namespace, so `"Off"` and `paused` do it too.
+/// it. This writes only in the operator's namespace, so `Never` and `paused` do it too.
 pub fn save_first(mut d: Decision) -> Decision {
     if !d.actions.contains(&Action::SaveRestorePoint) {
         d.actions.insert(0, Action::SaveRestorePoint);

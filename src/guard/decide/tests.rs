@@ -143,8 +143,8 @@ fn token_decisions_follow_the_behaviour_table() {
             incidents: vec![Reason::TokenDeleted],
         },
         Row {
-            name: "deleted, Off: alert only",
-            policy: policy(Off),
+            name: "deleted, Never: alert only",
+            policy: policy(Never),
             obs: obs(sa("sa-1"), None, rp("h1", "sa-1")),
             state: TargetState::Missing,
             actions: vec![],
@@ -327,8 +327,8 @@ fn token_decisions_follow_the_behaviour_table() {
             incidents: vec![Reason::TokenInvalidated],
         },
         Row {
-            name: "invalidated, Off: alert only",
-            policy: policy(Off),
+            name: "invalidated, Never: alert only",
+            policy: policy(Never),
             obs: obs(
                 sa("sa-1"),
                 Some(SecretView {
@@ -370,7 +370,7 @@ fn token_decisions_follow_the_behaviour_table() {
         },
         Row {
             name: "rotation under way, ServiceAccount still terminating (orphaning): re-create it",
-            policy: policy(Off),
+            policy: policy(Never),
             obs: TokenObservation {
                 rotating: Some("sa-1".into()),
                 ..obs(
@@ -578,8 +578,8 @@ fn generic_secret_decisions_follow_the_behaviour_table() {
             vec![Reason::SecretDeleted],
         ),
         (
-            "deleted, Off: alert only",
-            policy(Off),
+            "deleted, Never: alert only",
+            policy(Never),
             o(None, saved.clone()),
             TargetState::Missing,
             vec![],
@@ -691,7 +691,7 @@ fn generic_secret_decisions_follow_the_behaviour_table() {
         ),
         (
             "never saved, its data holds the key format 2 needs: unprotected",
-            policy(Off),
+            policy(Never),
             o(
                 Some(SecretView {
                     unsaveable: Some(Unsaveable::ReservedKey),
@@ -734,7 +734,7 @@ fn a_service_account_to_recreate_is_snapshotted_when_its_snapshot_is_stale() {
 
 #[test]
 fn a_missing_object_that_is_not_restored_is_looked_at_again() {
-    let d = decide_token(&policy(Off), &obs(sa("sa-1"), None, rp("h1", "sa-1")));
+    let d = decide_token(&policy(Never), &obs(sa("sa-1"), None, rp("h1", "sa-1")));
     assert_eq!(d.requeue_after, Some(MISSING_RECHECK));
     let d = decide_token(&policy(Identical), &obs(sa("sa-1"), None, rp("h1", "sa-1")));
     assert_eq!(
@@ -764,7 +764,7 @@ fn a_refused_restore_point_is_never_restored_and_is_looked_at_again() {
             deleted_retired: false,
             owners: None,
         };
-        for p in [policy(Identical), policy(Fresh), policy(Off)] {
+        for p in [policy(Identical), policy(Fresh), policy(Never)] {
             let d = decide_secret(&p, &missing);
             assert!(d.actions.is_empty(), "{why:?}: nothing restored");
             assert_eq!(d.requeue_after, Some(MISSING_RECHECK), "{why:?}");
@@ -874,7 +874,7 @@ fn a_final_state_is_saved_before_it_is_restored_and_even_when_only_alerting() {
         paused: true,
         ..policy(Identical)
     };
-    for policy in [policy(Off), paused] {
+    for policy in [policy(Never), paused] {
         assert_eq!(
             save_first(decide_secret(&policy, &gone)).actions,
             vec![SaveRestorePoint],
@@ -885,7 +885,7 @@ fn a_final_state_is_saved_before_it_is_restored_and_even_when_only_alerting() {
 
 #[test]
 fn a_restore_point_of_a_newer_format_is_neither_overwritten_nor_restored_from() {
-    for policy in [policy(Identical), policy(Off)] {
+    for policy in [policy(Identical), policy(Never)] {
         let present = SecretView {
             content_hash: "h2".into(),
             labelled: false,
@@ -986,7 +986,7 @@ fn a_restore_waits_for_the_restore_delay_and_anything_else_goes_on() {
     let d = held(&p, save_first(decide_secret(&p, &missing)), 0);
     assert_eq!(d.actions, vec![SaveRestorePoint]);
     // Nothing to hold back: alert only, as before.
-    let p = after(Off, two);
+    let p = after(Never, two);
     let d = held(&p, decide_secret(&p, &missing), 0);
     assert_eq!(
         (d.state, d.restore_after),

@@ -140,7 +140,7 @@ fn not_this_token(secret: &SecretView, sa: &str) -> Option<String> {
 
 /// A rotation deleted the ServiceAccount (or is deleting it: orphaning its dependents
 /// keeps it terminating for a moment) and has not re-created it yet: re-create it from the
-/// snapshot. Whatever the guard says (paused, `"Off"`, `recreateServiceAccount: false`):
+/// snapshot. Whatever the guard says (paused, `Never`, `recreateServiceAccount: false`):
 /// the operator took it away and must put it back; retried with backoff until the create
 /// succeeds.
 fn finish_rotation() -> Decision {

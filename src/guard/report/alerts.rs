@@ -82,9 +82,9 @@ pub fn push(
             RESTORE_FAILING,
             "RestoreFailed",
             format!(
-                "{:?} for {kind} {} keeps failing: {}",
-                failure.action,
+                "{kind} {}: {} keeps failing: {}",
                 target.key,
+                failure.action.in_words(),
                 failure.why()
             ),
         ));

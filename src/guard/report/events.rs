@@ -317,8 +317,8 @@ pub async fn follow_ups(
             EventType::Warning,
             reason,
             format!(
-                "{:?} for {key} failed (severity {}): {}; the operator log has the apiserver's message",
-                failure.action,
+                "{key}: {} failed (severity {}): {}; the operator log has the apiserver's message",
+                failure.action.in_words(),
                 target.severity.as_str(),
                 failure.why()
             ),

@@ -18,7 +18,7 @@ use super::context::{Context, Work};
 use super::spec::{TargetKind, TargetSpec, targets_of};
 use super::state::{Records, TargetRecord};
 use crate::api::v1alpha1::SecretGuard;
-use crate::metrics::GuardKind;
+use crate::metrics::{Guard, GuardKind};
 use crate::object_key::ObjectKey;
 use crate::{labels, restore_point};
 
@@ -174,6 +174,17 @@ pub async fn write(ctx: &Context, key: &ObjectKey) -> crate::Result<()> {
             &Time(k8s_openapi::jiff::Timestamp::now()),
         )
     };
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    ctx.metrics
+        .guard_ready
+        .get_or_create(&Guard {
+            namespace: key.namespace.clone(),
+            guard: key.name.clone(),
+        })
+        .set(i64::from(ready));
     if guard.status.as_ref() == Some(&status) {
         return Ok(());
     }
