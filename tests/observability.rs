@@ -186,7 +186,7 @@ async fn incidents_reach_a_real_alertmanager_and_are_resolved_when_fixed() {
     })
     .await;
 
-    // A Secret missing with restore Off fires until it is back, then resolves.
+    // A Secret missing with restore Never fires until it is back, then resolves.
     let ns2 = TestNamespace::new(&client, "amstate").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns2.name);
     let s = create_secret(&client, &ns2.name, "db").await;
@@ -194,7 +194,7 @@ async fn incidents_reach_a_real_alertmanager_and_are_resolved_when_fixed() {
         &client,
         &ns2.name,
         "g",
-        json!({"secrets": [{"name": "db"}], "restore": "Off"}),
+        json!({"secrets": [{"name": "db"}], "restore": "Never"}),
     )
     .await;
     wait_guard_status(&client, &ns2.name, "g", "healthy", |st| {
@@ -362,15 +362,20 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .iter()
         .filter_map(|r| r["alert"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(alerts.len(), 13);
+    assert_eq!(alerts.len(), 14);
     for a in &alerts {
         assert!(
             tests.contains(&format!("alertname: {a}")),
             "{a} has no promtool test"
         );
-        assert!(
-            repo_root().join(format!("docs/runbooks/{a}.md")).exists(),
-            "{a} has no runbook"
+        let runbook = std::fs::read_to_string(repo_root().join(format!("docs/runbooks/{a}.md")))
+            .unwrap_or_else(|e| panic!("{a} has no runbook: {e}"));
+        // The headings on-call people know, in their order.
+        let headings: Vec<&str> = runbook.lines().filter(|l| l.starts_with("## ")).collect();
+        assert_eq!(
+            headings,
+            ["## Meaning", "## Impact", "## Diagnosis", "## Mitigation"],
+            "docs/runbooks/{a}.md"
         );
     }
 }
@@ -506,7 +511,10 @@ async fn a_failed_label_on_a_healthy_secret_never_fires_restore_failing() {
 
     create_guard(&client, &ns.name, "g", json!({"secrets": [{"name": "db"}]})).await;
     let note = wait_event(&client, &ns.name, "ActionFailed", "SecretGuard").await;
-    assert!(note.contains("Label"), "{note}");
+    assert!(
+        note.contains(": labelling it secretguard.dev/guarded failed"),
+        "the action in words: {note}"
+    );
     assert!(events(&client, &ns.name, "RestoreFailed").await.is_empty());
 
     // Lift the policy: the retry labels it and saves its restore point.
