@@ -410,6 +410,24 @@ fn the_chart_prometheus_rule_is_the_plain_rules_file() {
             .all(|d| d["kind"] != "PrometheusRule"),
         "opt-in"
     );
+    // One runbook base URL, for the pushed alerts and the rules alike.
+    let (text, _) = helm_template(&[
+        "--set",
+        "prometheusRule.enabled=true,operator.runbookBaseURL=https://wiki.example.org/runbooks/",
+    ]);
+    let urls: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .collect();
+    assert_eq!(urls.len(), 14, "{urls:?}");
+    assert!(
+        urls.iter().all(
+            |u| u.starts_with("https://wiki.example.org/runbooks/SecretGuard")
+                && u.ends_with(".md")
+        ),
+        "{urls:?}"
+    );
+    assert!(text.contains("--runbook-base-url=https://wiki.example.org/runbooks/"));
 }
 
 #[test]
