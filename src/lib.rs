@@ -34,6 +34,8 @@ pub mod leader;
 
 pub mod alerts;
 
+pub mod event_recorder;
+
 pub mod restore_point;
 
 pub mod cache;

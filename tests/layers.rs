@@ -17,6 +17,7 @@ const ORDER: &[&str] = &[
     "fault.rs",
     "config.rs",
     // Infrastructure.
+    "process_metrics.rs",
     "metrics.rs",
     "queue.rs",
     "throttle.rs",
@@ -24,6 +25,7 @@ const ORDER: &[&str] = &[
     "telemetry.rs",
     "leader.rs",
     "alerts.rs",
+    "event_recorder.rs",
     "restore_point.rs",
     "cache.rs",
     // Guard: pure decisions and state.

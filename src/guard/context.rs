@@ -13,12 +13,12 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 
 use super::index::Index;
-use super::report::recorder::Recorder;
 use super::state::Records;
 use crate::alerts::Alerter;
 use crate::api::v1alpha1::SecretGuard;
 use crate::cache::{self, CachedRestorePoint, CachedSecret};
 use crate::config::Config;
+use crate::event_recorder::Recorder;
 use crate::labels;
 use crate::metrics::Metrics;
 use crate::object_key::ObjectKey;

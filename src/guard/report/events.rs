@@ -7,12 +7,12 @@ use kube::Resource;
 
 use crate::api::v1alpha1::SecretGuard;
 use crate::cache::CachedSecret;
+use crate::event_recorder::{EventType, Note};
 use crate::guard::context::Context;
 use crate::guard::decide::{Action, Decision, Reason, Tombstone};
 use crate::guard::load::ObservedTarget;
 use crate::guard::outcome::{Executed, TokenCheck};
 use crate::guard::record::Recorded;
-use crate::guard::report::recorder::{EventType, Note};
 use crate::guard::spec::TargetSpec;
 use crate::guard::status::build::{NAMED_GUARDS, names_capped};
 use crate::object_key::ObjectKey;

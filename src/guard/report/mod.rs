@@ -5,7 +5,6 @@
 pub mod alerts;
 pub mod events;
 pub mod metrics;
-pub mod recorder;
 
 use super::context::Context;
 use super::decide::Decision;
