@@ -132,14 +132,6 @@ impl AuditMarks {
         let hash = self.hasher.hash_one(key);
         self.hashes.remove(&hash)
     }
-
-    pub fn len(&self) -> usize {
-        self.hashes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
-    }
 }
 
 /// A guarded Secret seen deleted from a namespace (`Records::deleted_here`).
